@@ -1,0 +1,203 @@
+"""The workbook's configuration: one place for backend, models, data source, sizes and paths.
+
+Everything is read from the environment (or a git-ignored `.env` at the repository
+root) once, by `load_config()`, into a frozen `Config`. Nothing here is global
+mutable state: notebooks call `load_config()` in their first cell and pass the
+result along.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
+DEFAULT_LOCAL_PORT = 8765
+DEFAULT_LOCAL_MODEL = "smollm2-135m-instruct"
+TINY_TEST_MODEL = "tiny-test"
+DEFAULT_REMOTE_MODEL = "gpt-4o-mini-2024-07-18"
+OPENAI_BASE_URL = "https://api.openai.com/v1"
+HUATUO_HUB_ID = "FreedomIntelligence/huatuo26M-testdatasets"
+
+
+class ConfigError(ValueError):
+    """A setting in the environment or `.env` is missing or invalid."""
+
+
+@dataclass(frozen=True)
+class Config:
+    """Resolved settings for one run of the course (the API key is never shown in repr)."""
+
+    backend: str  # "local" (our offline server) or "remote" (OpenAI or a compatible provider)
+    base_url: str
+    api_key: str = field(repr=False)
+    api_key_source: str  # where the key came from, for display: never the key itself
+    base_model: str  # the model to fine-tune and to compare against
+    data_source: str  # "fixture", "hub" or "path"
+    data_path: Path | None  # the JSONL when data_source is "path" or "fixture"
+    seed: int
+    n_train: int
+    n_valid: int
+    n_heldout: int
+    n_epochs: int
+    work_dir: Path
+    build_dir: Path
+    local_port: int
+    allow_new_job: bool  # FINETUNE_NEW_JOB=1: launch a new job even if one with the same identity exists
+    confirm_cost: bool  # FINETUNE_CONFIRM=1: accept the estimated cost on a remote backend without asking
+    request_timeout: float  # seconds, for every API call
+
+    @property
+    def is_local(self) -> bool:
+        """True when the API is our own offline server."""
+        return self.backend == "local"
+
+    @property
+    def localapi_dir(self) -> Path:
+        """Where the local server keeps its database, blobs and adapters."""
+        return self.work_dir / "localapi"
+
+    def describe(self) -> str:
+        """A short, secret-free summary for the first cell of each notebook."""
+        data = self.data_source if self.data_path is None else f"{self.data_source} ({self.data_path})"
+        return "\n".join(
+            [
+                f"backend     : {self.backend}  ({self.base_url})",
+                f"api key     : {self.api_key_source}",
+                f"base model  : {self.base_model}",
+                f"data source : {data}",
+                f"sizes       : train={self.n_train} valid={self.n_valid} heldout={self.n_heldout} seed={self.seed}",
+                f"work folder : {self.work_dir}",
+            ]
+        )
+
+
+def load_dotenv_file(path: Path | None = None) -> None:
+    """Load KEY=VALUE pairs from `.env` into os.environ without overriding what is already set."""
+    path = path or REPO_ROOT / ".env"
+    if not path.is_file():
+        return
+    from dotenv import load_dotenv
+
+    load_dotenv(path, override=False)
+
+
+def _env_int(name: str, default: int, minimum: int = 0) -> int:
+    """Read an integer setting, with a readable error when it is not one."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a whole number") from None
+    if value < minimum:
+        raise ConfigError(f"{name}={value} must be at least {minimum}")
+    return value
+
+
+def _env_flag(name: str) -> bool:
+    """True for 1/true/yes/on (any case)."""
+    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def is_loopback_url(url: str) -> bool:
+    """True when the URL points at this machine (our local server)."""
+    host = urlparse(url).hostname or ""
+    return host in LOCAL_HOSTS or host.startswith("127.")
+
+
+def local_key_path(work_dir: Path) -> Path:
+    """The file where the local server stores its generated bearer key."""
+    return work_dir / "localapi" / "api_key"
+
+
+def read_or_create_local_key(work_dir: Path) -> tuple[str, str]:
+    """Return (key, source) for the local server: LOCALAPI_KEY, else the stored key, else a new one."""
+    env_key = os.environ.get("LOCALAPI_KEY", "").strip()
+    if env_key:
+        return env_key, "LOCALAPI_KEY"
+    path = local_key_path(work_dir)
+    if path.is_file():
+        return path.read_text(encoding="utf-8").strip(), f"stored in {path.relative_to(work_dir.parent) if path.is_relative_to(work_dir.parent) else path}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = "local-" + secrets.token_urlsafe(24)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(key + "\n")
+    os.replace(tmp, path)
+    return key, f"generated and stored in {path}"
+
+
+def load_config(env_file: Path | None = None) -> Config:
+    """Resolve the course configuration from the environment and `.env`."""
+    load_dotenv_file(env_file)
+    work_dir = Path(os.environ.get("WORKBOOK_WORK_DIR") or REPO_ROOT / "data" / "work").resolve()
+    build_dir = Path(os.environ.get("WORKBOOK_BUILD_DIR") or REPO_ROOT / "build").resolve()
+    port = _env_int("LOCALAPI_PORT", DEFAULT_LOCAL_PORT, minimum=1)
+
+    base_url = os.environ.get("OPENAI_BASE_URL", "").strip().rstrip("/")
+    env_key = os.environ.get("OPENAI_API_KEY", "").strip()
+    forced = os.environ.get("FINETUNE_BACKEND", "").strip().lower()
+    if forced not in {"", "local", "remote"}:
+        raise ConfigError(f"FINETUNE_BACKEND={forced!r}: use 'local' or 'remote'")
+
+    if forced == "local" or (not forced and not base_url and not env_key) or (base_url and is_loopback_url(base_url) and forced != "remote"):
+        backend = "local"
+        base_url = base_url if base_url and is_loopback_url(base_url) else f"http://127.0.0.1:{port}/v1"
+        if env_key and os.environ.get("OPENAI_BASE_URL"):
+            api_key, key_source = env_key, "OPENAI_API_KEY"
+        else:
+            api_key, key_source = read_or_create_local_key(work_dir)
+        default_model = DEFAULT_LOCAL_MODEL
+    else:
+        backend = "remote"
+        base_url = base_url or OPENAI_BASE_URL
+        if not env_key:
+            raise ConfigError(
+                "OPENAI_BASE_URL is set but OPENAI_API_KEY is not: put the key in the environment or in "
+                "the git-ignored .env file (or unset OPENAI_BASE_URL to use the local backend)"
+            )
+        api_key, key_source = env_key, "OPENAI_API_KEY"
+        default_model = DEFAULT_REMOTE_MODEL
+
+    base_model = os.environ.get("FINETUNE_BASE_MODEL", "").strip() or default_model
+
+    huatuo_path = os.environ.get("HUATUO_PATH", "").strip()
+    source = os.environ.get("HUATUO_SOURCE", "").strip().lower()
+    if huatuo_path:
+        data_source, data_path = "path", Path(huatuo_path).expanduser().resolve()
+        if not data_path.is_file():
+            raise ConfigError(f"HUATUO_PATH={huatuo_path!r} does not name a file")
+    else:
+        if source not in {"", "fixture", "hub"}:
+            raise ConfigError(f"HUATUO_SOURCE={source!r}: use 'fixture' or 'hub' (or set HUATUO_PATH)")
+        data_source = source or ("hub" if backend == "remote" else "fixture")
+        data_path = REPO_ROOT / "data" / "huatuo_fixture.jsonl" if data_source == "fixture" else None
+
+    return Config(
+        backend=backend,
+        base_url=base_url,
+        api_key=api_key,
+        api_key_source=key_source,
+        base_model=base_model,
+        data_source=data_source,
+        data_path=data_path,
+        seed=_env_int("WORKBOOK_SEED", 42),
+        n_train=_env_int("WORKBOOK_N_TRAIN", 100, minimum=10),
+        n_valid=_env_int("WORKBOOK_N_VALID", 20, minimum=1),
+        n_heldout=_env_int("WORKBOOK_N_HELDOUT", 50, minimum=1),
+        n_epochs=_env_int("WORKBOOK_N_EPOCHS", 3, minimum=1),
+        work_dir=work_dir,
+        build_dir=build_dir,
+        local_port=port,
+        allow_new_job=_env_flag("FINETUNE_NEW_JOB"),
+        confirm_cost=_env_flag("FINETUNE_CONFIRM"),
+        request_timeout=float(_env_int("WORKBOOK_REQUEST_TIMEOUT", 120, minimum=1)),
+    )
