@@ -112,6 +112,11 @@ def is_loopback_url(url: str) -> bool:
     return host in LOCAL_HOSTS or host.startswith("127.")
 
 
+def _display(path: Path) -> str:
+    """A path relative to the repository when it lies inside it, for shorter messages."""
+    return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path)
+
+
 def local_key_path(work_dir: Path) -> Path:
     """The file where the local server stores its generated bearer key."""
     return work_dir / "localapi" / "api_key"
@@ -124,7 +129,7 @@ def read_or_create_local_key(work_dir: Path) -> tuple[str, str]:
         return env_key, "LOCALAPI_KEY"
     path = local_key_path(work_dir)
     if path.is_file():
-        return path.read_text(encoding="utf-8").strip(), f"stored in {path.relative_to(work_dir.parent) if path.is_relative_to(work_dir.parent) else path}"
+        return path.read_text(encoding="utf-8").strip(), f"stored in {_display(path)}"
     path.parent.mkdir(parents=True, exist_ok=True)
     key = "local-" + secrets.token_urlsafe(24)
     tmp = path.with_suffix(".tmp")
@@ -132,7 +137,7 @@ def read_or_create_local_key(work_dir: Path) -> tuple[str, str]:
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(key + "\n")
     os.replace(tmp, path)
-    return key, f"generated and stored in {path}"
+    return key, f"generated and stored in {_display(path)}"
 
 
 def load_config(env_file: Path | None = None) -> Config:
