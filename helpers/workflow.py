@@ -1,0 +1,530 @@
+"""Upload, launch, watch and clean up a fine-tuning job: the steps that cost money, made re-run safe.
+
+Everything goes through the official `openai` SDK, so the same code drives OpenAI, a compatible
+provider, or the offline server in `helpers/localapi/`. What was done is recorded in the work
+folder (`run_state.json`, keyed by the API's base URL) and always checked against the API's own
+lists before it is reused:
+
+- uploads are identified by the SHA-256 of their bytes (also part of the uploaded file name, so a
+  lost state file does not lead to a second upload);
+- jobs are identified by `metadata.run_id`, a hash of the two uploads and the training parameters;
+  a job with that identity is reused unless it failed or was cancelled, and a second one is only
+  created when the reader sets `FINETUNE_NEW_JOB=1`;
+- on a remote backend a new job needs the reader's confirmation of the estimated cost
+  (`FINETUNE_CONFIRM=1` for headless runs).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import io
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import openai
+import pandas as pd
+from openai import OpenAI
+
+from helpers.config import Config
+
+STATE_FILE = "run_state.json"
+RESULTS_CSV = "results.csv"
+IN_PROGRESS = ("validating_files", "queued", "running")
+STOPPED = ("failed", "cancelled")
+RUN_TAG = "huatuo-workbook"
+# Errors after which a create request may or may not have reached the server: look before retrying.
+TRANSIENT_ERRORS = (openai.APIConnectionError, openai.APITimeoutError, openai.RateLimitError, openai.InternalServerError)
+
+
+class WorkflowError(RuntimeError):
+    """A step of the fine-tuning workflow cannot go on; the message says what to do."""
+
+
+class FileProcessingError(WorkflowError):
+    """An uploaded file was rejected by the API (status `error`)."""
+
+
+class CostNotConfirmed(WorkflowError):
+    """A paid job was not launched because nobody confirmed the estimated cost."""
+
+
+class JobFailed(WorkflowError):
+    """The fine-tuning job ended with status `failed`."""
+
+
+class JobCancelled(WorkflowError):
+    """The fine-tuning job ended with status `cancelled`."""
+
+
+class PollTimeout(WorkflowError):
+    """The job was still in progress when the overall waiting time ran out."""
+
+
+# ---------------------------------------------------------------- state in the work folder
+
+
+def _write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON (UTF-8, unescaped Chinese) via a temporary file and os.replace."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def load_state(cfg: Config) -> dict[str, Any]:
+    """This backend's part of `run_state.json` (empty dict when nothing was recorded yet)."""
+    path = cfg.work_dir / STATE_FILE
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise WorkflowError(f"{path}: line {exc.lineno}: not valid JSON ({exc.msg}); delete the file to start over") from None
+    return data.get(cfg.base_url, {})
+
+
+def update_state(cfg: Config, **changes: Any) -> dict[str, Any]:
+    """Merge `changes` into this backend's part of `run_state.json` and return it."""
+    path = cfg.work_dir / STATE_FILE
+    data = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    section = data.setdefault(cfg.base_url, {})
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(section.get(key), dict):
+            section[key].update(value)
+        else:
+            section[key] = value
+    _write_json_atomic(path, data)
+    return section
+
+
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+# ---------------------------------------------------------------- uploads
+
+
+@dataclass
+class Upload:
+    """One uploaded file and whether it was reused instead of uploaded again."""
+
+    file_id: str
+    filename: str
+    sha256: str
+    bytes: int
+    status: str
+    reused: bool
+
+
+def upload_name(path: Path, digest: str) -> str:
+    """The name a file is uploaded under: its stem plus the start of its content hash."""
+    return f"{path.stem}-{digest[:12]}{path.suffix}"
+
+
+def _list_files(client: OpenAI, purpose: str) -> list[Any]:
+    """All files of one purpose (the SDK follows the pages)."""
+    return list(client.files.list(purpose=purpose))
+
+
+def _find_upload(files: Iterable[Any], file_id: str | None, name: str, size: int) -> Any | None:
+    """The listed file recorded under `file_id`, else one with our hashed name and size, skipping failed ones."""
+    usable = [f for f in files if getattr(f, "status", "processed") != "error"]
+    for f in usable:
+        if file_id and f.id == file_id and f.bytes == size:
+            return f
+    matches = [f for f in usable if f.filename == name and f.bytes == size]
+    return max(matches, key=lambda f: f.created_at) if matches else None
+
+
+def upload_file(client: OpenAI, cfg: Config, path: Path, purpose: str = "fine-tune", retries: int = 5) -> Upload:
+    """Upload a file once: reuse the upload recorded for the same bytes if the API still lists it."""
+    path = Path(path)
+    if not path.is_file():
+        raise WorkflowError(f"{path} does not exist: run notebook 03 first to write the fine-tuning files")
+    data = path.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    name = upload_name(path, digest)
+    recorded = load_state(cfg).get("uploads", {}).get(digest, {})
+    found = _find_upload(_list_files(client, purpose), recorded.get("file_id"), name, len(data))
+    reused = found is not None
+    for attempt in range(retries + 1):
+        if found is not None:
+            break
+        try:
+            found = client.with_options(max_retries=0).files.create(file=(name, data, "application/jsonl"), purpose=purpose)
+        except TRANSIENT_ERRORS as exc:
+            if attempt == retries:
+                raise WorkflowError(f"uploading {path} failed {retries + 1} times (last: {exc}); re-run the cell") from exc
+            time.sleep(min(2**attempt, 10))
+            # The upload may have arrived although the answer did not: look before sending it again.
+            found = _find_upload(_list_files(client, purpose), None, name, len(data))
+    update_state(cfg, uploads={digest: {"file_id": found.id, "filename": name, "path": str(path), "bytes": len(data)}})
+    return Upload(found.id, name, digest, len(data), getattr(found, "status", "processed") or "processed", reused)
+
+
+def wait_for_processing(client: OpenAI, file_id: str, timeout: float = 600.0, interval: float = 1.0) -> Any:
+    """Wait until an uploaded file is `processed`; raise FileProcessingError on `error`, PollTimeout after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        f = client.files.retrieve(file_id)
+        if f.status == "processed":
+            return f
+        if f.status == "error":
+            raise FileProcessingError(f"file {file_id} ({f.filename}) was rejected: {f.status_details or 'no details given'}")
+        if time.monotonic() > deadline:
+            raise PollTimeout(f"file {file_id} still '{f.status}' after {timeout:.0f} s; re-run the cell to keep waiting")
+        time.sleep(interval)
+
+
+# ---------------------------------------------------------------- launching a job
+
+
+@dataclass
+class JobPlan:
+    """What a fine-tuning job will be: everything that goes into `jobs.create` and its identity."""
+
+    model: str
+    training_file: str
+    validation_file: str | None
+    n_epochs: int | str
+    batch_size: int | str
+    learning_rate_multiplier: float | str
+    seed: int
+    suffix: str
+    train_sha256: str
+    valid_sha256: str | None
+    metadata: dict[str, str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        params = {"model": self.model, "n_epochs": self.n_epochs, "batch_size": self.batch_size,
+                  "lr_mult": self.learning_rate_multiplier, "seed": self.seed, "suffix": self.suffix}
+        identity = json.dumps({"train": self.train_sha256, "valid": self.valid_sha256, **params}, sort_keys=True)
+        self.metadata = {
+            "workbook": RUN_TAG,
+            "run_id": hashlib.sha256(identity.encode()).hexdigest()[:16],
+            "train_sha256": self.train_sha256[:16],
+            "valid_sha256": (self.valid_sha256 or "")[:16],
+            "params": json.dumps(params, sort_keys=True, separators=(",", ":")),
+        }
+
+    @property
+    def run_id(self) -> str:
+        """The identity of the run: same data and parameters, same id."""
+        return self.metadata["run_id"]
+
+    def create_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for `client.fine_tuning.jobs.create`."""
+        hyper = {"n_epochs": self.n_epochs, "batch_size": self.batch_size, "learning_rate_multiplier": self.learning_rate_multiplier}
+        kwargs: dict[str, Any] = {
+            "model": self.model,
+            "training_file": self.training_file,
+            "method": {"type": "supervised", "supervised": {"hyperparameters": hyper}},
+            "suffix": self.suffix,
+            "seed": self.seed,
+            "metadata": self.metadata,
+        }
+        if self.validation_file:
+            kwargs["validation_file"] = self.validation_file
+        return kwargs
+
+
+def plan_job(cfg: Config, train: Upload, valid: Upload | None, *, suffix: str = "huatuo", batch_size: int | str = "auto",
+             learning_rate_multiplier: float | str = "auto", n_epochs: int | None = None) -> JobPlan:
+    """The job for these uploads and the configured base model, epochs and seed."""
+    return JobPlan(model=cfg.base_model, training_file=train.file_id, validation_file=valid.file_id if valid else None,
+                   n_epochs=n_epochs or cfg.n_epochs, batch_size=batch_size, learning_rate_multiplier=learning_rate_multiplier,
+                   seed=cfg.seed, suffix=suffix, train_sha256=train.sha256, valid_sha256=valid.sha256 if valid else None)
+
+
+def list_jobs(client: OpenAI, max_jobs: int = 1000) -> list[Any]:
+    """Up to `max_jobs` fine-tuning jobs, newest first (the SDK follows the pages)."""
+    jobs = []
+    for job in client.fine_tuning.jobs.list(limit=100):
+        jobs.append(job)
+        if len(jobs) >= max_jobs:
+            break
+    return sorted(jobs, key=lambda j: j.created_at, reverse=True)
+
+
+def find_jobs(client: OpenAI, run_id: str) -> list[Any]:
+    """The jobs launched for this run identity, newest first."""
+    return [j for j in list_jobs(client) if (j.metadata or {}).get("run_id") == run_id]
+
+
+def confirm_cost(cfg: Config, estimate_usd: float | None, ask: Callable[[str], str] | None = None) -> None:
+    """On a remote backend, require FINETUNE_CONFIRM=1 or an interactive 'yes'; raise CostNotConfirmed otherwise."""
+    if cfg.is_local or cfg.confirm_cost:
+        return
+    cost = "unknown (run notebook 03 for an estimate)" if estimate_usd is None else f"about ${estimate_usd:.2f}"
+    question = f"Launching a fine-tuning job on {cfg.base_url} for {cfg.base_model} costs {cost}. Type yes to launch: "
+    ask = ask or input
+    if ask is input and not _stdin_available():
+        raise CostNotConfirmed(f"Not launched: {cost} would be charged and this run cannot ask. Set FINETUNE_CONFIRM=1 to accept it.")
+    try:
+        answer = ask(question)
+    except (EOFError, NotImplementedError, OSError):  # headless kernels raise StdinNotImplementedError
+        raise CostNotConfirmed(f"Not launched: {cost} would be charged and this run cannot ask. Set FINETUNE_CONFIRM=1 to accept it.") from None
+    if answer.strip().lower() not in {"y", "yes", "是"}:
+        raise CostNotConfirmed(f"Not launched: you answered {answer.strip()!r}. Re-run the cell and type yes, or set FINETUNE_CONFIRM=1.")
+
+
+def _stdin_available() -> bool:
+    """True in an IPython kernel (which may forward input()) or on a terminal."""
+    return "ipykernel" in sys.modules or sys.stdin is not None and sys.stdin.isatty()
+
+
+@dataclass
+class LaunchResult:
+    """The job to follow and how it was chosen."""
+
+    job: Any
+    reused: bool
+    previous: list[Any]  # other jobs with the same identity, newest first
+
+
+def find_or_create_job(client: OpenAI, cfg: Config, plan: JobPlan, *, estimate_usd: float | None = None,
+                       ask: Callable[[str], str] | None = None, retries: int = 5) -> LaunchResult:
+    """Reuse the newest job with the plan's identity unless it failed/was cancelled or FINETUNE_NEW_JOB=1; else create one."""
+    existing = find_jobs(client, plan.run_id)
+    usable = [j for j in existing if j.status not in STOPPED]
+    if usable and not cfg.allow_new_job:
+        update_state(cfg, job={"id": usable[0].id, "run_id": plan.run_id})
+        return LaunchResult(usable[0], True, existing[1:] if existing[0] is usable[0] else existing)
+    confirm_cost(cfg, estimate_usd, ask)
+    created_after = time.time() - 5
+    job = None
+    for attempt in range(retries + 1):
+        try:
+            job = client.with_options(max_retries=0).fine_tuning.jobs.create(**plan.create_kwargs())
+            break
+        except TRANSIENT_ERRORS as exc:
+            if attempt == retries:
+                raise WorkflowError(f"creating the job failed {retries + 1} times (last: {exc}); re-run the cell") from exc
+            time.sleep(min(2**attempt, 10))
+            # The job may exist although the answer was lost: look before creating another.
+            fresh = [j for j in find_jobs(client, plan.run_id) if j.created_at >= created_after and j.id not in {e.id for e in existing}]
+            if fresh:
+                job = fresh[0]
+                break
+    update_state(cfg, job={"id": job.id, "run_id": plan.run_id})
+    return LaunchResult(job, False, existing)
+
+
+def current_job(client: OpenAI, cfg: Config) -> Any:
+    """The job recorded by notebook 05 for this backend, fetched fresh from the API."""
+    job_id = load_state(cfg).get("job", {}).get("id")
+    if not job_id:
+        raise WorkflowError(f"no job recorded in {cfg.work_dir / STATE_FILE} for {cfg.base_url}: run notebook 05 first")
+    return client.fine_tuning.jobs.retrieve(job_id)
+
+
+# ---------------------------------------------------------------- polling
+
+
+class PlainProgress:
+    """Progress as plain text lines (headless runs, logs): one line per new step count."""
+
+    def __init__(self, print_fn: Callable[[str], None] = print) -> None:
+        self._print = print_fn
+        self._last = -1
+
+    def update(self, status: str, step: int | None, total: int | None) -> None:
+        """Print a line when the step count or status moved."""
+        key = hash((status, step))
+        if key != self._last and step is not None and total:
+            self._print(f"progress: step {step}/{total} ({100 * step / total:.0f}%), status {status}")
+        self._last = key
+
+    def close(self, status: str) -> None:
+        """Nothing to tidy up for plain lines."""
+
+
+def is_headless() -> bool:
+    """True when no person watches a live notebook: WORKBOOK_HEADLESS=1 or not inside a Jupyter kernel."""
+    return os.environ.get("WORKBOOK_HEADLESS", "") == "1" or "ipykernel" not in sys.modules
+
+
+class EventLog:
+    """Fetches a job's events page by page and yields each event once, oldest first."""
+
+    def __init__(self, client: OpenAI, job_id: str, page_size: int = 100) -> None:
+        self.client, self.job_id, self.page_size = client, job_id, page_size
+        self.seen: set[str] = set()
+        self.step: int | None = None
+        self.total_steps: int | None = None
+
+    def new_events(self) -> list[Any]:
+        """Events not returned before, oldest first; the API lists newest first, so stop at the first known one."""
+        fresh = []
+        for event in self.client.fine_tuning.jobs.list_events(self.job_id, limit=self.page_size):
+            if event.id in self.seen:
+                break
+            self.seen.add(event.id)
+            fresh.append(event)
+        fresh.sort(key=lambda e: e.created_at)  # stable: keeps the server's order within a second
+        for event in fresh:
+            data = event.data if isinstance(event.data, dict) else {}
+            if event.type == "metrics" and "step" in data:
+                self.step = int(data["step"])
+                self.total_steps = int(data.get("total_steps") or self.total_steps or 0) or None
+        return fresh
+
+
+def format_event(event: Any) -> str:
+    """One line for an event: time, level, message."""
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(event.created_at))
+    return f"{stamp} [{event.level}] {event.message}"
+
+
+def poll_job(client: OpenAI, job_id: str, *, timeout: float = 3600.0, interval: float = 2.0, progress: Any = None,
+             print_fn: Callable[[str], None] = print) -> Any:
+    """Follow a job until it ends, printing each new event once; return it on success, raise JobFailed/JobCancelled/PollTimeout."""
+    progress = progress or PlainProgress(print_fn)
+    log = EventLog(client, job_id)
+    deadline = time.monotonic() + timeout
+    status = "unknown"
+    try:
+        while True:
+            job = client.fine_tuning.jobs.retrieve(job_id)
+            status = job.status
+            for event in log.new_events():
+                print_fn(format_event(event))
+            progress.update(job.status, log.step, log.total_steps)
+            if job.status not in IN_PROGRESS:
+                break
+            if time.monotonic() > deadline:
+                raise PollTimeout(f"job {job_id} is still '{job.status}' after {timeout:.0f} s; it keeps running on the server — "
+                                  "re-run this cell to keep watching the same job")
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        print_fn(f"Stopped watching. Job {job_id} keeps running on the server; re-run this cell to pick it up again.")
+        raise
+    finally:
+        progress.close(status)
+    if job.status == "failed":
+        err = job.error
+        detail = f"{err.code}: {err.message}" if err is not None else "no error details given"
+        raise JobFailed(f"job {job_id} failed — {detail}. Fix the cause, then launch again in notebook 05 (a failed job is not reused).")
+    if job.status == "cancelled":
+        raise JobCancelled(f"job {job_id} was cancelled. Launch it again in notebook 05 (a cancelled job is not reused).")
+    return job
+
+
+# ---------------------------------------------------------------- results
+
+
+def decode_result_bytes(raw: bytes) -> str:
+    """The CSV text of a result file, which OpenAI serves base64-encoded and other servers as plain text."""
+    text = raw.decode("utf-8-sig", errors="strict") if raw else ""
+    if text.lstrip().lower().startswith("step"):
+        return text
+    try:
+        decoded = base64.b64decode("".join(text.split()), validate=True).decode("utf-8-sig")
+    except (binascii.Error, UnicodeDecodeError):
+        raise WorkflowError("the result file is neither CSV nor base64-encoded CSV (it does not start with a 'step' column)") from None
+    if not decoded.lstrip().lower().startswith("step"):
+        raise WorkflowError("the result file decodes from base64 but is not the expected CSV (no 'step' column)")
+    return decoded
+
+
+def download_results(client: OpenAI, cfg: Config, job: Any) -> pd.DataFrame:
+    """The job's result CSV (step, losses, token accuracies) as a DataFrame, also saved to the work folder."""
+    if not job.result_files:
+        raise WorkflowError(f"job {job.id} has no result file (status '{job.status}'); wait until it succeeded")
+    text = decode_result_bytes(client.files.content(job.result_files[0]).content)
+    frame = pd.read_csv(io.StringIO(text))
+    out = cfg.work_dir / RESULTS_CSV
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, out)
+    return frame
+
+
+def list_checkpoints(client: OpenAI, job_id: str) -> pd.DataFrame:
+    """The job's checkpoints (step, model id, metrics), oldest first."""
+    rows = []
+    for ckpt in client.fine_tuning.jobs.checkpoints.list(job_id, limit=100):
+        metrics = ckpt.metrics.model_dump(exclude_none=True) if ckpt.metrics is not None else {}
+        rows.append({"step": ckpt.step_number, "model": ckpt.fine_tuned_model_checkpoint, **{k: v for k, v in metrics.items() if k != "step"}})
+    return pd.DataFrame(rows).sort_values("step").reset_index(drop=True) if rows else pd.DataFrame(columns=["step", "model"])
+
+
+def store_fine_tuned_model(cfg: Config, job: Any) -> str:
+    """Record the fine-tuned model id (and the job's trained_tokens) for notebook 07."""
+    if not job.fine_tuned_model:
+        raise WorkflowError(f"job {job.id} has no fine-tuned model yet (status '{job.status}')")
+    update_state(cfg, job={"id": job.id, "fine_tuned_model": job.fine_tuned_model, "trained_tokens": job.trained_tokens})
+    return job.fine_tuned_model
+
+
+def load_fine_tuned_model(cfg: Config) -> str:
+    """The fine-tuned model id stored by notebook 06."""
+    model = load_state(cfg).get("job", {}).get("fine_tuned_model")
+    if not model:
+        raise WorkflowError(f"no fine-tuned model recorded in {cfg.work_dir / STATE_FILE} for {cfg.base_url}: run notebook 06 first")
+    return model
+
+
+# ---------------------------------------------------------------- the closing section
+
+
+def load_train_stats(cfg: Config) -> dict[str, Any]:
+    """Notebook 03's `train_stats.json` (token counts and the cost estimate)."""
+    path = cfg.work_dir / "train_stats.json"
+    if not path.is_file():
+        raise WorkflowError(f"{path} does not exist: run notebook 03 first")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def cost_summary(cfg: Config, job: Any) -> pd.DataFrame:
+    """Estimated (notebook 03) against reported (`job.trained_tokens`) billed tokens."""
+    stats = load_train_stats(cfg)
+    estimated = stats.get("billed_tokens")
+    reported = job.trained_tokens
+    ratio = reported / estimated if estimated and reported else None
+    return pd.DataFrame([
+        {"what": "estimated billed tokens (notebook 03)", "value": estimated},
+        {"what": "trained_tokens reported by the job", "value": reported},
+        {"what": "reported / estimated", "value": None if ratio is None else round(ratio, 3)},
+        {"what": "estimated cost in USD (notebook 03)", "value": stats.get("estimated_cost_usd")},
+    ])
+
+
+def cleanup(client: OpenAI, cfg: Config, *, delete_files: bool = True, delete_model: bool = True) -> list[str]:
+    """Delete the recorded uploads and fine-tuned model on the API; return what was deleted. Not undoable."""
+    state = load_state(cfg)
+    done = []
+    if delete_model and state.get("job", {}).get("fine_tuned_model"):
+        model = state["job"]["fine_tuned_model"]
+        try:
+            client.models.delete(model)
+            done.append(f"model {model}")
+        except openai.NotFoundError:
+            done.append(f"model {model} (already gone)")
+    if delete_files:
+        for digest, record in state.get("uploads", {}).items():
+            try:
+                client.files.delete(record["file_id"])
+                done.append(f"file {record['file_id']} ({record['filename']})")
+            except openai.NotFoundError:
+                done.append(f"file {record['file_id']} (already gone)")
+    path = cfg.work_dir / STATE_FILE
+    if path.is_file():
+        data = json.loads(path.read_text(encoding="utf-8"))
+        section = data.setdefault(cfg.base_url, {})
+        if delete_files:
+            section["uploads"] = {}
+        if delete_model:
+            section.pop("job", None)
+        _write_json_atomic(path, data)
+    return done
