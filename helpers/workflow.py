@@ -300,7 +300,7 @@ def find_or_create_job(client: OpenAI, cfg: Config, plan: JobPlan, *, estimate_u
         update_state(cfg, job={"id": usable[0].id, "run_id": plan.run_id})
         return LaunchResult(usable[0], True, existing[1:] if existing[0] is usable[0] else existing)
     confirm_cost(cfg, estimate_usd, ask)
-    created_after = time.time() - 5
+    known = {j.id for j in existing}
     job = None
     for attempt in range(retries + 1):
         try:
@@ -311,7 +311,7 @@ def find_or_create_job(client: OpenAI, cfg: Config, plan: JobPlan, *, estimate_u
                 raise WorkflowError(f"creating the job failed {retries + 1} times (last: {exc}); re-run the cell") from exc
             time.sleep(min(2**attempt, 10))
             # The job may exist although the answer was lost: look before creating another.
-            fresh = [j for j in find_jobs(client, plan.run_id) if j.created_at >= created_after and j.id not in {e.id for e in existing}]
+            fresh = [j for j in find_jobs(client, plan.run_id) if j.id not in known]
             if fresh:
                 job = fresh[0]
                 break
@@ -370,7 +370,8 @@ class EventLog:
                 break
             self.seen.add(event.id)
             fresh.append(event)
-        fresh.sort(key=lambda e: e.created_at)  # stable: keeps the server's order within a second
+        fresh.reverse()  # newest first -> oldest first
+        fresh.sort(key=lambda e: e.created_at)  # stable: events within one second keep their order
         for event in fresh:
             data = event.data if isinstance(event.data, dict) else {}
             if event.type == "metrics" and "step" in data:
@@ -386,10 +387,10 @@ def format_event(event: Any) -> str:
 
 
 def poll_job(client: OpenAI, job_id: str, *, timeout: float = 3600.0, interval: float = 2.0, progress: Any = None,
-             print_fn: Callable[[str], None] = print) -> Any:
+             print_fn: Callable[[str], None] = print, page_size: int = 100) -> Any:
     """Follow a job until it ends, printing each new event once; return it on success, raise JobFailed/JobCancelled/PollTimeout."""
     progress = progress or PlainProgress(print_fn)
-    log = EventLog(client, job_id)
+    log = EventLog(client, job_id, page_size)
     deadline = time.monotonic() + timeout
     status = "unknown"
     try:
