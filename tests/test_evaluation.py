@@ -1,0 +1,104 @@
+"""helpers.evaluation: arms, the on-disk cache, the bounded pool, failures and the metrics table."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import httpx
+import openai
+import pytest
+
+from helpers import evaluation
+
+QUESTIONS = ["头疼怎么办？", "血压130/80正常吗？", "感冒发烧吃什么药？"]
+REFERENCES = ["头疼可能与休息不好有关，注意休息。", "130/80属于正常高值，注意监测。", "感冒发烧可以多喝水，必要时用退烧药。"]
+
+
+class FakeChat:
+    """A chat endpoint that answers with the last user message reversed, counting requests and concurrency."""
+
+    def __init__(self, delay: float = 0.0, fail_model: str | None = None) -> None:
+        self.requests = 0
+        self.active = self.max_active = 0
+        self.lock = threading.Lock()
+        self.delay, self.fail_model = delay, fail_model
+
+    def handler(self, request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.read())
+        with self.lock:
+            self.requests += 1
+            self.active += 1
+            self.max_active = max(self.max_active, self.active)
+        time.sleep(self.delay)
+        with self.lock:
+            self.active -= 1
+        if body["model"] == self.fail_model:
+            return httpx.Response(400, json={"error": {"message": "model not found"}})
+        prompt_chars = sum(len(m["content"]) for m in body["messages"])
+        text = body["messages"][-1]["content"][::-1]
+        return httpx.Response(200, json={
+            "id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": body["model"],
+            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
+            "usage": {"prompt_tokens": prompt_chars, "completion_tokens": len(text), "total_tokens": prompt_chars + len(text)},
+        })
+
+    def client(self) -> openai.OpenAI:
+        return openai.OpenAI(base_url="http://127.0.0.1:9/v1", api_key="k", max_retries=0, timeout=5,
+                             http_client=httpx.Client(transport=httpx.MockTransport(self.handler)))
+
+
+def _arms() -> list[evaluation.Arm]:
+    examples = evaluation.few_shot_examples([{"questions": "问" * 5, "answers": "答" * 500}] * 3, k=3, max_answer_chars=100)
+    return evaluation.make_arms("base", "ft:base:local:x:1", "你是医生。", examples)
+
+
+def test_arms_build_the_expected_messages() -> None:
+    base, few, tuned = _arms()
+    assert [m["role"] for m in base.messages("q")] == ["system", "user"]
+    assert [m["role"] for m in few.messages("q")] == ["system"] + ["user", "assistant"] * 3 + ["user"]
+    assert len(few.messages("q")[2]["content"]) == 100  # long answers are cut
+    assert tuned.model.startswith("ft:")
+
+
+def test_rerun_is_served_from_cache(tmp_path) -> None:
+    fake = FakeChat()
+    cache = evaluation.ResponseCache(tmp_path / "cache")
+    first = evaluation.run_arms(fake.client(), _arms(), QUESTIONS, base_url="u", cache=cache, workers=4)
+    assert fake.requests == 9 and not any(a.cached for a in first)
+    second = evaluation.run_arms(fake.client(), _arms(), QUESTIONS, base_url="u", cache=cache, workers=4)
+    assert fake.requests == 9 and all(a.cached for a in second)
+    assert [a.text for a in first] == [a.text for a in second]
+    evaluation.run_arms(fake.client(), _arms(), QUESTIONS, base_url="u", cache=cache, max_tokens=7)
+    assert fake.requests == 18  # a different request is a different cache entry
+
+
+def test_pool_is_bounded_and_concurrent() -> None:
+    fake = FakeChat(delay=0.05)
+    evaluation.run_arms(fake.client(), _arms() * 3, QUESTIONS, base_url="u", cache=None, workers=4)
+    assert 2 <= fake.max_active <= 4
+
+
+def test_failures_are_reported_together_and_successes_cached(tmp_path) -> None:
+    fake = FakeChat(fail_model="ft:base:local:x:1")
+    cache = evaluation.ResponseCache(tmp_path / "cache")
+    with pytest.raises(evaluation.EvaluationError, match="3 of 9 requests failed .*fine-tuned"):
+        evaluation.run_arms(fake.client(), _arms(), QUESTIONS, base_url="u", cache=cache)
+    assert len(list((tmp_path / "cache").glob("*.json"))) == 6
+
+
+def test_tables_and_claims(tmp_path) -> None:
+    fake = FakeChat()
+    answers = evaluation.run_arms(fake.client(), _arms(), QUESTIONS, base_url="u", cache=None)
+    table = evaluation.side_by_side(answers, QUESTIONS, REFERENCES)
+    assert list(table.columns) == ["question", "reference", "base + system prompt", "base + few-shot prompt", "fine-tuned + system prompt"]
+    assert table.loc[0, "base + system prompt"] == QUESTIONS[0][::-1]
+    prices = {"base + system prompt": (1.0, 2.0), "base + few-shot prompt": (1.0, 2.0), "fine-tuned + system prompt": (6.0, 12.0)}
+    metrics = evaluation.arm_metrics(answers, REFERENCES, prices)
+    assert metrics.loc["base + few-shot prompt", "prompt tokens"] > metrics.loc["base + system prompt", "prompt tokens"]
+    expected = 1000 * (metrics.loc["base + system prompt", "prompt tokens"] * 1 + metrics.loc["base + system prompt", "completion tokens"] * 2) / 1e6
+    assert metrics.loc["base + system prompt", "USD / 1k requests"] == pytest.approx(expected)
+    claims = evaluation.claims_check(metrics)
+    assert claims.iloc[0]["measured"].endswith("% smaller")
+    assert claims.iloc[1]["measured"] == "6.0×"
