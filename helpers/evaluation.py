@@ -44,7 +44,34 @@ WALKTHROUGH_QUESTION = "我在体检是正常的，但是去献血医生最是�
 
 
 class EvaluationError(RuntimeError):
-    """Some requests of the comparison failed even after the SDK's retries."""
+    """Some requests of the comparison failed even after the SDK's retries, or its inputs are missing."""
+
+
+def load_rows(path: Path) -> list[dict[str, Any]]:
+    """Rows of a JSONL file; a bad line raises EvaluationError naming file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise EvaluationError(f"{path} does not exist: run notebooks 02 and 03 first")
+    rows = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            raise EvaluationError(f"{path}:{n}: not valid JSON ({exc.msg})") from None
+    return rows
+
+
+def training_system_prompt(train_path: Path) -> str:
+    """The system prompt the model was fine-tuned with: the first example's system message."""
+    rows = load_rows(train_path)
+    for n, row in enumerate(rows, start=1):
+        for message in row.get("messages", []):
+            if message.get("role") == "system":
+                return message["content"]
+        raise EvaluationError(f"{train_path}:{n}: the first example has no system message")
+    raise EvaluationError(f"{train_path} has no examples")
 
 
 @dataclass(frozen=True)
@@ -215,3 +242,20 @@ def claims_check(metrics: pd.DataFrame, few_shot_arm: str = "base + few-shot pro
 def answers_to_records(answers: Sequence[Answer]) -> list[dict[str, Any]]:
     """Plain dicts (for saving to JSON)."""
     return [asdict(a) for a in answers]
+
+
+def save_comparison(work_dir: Path, metrics: pd.DataFrame, table: pd.DataFrame) -> list[Path]:
+    """Write the metrics and the side-by-side answers as UTF-8 CSV into the work folder (the course report reads them)."""
+    paths = []
+    for frame, name, keep_index in [(metrics, "compare_metrics.csv", True), (table, "compare_answers.csv", False)]:
+        path = Path(work_dir) / name
+        tmp = path.with_name(f".{name}.tmp")
+        frame.to_csv(tmp, index=keep_index, encoding="utf-8")
+        os.replace(tmp, path)
+        paths.append(path)
+    return paths
+
+
+def with_paper_rows(metrics: pd.DataFrame, columns: Sequence[str] = ("BLEU-1", "ROUGE-L")) -> pd.DataFrame:
+    """Our arms' BLEU-1 and ROUGE-L next to the two cited rows of the paper's Table 7."""
+    return pd.concat([metrics[list(columns)].round(2), PAPER_TABLE7[list(columns)]])

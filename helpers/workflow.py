@@ -245,10 +245,10 @@ def plan_job(cfg: Config, train: Upload, valid: Upload | None, *, suffix: str = 
                    seed=cfg.seed, suffix=suffix, train_sha256=train.sha256, valid_sha256=valid.sha256 if valid else None)
 
 
-def list_jobs(client: OpenAI, max_jobs: int = 1000) -> list[Any]:
-    """Up to `max_jobs` fine-tuning jobs, newest first (the SDK follows the pages)."""
+def list_jobs(client: OpenAI, max_jobs: int = 1000, metadata: dict[str, str] | None = None) -> list[Any]:
+    """Up to `max_jobs` fine-tuning jobs (only those with the given metadata, if any), newest first."""
     jobs = []
-    for job in client.fine_tuning.jobs.list(limit=100):
+    for job in client.fine_tuning.jobs.list(limit=100, **({"metadata": metadata} if metadata else {})):
         jobs.append(job)
         if len(jobs) >= max_jobs:
             break
@@ -257,7 +257,8 @@ def list_jobs(client: OpenAI, max_jobs: int = 1000) -> list[Any]:
 
 def find_jobs(client: OpenAI, run_id: str) -> list[Any]:
     """The jobs launched for this run identity, newest first."""
-    return [j for j in list_jobs(client) if (j.metadata or {}).get("run_id") == run_id]
+    listed = list_jobs(client, metadata={"run_id": run_id})
+    return [j for j in listed if (j.metadata or {}).get("run_id") == run_id]  # also where the filter is ignored
 
 
 def confirm_cost(cfg: Config, estimate_usd: float | None, ask: Callable[[str], str] | None = None) -> None:

@@ -102,3 +102,13 @@ def test_tables_and_claims(tmp_path) -> None:
     claims = evaluation.claims_check(metrics)
     assert claims.iloc[0]["measured"].endswith("% smaller")
     assert claims.iloc[1]["measured"] == "6.0×"
+
+
+def test_system_prompt_read_from_training_file_and_bad_lines_named(tmp_path) -> None:
+    train = tmp_path / "train.jsonl"
+    row = {"messages": [{"role": "system", "content": "你是医生。"}, {"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}
+    train.write_text(json.dumps(row, ensure_ascii=False) + "\n\n{oops\n", encoding="utf-8")
+    with pytest.raises(evaluation.EvaluationError, match=r"train.jsonl:3: not valid JSON"):
+        evaluation.training_system_prompt(train)
+    train.write_text(json.dumps(row, ensure_ascii=False) + "\n", encoding="utf-8")
+    assert evaluation.training_system_prompt(train) == "你是医生。"

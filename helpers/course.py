@@ -1,0 +1,188 @@
+"""The headless course run: `python -m helpers.course run` (what `make course` calls).
+
+It starts the local API server when the backend is local, executes notebooks 01–07 in order with
+nbclient into the build folder, writes a one-page HTML report (loss curves and the comparison
+table) and prints where everything went. Everything the notebooks do is re-run safe, so running
+the course twice reuses the uploads, the job and the cached answers of the first run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import html
+import io
+import os
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
+
+from helpers.config import REPO_ROOT, Config, load_config
+
+NOTEBOOK_DIR = REPO_ROOT / "notebooks"
+COMPARE_METRICS = "compare_metrics.csv"
+COMPARE_ANSWERS = "compare_answers.csv"
+
+
+class CourseError(RuntimeError):
+    """A notebook of the course failed; the message names it and the cell's error."""
+
+
+@dataclass
+class NotebookRun:
+    """How one notebook went."""
+
+    name: str
+    seconds: float
+    output: Path
+    error: str | None = None
+
+
+def course_notebooks(folder: Path = NOTEBOOK_DIR, only: Sequence[str] | None = None) -> list[Path]:
+    """Notebooks 01–07 (`NN_*.ipynb`) in order, or just those whose number is in `only`."""
+    found = sorted(p for p in folder.glob("[0-9][0-9]_*.ipynb"))
+    if only:
+        found = [p for p in found if p.name[:2] in set(only)]
+    if not found:
+        raise CourseError(f"no notebooks NN_*.ipynb in {folder}" + (f" with numbers {', '.join(only)}" if only else ""))
+    return found
+
+
+def kernel_environment(cfg: Config) -> dict[str, str]:
+    """Environment variables the notebook kernels need: headless mode, the repository on sys.path, the API."""
+    env = {
+        "WORKBOOK_HEADLESS": "1",
+        "MPLBACKEND": "Agg",
+        "PYTHONPATH": os.pathsep.join(p for p in [str(REPO_ROOT), os.environ.get("PYTHONPATH", "")] if p),
+        "WORKBOOK_WORK_DIR": str(cfg.work_dir),
+        "WORKBOOK_BUILD_DIR": str(cfg.build_dir),
+    }
+    if cfg.is_local:
+        env["LOCALAPI_PORT"] = str(cfg.local_port)
+    return env
+
+
+def execute_notebook(path: Path, out_dir: Path, timeout: int = 1800) -> NotebookRun:
+    """Run one notebook top to bottom in a fresh kernel (cwd: notebooks/) and save the executed copy into out_dir."""
+    nb = nbformat.read(path, as_version=4)
+    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}})
+    out = out_dir / path.name
+    start = time.monotonic()
+    error = None
+    try:
+        client.execute()
+    except CellExecutionError as exc:
+        error = str(exc).strip().splitlines()[-1] if str(exc).strip() else repr(exc)
+    finally:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(f".{out.name}.tmp")
+        nbformat.write(nb, tmp)
+        os.replace(tmp, out)
+    return NotebookRun(path.name, time.monotonic() - start, out, error)
+
+
+def _figure_png(results_csv: Path) -> str | None:
+    """The loss/accuracy curves from the job's result CSV as a base64 PNG, or None if there is no CSV yet."""
+    if not results_csv.is_file():
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from helpers.plots import plot_training_curves
+
+    fig = plot_training_curves(pd.read_csv(results_csv))
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def write_report(cfg: Config, runs: Sequence[NotebookRun], path: Path) -> Path:
+    """A one-page HTML report: configuration, notebook timings, loss curves, the comparison table and example answers."""
+    parts = [f"<h1>微调实战：运行报告</h1><pre>{html.escape(cfg.describe())}</pre>", "<h2>Notebooks</h2>"]
+    timing = pd.DataFrame([{"notebook": r.name, "seconds": round(r.seconds, 1), "result": r.error or "ok"} for r in runs])
+    parts.append(timing.to_html(index=False))
+    png = _figure_png(cfg.work_dir / "results.csv")
+    parts.append("<h2>训练曲线</h2>" + (f'<img src="data:image/png;base64,{png}" style="max-width:100%">' if png else "<p>(no result file yet)</p>"))
+    metrics_csv, answers_csv = cfg.work_dir / COMPARE_METRICS, cfg.work_dir / COMPARE_ANSWERS
+    if metrics_csv.is_file():
+        parts.append("<h2>对比（held-out）</h2>" + pd.read_csv(metrics_csv, index_col=0).round(2).to_html())
+    if answers_csv.is_file():
+        answers = pd.read_csv(answers_csv).head(3)
+        parts.append("<h2>前三个问题</h2>" + answers.to_html(index=False))
+    page = ("<!doctype html><html lang='zh-CN'><meta charset='utf-8'><title>微调实战 report</title>"
+            "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}td{vertical-align:top;font-size:13px}</style>"
+            + "".join(parts) + "</html>")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(page, encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def run_course(cfg: Config, *, only: Sequence[str] | None = None, write_back: bool = False, timeout: int = 1800) -> list[NotebookRun]:
+    """Start the local server if needed, execute the notebooks in order, write the report; raise CourseError on a failure."""
+    os.environ.update(kernel_environment(cfg))
+    server = None
+    if cfg.is_local:
+        from helpers.local_backend import ensure_server
+
+        server = ensure_server(cfg)
+        print(f"local API server: {cfg.base_url}")
+    out_dir = cfg.build_dir / "notebooks"
+    runs: list[NotebookRun] = []
+    try:
+        for path in course_notebooks(NOTEBOOK_DIR, only):
+            print(f"running {path.name} ...", flush=True)
+            run = execute_notebook(path, out_dir, timeout)
+            runs.append(run)
+            print(f"  {'failed' if run.error else 'done'} in {run.seconds:.0f} s -> {run.output}", flush=True)
+            if run.error:
+                raise CourseError(f"{path.name} failed: {run.error}\nThe executed notebook with the error is {run.output}")
+            if write_back:
+                shutil.copyfile(run.output, path)
+    finally:
+        report = write_report(cfg, runs, cfg.build_dir / "report.html")
+        print(f"report: {report}")
+        if server is not None and getattr(server, "started", False):
+            from helpers.local_backend import stop_server
+
+            stop_server(cfg)
+    return runs
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line: `python -m helpers.course run [--only 04 05] [--write-back]`."""
+    parser = argparse.ArgumentParser(prog="python -m helpers.course", description="Run the 微调实战 course headless.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="execute notebooks 01-07 in order into the build folder and write a report")
+    run.add_argument("--only", nargs="+", metavar="NN", help="run only these notebook numbers, e.g. --only 06 07")
+    run.add_argument("--write-back", action="store_true", help="also save the executed notebooks into notebooks/ (to commit outputs)")
+    run.add_argument("--timeout", type=int, default=1800, help="seconds allowed per cell (default 1800)")
+    args = parser.parse_args(argv)
+    cfg = load_config()
+    print(cfg.describe(), flush=True)
+    start = time.monotonic()
+    try:
+        runs = run_course(cfg, only=args.only, write_back=args.write_back, timeout=args.timeout)
+    except CourseError as exc:
+        print(f"\nCOURSE FAILED: {exc}", file=sys.stderr)
+        return 1
+    print(f"\nall {len(runs)} notebooks ran in {time.monotonic() - start:.0f} s")
+    print(f"executed notebooks : {cfg.build_dir / 'notebooks'}")
+    print(f"report             : {cfg.build_dir / 'report.html'}")
+    print(f"work folder        : {cfg.work_dir} (uploads, job, results.csv, compare_*.csv, eval_cache/)")
+    if args.write_back:
+        print(f"outputs written back into {NOTEBOOK_DIR}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
