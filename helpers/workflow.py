@@ -171,6 +171,14 @@ def upload_file(client: OpenAI, cfg: Config, path: Path, purpose: str = "fine-tu
     return Upload(found.id, name, digest, len(data), getattr(found, "status", "processed") or "processed", reused)
 
 
+def files_table(client: OpenAI, purpose: str = "fine-tune") -> pd.DataFrame:
+    """The API's list of uploaded files of one purpose, newest first, as a table."""
+    rows = [{"id": f.id, "filename": f.filename, "bytes": f.bytes, "status": f.status,
+             "created": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(f.created_at))} for f in _list_files(client, purpose)]
+    frame = pd.DataFrame(rows, columns=["id", "filename", "bytes", "status", "created"])
+    return frame.sort_values("created", ascending=False, kind="stable").reset_index(drop=True)
+
+
 def wait_for_processing(client: OpenAI, file_id: str, timeout: float = 600.0, interval: float = 1.0) -> Any:
     """Wait until an uploaded file is `processed`; raise FileProcessingError on `error`, PollTimeout after `timeout` s."""
     deadline = time.monotonic() + timeout

@@ -1,0 +1,89 @@
+"""Root pytest configuration: the local API server for nbval's notebook kernels.
+
+When the session collected notebook cells (nbval), the first of them starts, before its kernel
+does, a local server with the tiny test model on a free port, in a private work folder (so a test
+run never touches the reader's `data/work/`). The variables the notebooks read (`OPENAI_BASE_URL`,
+`OPENAI_API_KEY`, `WORKBOOK_WORK_DIR`, `FINETUNE_BASE_MODEL`, ...) are put into `os.environ`,
+which nbval's kernels inherit. Unit tests that run before it see the environment unchanged; after
+the session the server is stopped, the variables restored and the folder removed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import tempfile
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent
+_STATE: dict = {}
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def notebook_environment(work_dir: Path, port: int) -> dict[str, str]:
+    """The variables for a course run on the tiny model against a local server at `port`."""
+    return {
+        "FINETUNE_BACKEND": "local",
+        "FINETUNE_BASE_MODEL": "tiny-test",
+        "HUATUO_SOURCE": "fixture",
+        "WORKBOOK_WORK_DIR": str(work_dir),
+        "WORKBOOK_BUILD_DIR": str(work_dir.parent / "build"),
+        "LOCALAPI_PORT": str(port),
+        "OPENAI_BASE_URL": f"http://127.0.0.1:{port}/v1",
+        "WORKBOOK_HEADLESS": "1",
+        "MPLBACKEND": "Agg",
+        "PYTHONPATH": os.pathsep.join(p for p in [str(REPO_ROOT), os.environ.get("PYTHONPATH", "")] if p),
+    }
+
+
+def _start_for_notebooks() -> None:
+    """Start the tiny-model server and export the notebooks' environment (once per session)."""
+    from helpers.config import load_config, read_or_create_local_key
+    from helpers.local_backend import ensure_server
+
+    root = Path(tempfile.mkdtemp(prefix="nbval-course-"))
+    env = notebook_environment(root / "work", free_port())
+    cleared = ("HUATUO_PATH", "FINETUNE_NEW_JOB", "FINETUNE_CONFIRM", "LOCALAPI_KEY", "OPENAI_API_KEY", "LOCALAPI_FAULTS")
+    _STATE["saved"] = {name: os.environ.get(name) for name in [*env, *cleared]}
+    _STATE["root"] = root
+    for name in cleared:
+        os.environ.pop(name, None)
+    os.environ.update(env)
+    os.environ["OPENAI_API_KEY"], _ = read_or_create_local_key(root / "work")
+    cfg = load_config()
+    _STATE["cfg"] = cfg
+    _STATE["server"] = ensure_server(cfg)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Before the first notebook cell (and so before its kernel starts), bring up the server."""
+    if type(item).__module__.startswith("nbval") and "cfg" not in _STATE:
+        _start_for_notebooks()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Stop the server we started, restore the environment, remove the private folder."""
+    if "cfg" not in _STATE:
+        return
+    from helpers.local_backend import stop_server
+
+    try:
+        stop_server(_STATE["cfg"])
+    finally:
+        for name, value in _STATE["saved"].items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        shutil.rmtree(_STATE["root"], ignore_errors=True)
+        _STATE.clear()
