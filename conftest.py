@@ -87,3 +87,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
                 os.environ[name] = value
         shutil.rmtree(_STATE["root"], ignore_errors=True)
         _STATE.clear()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the markers used by the tests."""
+    config.addinivalue_line("markers", "slow: runs the whole course or a real model (a minute or more)")

@@ -70,7 +70,7 @@ def kernel_environment(cfg: Config) -> dict[str, str]:
     return env
 
 
-def execute_notebook(path: Path, out_dir: Path, timeout: int = 1800) -> NotebookRun:
+def execute_notebook(path: Path, out_dir: Path, timeout: int = 1800, env: dict[str, str] | None = None) -> NotebookRun:
     """Run one notebook top to bottom in a fresh kernel (cwd: notebooks/) and save the executed copy into out_dir."""
     nb = nbformat.read(path, as_version=4)
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}})
@@ -78,7 +78,7 @@ def execute_notebook(path: Path, out_dir: Path, timeout: int = 1800) -> Notebook
     start = time.monotonic()
     error = None
     try:
-        client.execute()
+        client.execute(env={**os.environ, **(env or {})})
     except CellExecutionError as exc:
         error = str(exc).strip().splitlines()[-1] if str(exc).strip() else repr(exc)
     finally:
@@ -129,7 +129,7 @@ def write_report(cfg: Config, runs: Sequence[NotebookRun], path: Path) -> Path:
 
 def run_course(cfg: Config, *, only: Sequence[str] | None = None, write_back: bool = False, timeout: int = 1800) -> list[NotebookRun]:
     """Start the local server if needed, execute the notebooks in order, write the report; raise CourseError on a failure."""
-    os.environ.update(kernel_environment(cfg))
+    env = kernel_environment(cfg)
     server = None
     if cfg.is_local:
         from helpers.local_backend import ensure_server
@@ -141,7 +141,7 @@ def run_course(cfg: Config, *, only: Sequence[str] | None = None, write_back: bo
     try:
         for path in course_notebooks(NOTEBOOK_DIR, only):
             print(f"running {path.name} ...", flush=True)
-            run = execute_notebook(path, out_dir, timeout)
+            run = execute_notebook(path, out_dir, timeout, env)
             runs.append(run)
             print(f"  {'failed' if run.error else 'done'} in {run.seconds:.0f} s -> {run.output}", flush=True)
             if run.error:

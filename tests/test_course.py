@@ -1,0 +1,62 @@
+"""The headless course run against the real local server (tiny model): twice, with 20% faults.
+
+The first run starts from an empty work folder against a server whose fault mode answers 20% of
+API requests with a 429 (with retry-after), a 500 or a slow response; the second run repeats the
+course. Both must complete, and the server's own lists must then hold exactly one training upload,
+one validation upload and one job.
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from helpers import course
+from helpers.client import make_client
+from helpers.config import load_config
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture()
+def course_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A private work/build folder, a free port, the tiny model, and a local server with 20% faults."""
+    for name in ("OPENAI_BASE_URL", "OPENAI_API_KEY", "HUATUO_PATH", "FINETUNE_NEW_JOB", "FINETUNE_CONFIRM", "LOCALAPI_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    env = {"WORKBOOK_WORK_DIR": str(tmp_path / "work"), "WORKBOOK_BUILD_DIR": str(tmp_path / "build"),
+           "LOCALAPI_PORT": str(_free_port()), "FINETUNE_BACKEND": "local", "FINETUNE_BASE_MODEL": "tiny-test",
+           "HUATUO_SOURCE": "fixture", "LOCALAPI_FAULTS": "0.2", "LOCALAPI_FAULT_SEED": "7", "WORKBOOK_N_HELDOUT": "10"}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    cfg = load_config()
+    from helpers.local_backend import ensure_server, stop_server
+
+    ensure_server(cfg)
+    yield cfg
+    stop_server(cfg)
+
+
+@pytest.mark.slow
+def test_course_twice_with_faults_leaves_one_of_each(course_env, capsys) -> None:
+    cfg = course_env
+    first = course.run_course(cfg)
+    assert [r.name[:2] for r in first] == ["01", "02", "03", "04", "05", "06", "07"]
+    second = course.run_course(cfg)
+    assert all(r.error is None for r in first + second)
+
+    client = make_client(cfg)
+    files = [f for f in client.files.list(purpose="fine-tune") if f.status != "error"]
+    assert sorted(f.filename.split("-")[0] for f in files) == ["train", "valid"], [f.filename for f in files]
+    jobs = list(client.fine_tuning.jobs.list(limit=100))
+    assert len(jobs) == 1 and jobs[0].status == "succeeded"
+
+    report = (cfg.build_dir / "report.html").read_text(encoding="utf-8")
+    assert "ROUGE-L" in report and "data:image/png;base64" in report
+    assert (cfg.build_dir / "notebooks" / "07_compare.ipynb").is_file()
+    assert "report:" in capsys.readouterr().out
