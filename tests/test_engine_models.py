@@ -1,0 +1,123 @@
+"""Model registry: built-in ids, extra models from the environment, tiny-test, GGUF conversion, shared adapters."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from helpers.localapi import models as M
+
+
+@pytest.fixture(scope="session")
+def engine_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One model cache for the whole test session (the tokenizer conversion takes a few seconds)."""
+    path = tmp_path_factory.getbasetemp() / "engine-cache"
+    path.mkdir(exist_ok=True)
+    return path
+
+
+def test_registry_has_builtin_models_and_default_first():
+    assert list(M.BUILTIN_MODELS)[:2] == ["smollm2-135m-instruct", "tiny-test"]
+    assert M.BASE_MODELS["tiny-test"].kind == "tiny"
+    assert M.get_spec("smollm2-135m-instruct").kind == "gguf"
+
+
+def test_extra_models_come_from_the_environment(monkeypatch):
+    monkeypatch.setenv("LOCALAPI_EXTRA_MODELS", " Qwen/Qwen2.5-0.5B-Instruct, /models/mine ,,tiny-test")
+    models = M.available_models()
+    assert models["Qwen/Qwen2.5-0.5B-Instruct"].kind == "hf"
+    assert models["/models/mine"].source == "/models/mine"
+    assert models["tiny-test"].kind == "tiny"  # a built-in id is never shadowed
+    assert M.ensure_converted("Qwen/Qwen2.5-0.5B-Instruct", Path("/nonexistent")) == "Qwen/Qwen2.5-0.5B-Instruct"
+
+
+def test_unknown_model_names_the_alternatives(monkeypatch):
+    monkeypatch.delenv("LOCALAPI_EXTRA_MODELS", raising=False)
+    with pytest.raises(M.UnknownModelError, match="available: smollm2-135m-instruct, tiny-test"):
+        M.get_spec("gpt-5")
+
+
+def test_safe_name_keeps_simple_ids_and_disambiguates_paths():
+    assert M.safe_name("tiny-test") == "tiny-test"
+    a, b = M.safe_name("org/model"), M.safe_name("org_model")
+    assert a != b and "/" not in a
+
+
+def test_tiny_model_is_small_seeded_and_uses_smollm_tokenizer(engine_cache):
+    lm = M.load_model("tiny-test", engine_cache)
+    assert lm.model.config.num_hidden_layers == 2
+    assert lm.model.config.vocab_size == len(lm.tokenizer) == 49152
+    assert lm.device in {"cpu", "cuda"}
+    assert "<|im_start|>" in M.render_chat(lm.tokenizer, [{"role": "user", "content": "你好"}], True)
+    before = {k: v.clone() for k, v in lm.model.state_dict().items()}
+    # rebuilding the cached model from scratch gives the same weights (seeded)
+    folder = engine_cache / "tiny-test"
+    (folder / "converted.json").unlink()
+    again = M.load_model("tiny-test", engine_cache)
+    for name, value in again.model.state_dict().items():
+        assert torch.equal(value, before[name]), name
+    assert json.loads((folder / "converted.json").read_text())["seed"] == M.TINY_SEED
+
+
+def test_count_chat_tokens_includes_template_and_generation_prompt(engine_cache):
+    tok = M.load_tokenizer("tiny-test", engine_cache)
+    messages = [{"role": "system", "content": "你是医生。"}, {"role": "user", "content": "高血压怎么治疗？"}]
+    n = M.count_chat_tokens("tiny-test", messages, engine_cache)
+    text = M.render_chat(tok, messages, True)
+    assert text.endswith("<|im_start|>assistant\n")
+    assert n == len(tok(text, add_special_tokens=False)["input_ids"])
+    assert n > len("你是医生。高血压怎么治疗？")  # Chinese takes more than one token per character here
+    assert M.stop_token_ids(tok) == {tok.convert_tokens_to_ids("<|im_end|>")}
+
+
+def _random_adapter(cache: Path, folder: Path, seed: int) -> Path:
+    """Save a LoRA adapter with non-zero random weights for the tiny model."""
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(seed)
+    fresh = M.load_model("tiny-test", cache)
+    peft_model = get_peft_model(fresh.model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    peft_model.save_pretrained(folder)
+    return folder
+
+
+def _logits(view: M.LoadedModel, ids: torch.Tensor) -> torch.Tensor:
+    with view.activated() as model, torch.no_grad():
+        return model(input_ids=ids).logits
+
+
+def test_pool_shares_one_base_between_adapters(engine_cache, tmp_path):
+    pool = M.ModelPool(engine_cache)
+    base = pool.get("tiny-test")
+    ids = torch.tensor([M.encode_prompt(base.tokenizer, [{"role": "user", "content": "头痛怎么办"}])])
+    plain = _logits(base, ids)
+    a = pool.get("tiny-test", _random_adapter(engine_cache, tmp_path / "ad" / "a", 1))
+    b = pool.get("tiny-test", _random_adapter(engine_cache, tmp_path / "ad" / "b", 2))
+    assert a.shared is b.shared is base.shared  # one copy of the base weights
+    la, lb = _logits(a, ids), _logits(b, ids)
+    assert not torch.allclose(la, plain) and not torch.allclose(la, lb)
+    assert torch.allclose(_logits(base, ids), plain, atol=1e-5)  # the base view runs without adapters
+    assert torch.allclose(_logits(a, ids), la, atol=1e-6)
+    # the same adapter loaded on its own gives the same logits as through the pool
+    alone = M.load_model("tiny-test", engine_cache, tmp_path / "ad" / "a")
+    assert torch.allclose(_logits(alone, ids), la, atol=1e-5)
+    assert pool.get("tiny-test", tmp_path / "ad" / "a").adapter_name == a.adapter_name
+
+
+def test_missing_adapter_is_a_clear_error(engine_cache, tmp_path):
+    with pytest.raises(M.ModelError, match="adapter_config.json is missing"):
+        M.load_model("tiny-test", engine_cache, tmp_path)
+
+
+def test_smollm_gguf_converts_once_to_a_plain_float32_checkpoint(engine_cache):
+    lm = M.load_model("smollm2-135m-instruct", engine_cache)
+    folder = engine_cache / "smollm2-135m-instruct"
+    config = json.loads((folder / "config.json").read_text())
+    assert "quantization_config" not in config and config["num_hidden_layers"] == 30
+    assert (folder / "model.safetensors").is_file() and (folder / "tokenizer.json").is_file()
+    ids = M.encode_prompt(lm.tokenizer, [{"role": "user", "content": "What is the capital of France?"}])
+    out = lm.model.generate(torch.tensor([ids]), max_new_tokens=12, do_sample=False)
+    assert "Paris" in lm.tokenizer.decode(out[0][len(ids):])
