@@ -1,0 +1,108 @@
+"""Client side of the offline backend: make sure the local API server is running, or stop it.
+
+Talks to the server only over HTTP (never imports `helpers.localapi`): a server already listening on
+`cfg.base_url` that accepts our key is reused; otherwise one is started detached (its own session, so it
+outlives a notebook kernel) with `python -m helpers.localapi serve`, logging to `<work>/localapi/server.log`.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+import httpx
+
+from helpers.config import REPO_ROOT, Config
+
+
+class LocalServerError(RuntimeError):
+    """The local server could not be reached, started or stopped; the message says what to do."""
+
+
+def server_root(cfg: Config) -> str:
+    """The server's root URL (`http://host:port`), from the configured `.../v1` base URL."""
+    url = cfg.base_url.rstrip("/")
+    return url[: -len("/v1")] if url.endswith("/v1") else url
+
+
+def probe(cfg: Config, timeout: float = 2.0) -> dict | None:
+    """The server's `/local/info` when one answers with our key, None when nothing listens; raises on a wrong key."""
+    try:
+        r = httpx.get(server_root(cfg) + "/local/info", headers={"Authorization": f"Bearer {cfg.api_key}"},
+                      timeout=timeout)
+    except httpx.TransportError:
+        return None
+    if r.status_code == 401:
+        raise LocalServerError(
+            f"A server on {cfg.base_url} rejects our API key ({cfg.api_key_source}). Stop that server, or use the "
+            f"key it was started with (LOCALAPI_KEY), or pick another port with LOCALAPI_PORT.")
+    if r.status_code != 200:
+        raise LocalServerError(f"Something on {server_root(cfg)} answered /local/info with HTTP {r.status_code}; "
+                               "it is not the workbook's local server. Pick another port with LOCALAPI_PORT.")
+    return r.json()
+
+
+def _log_tail(path: Path, lines: int = 20) -> str:
+    """The last lines of the server log, for error messages."""
+    try:
+        return "\n".join(path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def ensure_server(cfg: Config, timeout: float = 60.0, extra_args: list[str] | None = None) -> None:
+    """Reuse the local server on cfg.base_url, or start it detached and wait until it answers (no-op when remote)."""
+    if not cfg.is_local:
+        return
+    info = probe(cfg)
+    if info is not None:
+        if Path(info.get("work_dir", "")).resolve() != cfg.work_dir.resolve():
+            raise LocalServerError(
+                f"The local server on {cfg.base_url} keeps its state in {info.get('work_dir')}, not in {cfg.work_dir}. "
+                "Stop it (helpers.local_backend.stop_server) or choose another port with LOCALAPI_PORT.")
+        return
+    parsed = urlparse(cfg.base_url)
+    host, port = parsed.hostname or "127.0.0.1", parsed.port or cfg.local_port
+    log_path = cfg.localapi_dir / "server.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "WORKBOOK_WORK_DIR": str(cfg.work_dir), "LOCALAPI_KEY": cfg.api_key,
+           "PYTHONPATH": os.pathsep.join(p for p in [str(REPO_ROOT), os.environ.get("PYTHONPATH", "")] if p)}
+    cmd = [sys.executable, "-m", "helpers.localapi", "serve", "--host", host, "--port", str(port), *(extra_args or [])]
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise LocalServerError(f"The local server exited with code {proc.returncode} while starting. "
+                                   f"Last lines of {log_path}:\n{_log_tail(log_path)}")
+        if probe(cfg, timeout=1.0) is not None:
+            return
+        time.sleep(0.2)
+    raise LocalServerError(f"The local server did not answer on {cfg.base_url} within {timeout:.0f} s "
+                           f"(pid {proc.pid}). Last lines of {log_path}:\n{_log_tail(log_path)}")
+
+
+def stop_server(cfg: Config, timeout: float = 30.0) -> bool:
+    """Ask the local server on cfg.base_url to shut down and wait until it is gone; False when none was running."""
+    if not cfg.is_local:
+        return False
+    try:
+        r = httpx.post(server_root(cfg) + "/local/shutdown", headers={"Authorization": f"Bearer {cfg.api_key}"},
+                       timeout=5.0)
+    except httpx.TransportError:
+        return False
+    if r.status_code != 200:
+        raise LocalServerError(f"The server on {cfg.base_url} refused to shut down: HTTP {r.status_code} {r.text[:200]}")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(server_root(cfg) + "/health", timeout=1.0)
+        except httpx.TransportError:
+            return True
+        time.sleep(0.2)
+    raise LocalServerError(f"The local server on {cfg.base_url} did not stop within {timeout:.0f} s.")

@@ -1,0 +1,86 @@
+"""`python -m helpers.localapi serve --host 127.0.0.1 --port 8765`: run the local OpenAI-compatible server.
+
+Options (each also has an environment variable):
+  --work-dir DIR           WORKBOOK_WORK_DIR (default data/work); state lives in DIR/localapi
+  --max-upload-bytes N     LOCALAPI_MAX_UPLOAD_BYTES (default 512 MiB)
+  --faults P               LOCALAPI_FAULTS: fraction of /v1 requests that get a 429, a 500 or a slow answer
+  --fault-seed N           LOCALAPI_FAULT_SEED (default 0)
+  --latency S              LOCALAPI_LATENCY: seconds added to every /v1 request
+The bearer key is LOCALAPI_KEY, else the one stored in DIR/localapi/api_key (created on first start).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from helpers.config import REPO_ROOT, is_loopback_url, read_or_create_local_key
+
+
+def _env_float(name: str, default: float) -> float:
+    """A float from the environment, with a readable error."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise SystemExit(f"{name}={raw!r} is not a number") from None
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line."""
+    parser = argparse.ArgumentParser(prog="python -m helpers.localapi", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the server in the foreground")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=int(os.environ.get("LOCALAPI_PORT", "8765")))
+    serve.add_argument("--work-dir", type=Path, default=None)
+    serve.add_argument("--max-upload-bytes", type=int, default=int(_env_float("LOCALAPI_MAX_UPLOAD_BYTES", 512 * 1024 * 1024)))
+    serve.add_argument("--faults", type=float, default=_env_float("LOCALAPI_FAULTS", 0.0))
+    serve.add_argument("--fault-seed", type=int, default=int(_env_float("LOCALAPI_FAULT_SEED", 0)))
+    serve.add_argument("--latency", type=float, default=_env_float("LOCALAPI_LATENCY", 0.0))
+    serve.add_argument("--log-level", default=os.environ.get("LOCALAPI_LOG_LEVEL", "info"))
+    args = parser.parse_args(argv)
+    if not 0 <= args.faults <= 1:
+        parser.error("--faults must be a fraction between 0 and 1")
+    return args
+
+
+def serve(args: argparse.Namespace) -> None:
+    """Build the app and run it with uvicorn until stopped (Ctrl-C, SIGTERM or POST /local/shutdown)."""
+    import uvicorn
+
+    from helpers.localapi.app import ServerSettings, create_app
+    from helpers.localapi.faults import FaultSettings
+
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    work_dir = (args.work_dir or Path(os.environ.get("WORKBOOK_WORK_DIR") or REPO_ROOT / "data" / "work")).resolve()
+    key, source = read_or_create_local_key(work_dir)
+    if not is_loopback_url(f"http://{args.host}/"):
+        logging.warning("listening on %s: other machines can reach this server (the bearer key still applies)", args.host)
+    settings = ServerSettings(work_dir=work_dir, api_key=key, max_upload_bytes=args.max_upload_bytes,
+                              faults=FaultSettings(rate=args.faults, seed=args.fault_seed, latency=args.latency))
+    app = create_app(settings)
+    config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level.lower(),
+                            access_log=args.log_level.lower() == "debug", timeout_graceful_shutdown=10)
+    server = uvicorn.Server(config)
+    settings.request_shutdown = lambda: setattr(server, "should_exit", True)
+    logging.info("serving http://%s:%d/v1 (work folder %s, key %s%s)", args.host, args.port, work_dir, source,
+                 f", faults {args.faults:.0%} seed {args.fault_seed}" if args.faults else "")
+    server.run()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point."""
+    args = parse_args(argv)
+    if args.command == "serve":
+        serve(args)
+
+
+if __name__ == "__main__":
+    main()

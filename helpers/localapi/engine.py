@@ -1,0 +1,135 @@
+"""The API's view of the model engine: which model ids exist, and generation with them.
+
+Base models come from the registry (`models.py`); fine-tuned models and their checkpoints from the
+database (the job manager registers them). Generation goes through one `generate.Generator` per
+server process, which batches concurrent requests; weights are shared through one `models.ModelPool`.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from helpers.localapi import models, schemas
+from helpers.localapi.errors import APIError, not_found
+from helpers.localapi.storage import Storage
+
+log = logging.getLogger("helpers.localapi.engine")
+
+BASE_CREATED = 1730419200  # 2024-11-01, when SmolLM2 was published; base models have no creation time of their own
+
+
+class EngineError(APIError):
+    """A model could not be loaded or run (500, with the reason)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(500, message, type_="server_error", code="model_error")
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """A model id the API accepts, and what it means on disk."""
+
+    id: str
+    kind: str  # "base", "fine-tune" or "checkpoint"
+    base: str
+    adapter_dir: Path | None
+    created: int
+    owned_by: str
+    job_id: str | None = None
+
+    def object(self) -> dict:
+        """The `model` object."""
+        return schemas.model_object(self.id, self.created, self.owned_by)
+
+
+class Engine:
+    """Model ids, model loading and generation for the API (loaded lazily, on first chat request)."""
+
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
+        self._lock = threading.Lock()
+        self._pool: Any = None
+        self._generator: Any = None
+
+    # ---- ids ---------------------------------------------------------------------------
+    def base_model_ids(self) -> list[str]:
+        """The base models that can be fine-tuned and chatted with."""
+        return list(models.available_models())
+
+    def list_models(self) -> list[dict]:
+        """`GET /v1/models`: base models, then fine-tuned models (checkpoints are listed per job, as on OpenAI)."""
+        out = [ResolvedModel(s.id, "base", s.id, None, BASE_CREATED, s.owned_by).object()
+               for s in models.available_models().values()]
+        out += [self._row_model(r).object() for r in self.storage.list_models("fine-tune")]
+        return out
+
+    def resolve(self, model_id: str) -> ResolvedModel:
+        """What a model id names, or OpenAI's 404 `model_not_found`."""
+        specs = models.available_models()
+        if model_id in specs:
+            spec = specs[model_id]
+            return ResolvedModel(spec.id, "base", spec.id, None, BASE_CREATED, spec.owned_by)
+        row = self.storage.get_model(model_id)
+        if row is None:
+            raise not_found(f"The model '{model_id}' does not exist or you do not have access to it.",
+                            param="model", code="model_not_found")
+        return self._row_model(row)
+
+    @staticmethod
+    def _row_model(row: dict) -> ResolvedModel:
+        return ResolvedModel(row["id"], row["kind"], row["base_model"], Path(row["adapter_dir"]), row["created"],
+                             schemas.OWNER, row["job_id"])
+
+    def delete(self, resolved: ResolvedModel) -> None:
+        """Delete a fine-tuned model or checkpoint: its record, its adapter in memory, and its adapter files."""
+        self.storage.delete_model(resolved.id)
+        self.forget(resolved.id, resolved.adapter_dir)
+        still_used = any(Path(r["adapter_dir"]) == resolved.adapter_dir for r in self.storage.list_models())
+        if resolved.adapter_dir is not None and not still_used and resolved.adapter_dir.is_relative_to(self.storage.jobs_dir):
+            shutil.rmtree(resolved.adapter_dir, ignore_errors=True)
+
+    def forget(self, model_id: str, adapter_dir: Path | None = None) -> None:
+        """Drop a deleted model's adapter from memory."""
+        if self._pool is not None and adapter_dir is not None:
+            try:
+                self._pool.forget_adapter(adapter_dir)
+            except Exception:  # an adapter that was never loaded
+                log.debug("forget_adapter(%s) failed", adapter_dir, exc_info=True)
+
+    # ---- generation --------------------------------------------------------------------
+    def _engine(self) -> tuple[Any, Any]:
+        """The process's ModelPool and Generator, created on first use."""
+        with self._lock:
+            if self._generator is None:
+                from helpers.localapi import generate
+
+                self._pool = models.ModelPool(self.storage.models_dir)
+                self._generator = generate.Generator(self._pool)
+            return self._pool, self._generator
+
+    def _view(self, resolved: ResolvedModel) -> Any:
+        pool, _ = self._engine()
+        if resolved.adapter_dir is not None and not (resolved.adapter_dir / "adapter_config.json").is_file():
+            raise EngineError(f"The adapter of {resolved.id} is missing from {resolved.adapter_dir}; "
+                              "the model cannot be used (delete it and fine-tune again).")
+        try:
+            return pool.get(resolved.base, resolved.adapter_dir)
+        except models.ModelError as exc:
+            raise EngineError(f"Could not load {resolved.id}: {exc}") from exc
+
+    def complete(self, resolved: ResolvedModel, messages: list[dict], params: dict) -> list:
+        """Finished choices for a chat request (list of generate.Choice)."""
+        _, gen = self._engine()
+        view = self._view(resolved)
+        return gen.complete(view, messages, **params)
+
+    def stream(self, resolved: ResolvedModel, messages: list[dict], params: dict) -> Iterator[dict]:
+        """Streamed pieces {index, text} and a final {index, finish_reason, prompt_tokens, completion_tokens} per choice."""
+        _, gen = self._engine()
+        view = self._view(resolved)
+        return gen.stream(view, messages, **params)
