@@ -61,7 +61,7 @@ def _start_for_notebooks() -> None:
     os.environ["OPENAI_API_KEY"], _ = read_or_create_local_key(root / "work")
     cfg = load_config()
     _STATE["cfg"] = cfg
-    _STATE["server"] = ensure_server(cfg)
+    ensure_server(cfg)
 
 
 @pytest.hookimpl(tryfirst=True)

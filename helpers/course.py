@@ -130,12 +130,13 @@ def write_report(cfg: Config, runs: Sequence[NotebookRun], path: Path) -> Path:
 def run_course(cfg: Config, *, only: Sequence[str] | None = None, write_back: bool = False, timeout: int = 1800) -> list[NotebookRun]:
     """Start the local server if needed, execute the notebooks in order, write the report; raise CourseError on a failure."""
     env = kernel_environment(cfg)
-    server = None
+    started_here = False
     if cfg.is_local:
-        from helpers.local_backend import ensure_server
+        from helpers.local_backend import ensure_server, probe
 
-        server = ensure_server(cfg)
-        print(f"local API server: {cfg.base_url}")
+        started_here = probe(cfg) is None
+        ensure_server(cfg)
+        print(f"local API server: {cfg.base_url} ({'started' if started_here else 'already running, reused'})", flush=True)
     out_dir = cfg.build_dir / "notebooks"
     runs: list[NotebookRun] = []
     try:
@@ -151,10 +152,11 @@ def run_course(cfg: Config, *, only: Sequence[str] | None = None, write_back: bo
     finally:
         report = write_report(cfg, runs, cfg.build_dir / "report.html")
         print(f"report: {report}")
-        if server is not None and getattr(server, "started", False):
+        if started_here:
             from helpers.local_backend import stop_server
 
             stop_server(cfg)
+            print("local API server stopped (it was started by this run)")
     return runs
 
 
