@@ -60,3 +60,36 @@ def test_course_twice_with_faults_leaves_one_of_each(course_env, capsys) -> None
     assert "ROUGE-L" in report and "data:image/png;base64" in report
     assert (cfg.build_dir / "notebooks" / "07_compare.ipynb").is_file()
     assert "report:" in capsys.readouterr().out
+
+
+def test_notebooks_are_found_in_order_and_filtered(tmp_path: Path) -> None:
+    for name in ["02_b.ipynb", "01_a.ipynb", "10_x.ipynb", "README.ipynb"]:
+        (tmp_path / name).write_text("{}", encoding="utf-8")
+    assert [p.name for p in course.course_notebooks(tmp_path)] == ["01_a.ipynb", "02_b.ipynb", "10_x.ipynb"]
+    assert [p.name for p in course.course_notebooks(tmp_path, ["02"])] == ["02_b.ipynb"]
+    with pytest.raises(course.CourseError, match="with numbers 09"):
+        course.course_notebooks(tmp_path, ["09"])
+
+
+def test_failing_notebook_is_saved_and_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    nb = new_notebook(cells=[new_code_cell("print('hello')"), new_code_cell("raise ValueError('data/work/train.jsonl:3: bad line')")])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    path = tmp_path / "01_fail.ipynb"
+    nbformat.write(nb, path)
+    run = course.execute_notebook(path, tmp_path / "out", timeout=120, env={"WORKBOOK_HEADLESS": "1"})
+    assert run.error is not None and "train.jsonl:3: bad line" in run.error
+    saved = nbformat.read(run.output, as_version=4)
+    assert saved.cells[0].outputs[0]["text"] == "hello\n"
+
+
+def test_report_without_results_still_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WORKBOOK_WORK_DIR", str(tmp_path / "work"))
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    cfg = load_config(env_file=tmp_path / "none.env")
+    runs = [course.NotebookRun("01_a.ipynb", 1.5, tmp_path / "01_a.ipynb")]
+    page = course.write_report(cfg, runs, tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "01_a.ipynb" in page and "(no result file yet)" in page and cfg.api_key not in page
