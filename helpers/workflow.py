@@ -340,18 +340,20 @@ def current_job(client: OpenAI, cfg: Config) -> Any:
 
 
 class PlainProgress:
-    """Progress as plain text lines (headless runs, logs): one line per new step count."""
+    """Progress as plain text lines (headless runs, logs): one line per status change and per 10% of the steps."""
 
     def __init__(self, print_fn: Callable[[str], None] = print) -> None:
         self._print = print_fn
-        self._last = -1
+        self._status = ""
+        self._bucket = -1
 
     def update(self, status: str, step: int | None, total: int | None) -> None:
-        """Print a line when the step count or status moved."""
-        key = hash((status, step))
-        if key != self._last and step is not None and total:
-            self._print(f"progress: step {step}/{total} ({100 * step / total:.0f}%), status {status}")
-        self._last = key
+        """Print a line when the status changed or the step count crossed another tenth of the total."""
+        bucket = int(10 * step / total) if step is not None and total else -1
+        if status != self._status or bucket > self._bucket:
+            where = f"step {step}/{total} ({100 * step / total:.0f}%)" if bucket >= 0 else "no steps yet"
+            self._print(f"progress: {status}, {where}")
+        self._status, self._bucket = status, max(bucket, self._bucket)
 
     def close(self, status: str) -> None:
         """Nothing to tidy up for plain lines."""

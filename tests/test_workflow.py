@@ -216,7 +216,19 @@ def test_poll_prints_each_event_once_across_pages_and_stops_on_success(api, clie
     messages = [line.split("] ", 1)[1] for line in lines if "] " in line]
     assert messages == [f"early {i}" for i in range(5)] + ["Step 1/3", "Step 2/3", "Step 3/3"]
     assert final.status == "succeeded"
-    assert any(line.startswith("progress: step 3/3") for line in lines)
+    assert "progress: validating_files, no steps yet" in lines
+    assert any(line.startswith("progress: succeeded, step 3/3 (100%)") for line in lines)
+
+
+def test_plain_progress_prints_status_changes_and_tenths() -> None:
+    lines: list[str] = []
+    progress = workflow.PlainProgress(lines.append)
+    progress.update("queued", None, None)
+    progress.update("queued", None, None)
+    for step in range(1, 101):
+        progress.update("running", step, 100)
+    assert lines[0] == "progress: queued, no steps yet"
+    assert len(lines) == 1 + 11  # steps 1 (status change), 10, 20, ..., 100
 
 
 @pytest.mark.parametrize("status, error, exc, text", [
