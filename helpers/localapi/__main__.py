@@ -5,7 +5,9 @@ Options (each also has an environment variable):
   --max-upload-bytes N     LOCALAPI_MAX_UPLOAD_BYTES (default 512 MiB)
   --faults P               LOCALAPI_FAULTS: fraction of /v1 requests that get a 429, a 500 or a slow answer
   --fault-seed N           LOCALAPI_FAULT_SEED (default 0)
+  --fault-slow S           LOCALAPI_FAULT_SLOW: delay of a "slow" fault (default 1.5 s)
   --latency S              LOCALAPI_LATENCY: seconds added to every /v1 request
+  --model-cache DIR        LOCALAPI_MODEL_CACHE: where converted base models are kept (default DIR/localapi/models)
 The bearer key is LOCALAPI_KEY, else the one stored in DIR/localapi/api_key (created on first start).
 """
 
@@ -42,6 +44,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     serve.add_argument("--max-upload-bytes", type=int, default=int(_env_float("LOCALAPI_MAX_UPLOAD_BYTES", 512 * 1024 * 1024)))
     serve.add_argument("--faults", type=float, default=_env_float("LOCALAPI_FAULTS", 0.0))
     serve.add_argument("--fault-seed", type=int, default=int(_env_float("LOCALAPI_FAULT_SEED", 0)))
+    serve.add_argument("--fault-slow", type=float, default=_env_float("LOCALAPI_FAULT_SLOW", 1.5))
+    serve.add_argument("--model-cache", type=Path, default=Path(os.environ["LOCALAPI_MODEL_CACHE"]) if os.environ.get("LOCALAPI_MODEL_CACHE") else None)
     serve.add_argument("--latency", type=float, default=_env_float("LOCALAPI_LATENCY", 0.0))
     serve.add_argument("--log-level", default=os.environ.get("LOCALAPI_LOG_LEVEL", "info"))
     args = parser.parse_args(argv)
@@ -64,7 +68,9 @@ def serve(args: argparse.Namespace) -> None:
     if not is_loopback_url(f"http://{args.host}/"):
         logging.warning("listening on %s: other machines can reach this server (the bearer key still applies)", args.host)
     settings = ServerSettings(work_dir=work_dir, api_key=key, max_upload_bytes=args.max_upload_bytes,
-                              faults=FaultSettings(rate=args.faults, seed=args.fault_seed, latency=args.latency))
+                              faults=FaultSettings(rate=args.faults, seed=args.fault_seed, latency=args.latency,
+                                                  slow_seconds=args.fault_slow),
+                              model_cache=args.model_cache.resolve() if args.model_cache else None)
     app = create_app(settings)
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level.lower(),
                             access_log=args.log_level.lower() == "debug", timeout_graceful_shutdown=10)

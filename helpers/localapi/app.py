@@ -52,6 +52,7 @@ class ServerSettings:
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
     faults: FaultSettings = field(default_factory=FaultSettings)
     default_max_tokens: int = 512  # when a chat request sets no limit
+    model_cache: Path | None = None  # converted base models; default <work_dir>/localapi/models
     request_shutdown: Callable[[], None] | None = None
 
     @property
@@ -95,7 +96,7 @@ class AuthMiddleware:
 
 def create_app(settings: ServerSettings) -> FastAPI:
     """The FastAPI app of the local server (storage, job manager and engine start with it)."""
-    storage = Storage(settings.root)
+    storage = Storage(settings.root, settings.model_cache)
     engine = Engine(storage)
     manager = JobManager(storage, on_model_removed=engine.forget)
 

@@ -109,11 +109,11 @@ def now() -> int:
 class Storage:
     """Thread-safe access to the server's SQLite database and its folders."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, models_dir: Path | None = None) -> None:
         self.root = Path(root)
         self.files_dir = self.root / "files"
         self.jobs_dir = self.root / "jobs"
-        self.models_dir = self.root / "models"
+        self.models_dir = Path(models_dir) if models_dir else self.root / "models"
         for d in (self.root, self.files_dir, self.jobs_dir, self.models_dir):
             d.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()

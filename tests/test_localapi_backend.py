@@ -1,0 +1,53 @@
+"""helpers.local_backend: start the server detached, reuse one that listens, refuse a foreign one, stop it."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import pytest
+
+from helpers.config import load_config
+from helpers.local_backend import LocalServerError, ensure_server, probe, stop_server
+from tests.localapi_support import MODEL_CACHE, free_port
+
+
+@pytest.fixture
+def cfg(tmp_path, monkeypatch):
+    for name in ("OPENAI_BASE_URL", "OPENAI_API_KEY", "LOCALAPI_KEY", "LOCALAPI_FAULTS", "LOCALAPI_LATENCY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("FINETUNE_BACKEND", "local")
+    monkeypatch.setenv("WORKBOOK_WORK_DIR", str(tmp_path / "work"))
+    monkeypatch.setenv("LOCALAPI_PORT", str(free_port()))
+    monkeypatch.setenv("LOCALAPI_MODEL_CACHE", str(MODEL_CACHE))
+    config = load_config(env_file=tmp_path / "no.env")
+    yield config
+    stop_server(config)
+
+
+def test_ensure_server_starts_detached_reuses_and_stops(cfg):
+    assert probe(cfg) is None
+    ensure_server(cfg, timeout=60)
+    info = probe(cfg)
+    assert info is not None and info["work_dir"] == str(cfg.work_dir)
+    pid = info["pid"]
+    assert os.getsid(pid) != os.getsid(0)  # its own session: it outlives the kernel that started it
+    assert (cfg.localapi_dir / "server.log").is_file()
+    assert (cfg.localapi_dir / "api_key").read_text(encoding="utf-8").strip() == cfg.api_key
+
+    ensure_server(cfg)  # a second call reuses the running server
+    assert probe(cfg)["pid"] == pid
+
+    with pytest.raises(LocalServerError, match="rejects our API key"):
+        ensure_server(dataclasses.replace(cfg, api_key="wrong"))
+    with pytest.raises(LocalServerError, match="keeps its state in"):
+        ensure_server(dataclasses.replace(cfg, work_dir=cfg.work_dir.parent / "elsewhere"))
+
+    assert stop_server(cfg) is True
+    assert probe(cfg) is None
+    assert stop_server(cfg) is False
+
+
+def test_ensure_server_reports_a_failed_start(cfg, tmp_path):
+    with pytest.raises(LocalServerError, match="exited with code"):
+        ensure_server(cfg, extra_args=["--faults", "7"])  # refused by the server's argument check
