@@ -146,7 +146,8 @@ def create_app(settings: ServerSettings) -> FastAPI:
     def info() -> dict:
         return {"object": "local.info", "version": VERSION, "pid": os.getpid(), "work_dir": str(settings.work_dir),
                 "max_upload_bytes": settings.max_upload_bytes, "faults": {"rate": settings.faults.rate,
-                "seed": settings.faults.seed, "latency": settings.faults.latency}}
+                "seed": settings.faults.seed, "latency": settings.faults.latency},
+                "training": manager.training()}
 
     @app.post("/local/shutdown")
     def shutdown() -> dict:
@@ -159,7 +160,6 @@ def create_app(settings: ServerSettings) -> FastAPI:
     @app.post("/v1/files")
     async def create_file(request: Request) -> dict:
         content_type = request.headers.get("content-type", "")
-        length = request.headers.get("content-length")
         up = await parse_upload(request.stream(), content_type, storage.files_dir, settings.max_upload_bytes)
         try:
             purpose = up.fields.get("purpose", "").strip()
@@ -178,7 +178,6 @@ def create_app(settings: ServerSettings) -> FastAPI:
             file_id = new_id("file-", 22)
             os.replace(up.tmp_path, storage.blob_path(file_id))
             up.tmp_path = None
-            del length
             row = storage.add_file({"id": file_id, "created_at": now(), "bytes": up.size, "filename": filename,
                                     "purpose": purpose, "status": "processed", "status_details": None,
                                     "sha256": up.sha256})

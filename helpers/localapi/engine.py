@@ -7,6 +7,7 @@ server process, which batches concurrent requests; weights are shared through on
 
 from __future__ import annotations
 
+import itertools
 import logging
 import shutil
 import threading
@@ -132,4 +133,6 @@ class Engine:
         """Streamed pieces {index, text} and a final {index, finish_reason, prompt_tokens, completion_tokens} per choice."""
         _, gen = self._engine()
         view = self._view(resolved)
-        return gen.stream(view, messages, **params)
+        pieces = iter(gen.stream(view, messages, **params))
+        first = next(pieces, None)  # start now, so that a failure still gets a proper HTTP status
+        return itertools.chain([] if first is None else [first], pieces)

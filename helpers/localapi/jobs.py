@@ -90,7 +90,18 @@ def worker_main(spec: dict, events: Any, stop: Any, parent_pid: int) -> None:
         events.put({"type": "result", "result": _plain(payload), "stopped": should_stop()})
     except BaseException as exc:  # report everything, including KeyboardInterrupt, then exit non-zero
         events.put({"type": "error", "message": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()})
+        _flush(events, parent_pid)
         raise SystemExit(1) from None
+    _flush(events, parent_pid)
+
+
+def _flush(events: Any, parent_pid: int) -> None:
+    """Deliver what is queued before exiting, unless the server is gone (then nobody reads: do not hang)."""
+    if os.getppid() == parent_pid:
+        events.close()
+        events.join_thread()
+    else:
+        events.cancel_join_thread()
 
 
 def _plain(value: Any) -> Any:
@@ -147,6 +158,13 @@ class JobManager:
         if proc is not None and proc.is_alive():
             proc.terminate()
             proc.join(5)
+
+    def training(self) -> dict | None:
+        """The job being trained right now and its worker's pid, or None."""
+        proc, job_id = self._process, self._current
+        if proc is None or job_id is None:
+            return None
+        return {"job_id": job_id, "pid": proc.pid}
 
     # ---- API operations ----------------------------------------------------------------
     def submit(self, job_id: str) -> None:
