@@ -209,8 +209,9 @@ class JobManager:
                     raise ValidationFailed(f"invalid_{param}",
                                            f"The job failed due to an invalid {param.replace('_', ' ')} "
                                            f"{file_id} ({row['filename']}), {exc.message}", param) from None
-        except ValidationFailed as exc:
-            self.storage.add_event(job_id, exc.message, level="error")
+        except ValidationFailed as exc:  # OpenAI's event carries the code and param in `data`
+            self.storage.add_event(job_id, exc.message, level="error",
+                                   data={"error_code": exc.code, "error_param": exc.param})
             self._finish(job_id, "failed", error={"code": exc.code, "message": exc.message, "param": exc.param})
             return
         except Exception as exc:  # a bug or an unreadable blob: fail the job, say why
@@ -257,6 +258,7 @@ class JobManager:
         n_examples = int(job["n_examples"] or 0)
         resolved = trainer.resolve_hyperparameters(job["model"], n_examples, hp.get("n_epochs", "auto"),
                                                    hp.get("batch_size", "auto"), hp.get("learning_rate_multiplier", "auto"))
+        details = dict(resolved)
         resolved = {k: resolved[k] for k in ("n_epochs", "batch_size", "learning_rate_multiplier")}
         output_dir = self.storage.jobs_dir / job_id
         if output_dir.exists():
@@ -264,7 +266,7 @@ class JobManager:
         output_dir.mkdir(parents=True)
         started = now()
         self.storage.update_job(job_id, status="running", hyperparameters=resolved, started_at=started)
-        self.storage.add_event(job_id, "Fine-tuning job started", data={"hyperparameters": resolved, "n_examples": n_examples})
+        self.storage.add_event(job_id, "Fine-tuning job started", data={"hyperparameters": details, "n_examples": n_examples})
         spec = {
             "base_model": job["model"],
             "train_path": str(self.storage.blob_path(job["training_file"])),
@@ -367,8 +369,8 @@ class JobManager:
                                          "path": str(msg["path"])})
             self.storage.add_model({"id": model_id, "created": now(), "kind": "checkpoint", "base_model": job["model"],
                                     "adapter_dir": str(msg["path"]), "job_id": job_id})
-            self.storage.add_event(job_id, f"Checkpoint created at step {step}" +
-                                   (f" (epoch {msg['epoch']})" if msg.get("epoch") is not None else ""),
+            epoch = f" (end of epoch {msg['epoch']})" if msg.get("epoch") is not None else ""
+            self.storage.add_event(job_id, f"Checkpoint created at step {step}{epoch} with Snapshot ID: {model_id}",
                                    data={"step": step, "checkpoint": model_id})
         elif kind == "message":
             if not cancelled:
@@ -383,7 +385,7 @@ class JobManager:
             run.done = True
             if cancelled:
                 return True
-            if msg.get("stopped"):
+            if msg.get("stopped") or msg["result"].get("cancelled"):
                 self._after_exit(job_id, 0)
                 return True
             self._succeed(job, run, msg["result"])
