@@ -90,7 +90,7 @@ def _logits(view: M.LoadedModel, ids: torch.Tensor) -> torch.Tensor:
 
 
 def test_pool_shares_one_base_between_adapters(engine_cache, tmp_path):
-    pool = M.ModelPool(engine_cache)
+    pool = M.ModelPool(engine_cache, dtype="float32")
     base = pool.get("tiny-test")
     ids = torch.tensor([M.encode_prompt(base.tokenizer, [{"role": "user", "content": "头痛怎么办"}])])
     plain = _logits(base, ids)

@@ -1,0 +1,342 @@
+"""Batched chat generation for the local server: one Generator per process, shared by all request threads.
+
+Requests (from any thread) go into a queue; one worker thread takes the oldest, waits up to `window` seconds
+(default 20 ms) for more requests for the same weights (same base model and adapter), and decodes them together:
+prompts left-padded, one prefill, then one forward pass per new token for the whole batch with a KV cache.
+Rows that finish leave the batch (their cache rows are dropped); requests for other weights wait for the next
+batch. Each row samples on its own (temperature, top_p, a seeded generator per choice: `seed` + choice index),
+so a seeded request gives the same answer whatever else shares its batch (up to float rounding, which can
+differ between batch shapes and flip near-tied greedy choices).
+
+Usage is counted with the model's own tokenizer: prompt_tokens = the rendered chat prompt, completion_tokens =
+tokens generated (the end-of-turn token not included). finish_reason is "stop" (end-of-turn token or a stop
+string, which is cut off) or "length" (max_tokens or the model's context is used up).
+
+Streaming yields `{"index": i, "text": delta}` pieces while decoding (text is held back while it could still be
+the start of a stop string or is an incomplete UTF-8 character) and one final
+`{"index": i, "finish_reason", "prompt_tokens", "completion_tokens"}` per choice.
+"""
+
+from __future__ import annotations
+
+import queue
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+from helpers.localapi import models
+
+DEFAULT_WINDOW = 0.02  # seconds to wait for more requests before a batch starts
+DEFAULT_MAX_BATCH = 16  # rows (choices) decoded together; see benchmarks/README.md
+
+
+class GenerationError(ValueError):
+    """A request the model cannot answer (e.g. the prompt does not fit its context)."""
+
+
+@dataclass
+class Usage:
+    """Token counts of one choice, with the model's tokenizer."""
+
+    prompt_tokens: int
+    completion_tokens: int
+
+
+@dataclass
+class Choice:
+    """One finished answer."""
+
+    index: int
+    text: str
+    finish_reason: str  # "stop" or "length"
+    usage: Usage
+
+
+@dataclass
+class _Row:
+    """One choice being decoded."""
+
+    request: "_Request"
+    index: int
+    max_tokens: int
+    rng: Any  # torch.Generator, or None for greedy
+    ids: list[int] = field(default_factory=list)
+    text: str = ""
+    emitted: int = 0
+    done: bool = False
+
+
+@dataclass
+class _Request:
+    """One chat request (n choices) waiting for or in a batch."""
+
+    view: models.LoadedModel
+    prompt: list[int]
+    temperature: float
+    top_p: float
+    stop: list[str]
+    rows: list[_Row] = field(default_factory=list)
+    out: "queue.SimpleQueue[dict]" = field(default_factory=queue.SimpleQueue)
+    cancelled: bool = False
+
+
+class Generator:
+    """Dynamic-batching text generator; thread-safe; one worker thread runs every forward pass."""
+
+    def __init__(self, pool: models.ModelPool | None = None, *, window: float = DEFAULT_WINDOW,
+                 max_batch: int = DEFAULT_MAX_BATCH) -> None:
+        self.pool = pool
+        self.window = window
+        self.max_batch = max_batch
+        self._pending: list[_Request] = []
+        self._cond = threading.Condition()
+        self._closed = False
+        self._worker = threading.Thread(target=self._loop, name="generator", daemon=True)
+        self._worker.start()
+        self.batches_run = 0  # for tests and benchmarks: how many batches were decoded
+        self.largest_batch = 0
+
+    # ---- public API -------------------------------------------------------------------------
+
+    def complete(self, model: models.LoadedModel, messages: list[dict[str, Any]], *, max_tokens: int = 256,
+                 temperature: float = 1.0, top_p: float = 1.0, seed: int | None = None, stop: list[str] | None = None,
+                 n: int = 1) -> list[Choice]:
+        """Finished choices for one chat request (blocks until all n are done)."""
+        request = self._submit(model, messages, max_tokens, temperature, top_p, seed, stop, n)
+        return self._collect(request)
+
+    def stream(self, model: models.LoadedModel, messages: list[dict[str, Any]], *, max_tokens: int = 256,
+               temperature: float = 1.0, top_p: float = 1.0, seed: int | None = None, stop: list[str] | None = None,
+               n: int = 1) -> Iterator[dict[str, Any]]:
+        """Text deltas {index, text} as they are decoded, then {index, finish_reason, prompt_tokens, completion_tokens}."""
+        request = self._submit(model, messages, max_tokens, temperature, top_p, seed, stop, n)
+        return self._pieces(request)
+
+    def complete_many(self, model: models.LoadedModel, conversations: list[list[dict[str, Any]]],
+                      **params: Any) -> list[list[Choice]]:
+        """Answer many conversations at once (batched like concurrent requests); for scripts and benchmarks."""
+        requests = [self._submit(model, messages, params.get("max_tokens", 256), params.get("temperature", 1.0),
+                                 params.get("top_p", 1.0), params.get("seed"), params.get("stop"), params.get("n", 1))
+                    for messages in conversations]
+        return [self._collect(r) for r in requests]
+
+    def close(self) -> None:
+        """Stop the worker thread (pending requests get an error)."""
+        with self._cond:
+            self._closed = True
+            for request in self._pending:
+                request.out.put({"error": GenerationError("the generator was closed")})
+            self._pending.clear()
+            self._cond.notify_all()
+        self._worker.join(timeout=10)
+
+    # ---- requests ---------------------------------------------------------------------------
+
+    def _submit(self, view: models.LoadedModel, messages: list[dict[str, Any]], max_tokens: int, temperature: float,
+                top_p: float, seed: int | None, stop: list[str] | None, n: int) -> _Request:
+        """Check and queue a request."""
+        import torch
+
+        if n < 1 or max_tokens < 1:
+            raise GenerationError(f"n and max_tokens must be at least 1 (got n={n}, max_tokens={max_tokens})")
+        prompt = models.encode_prompt(view.tokenizer, messages)
+        context = int(getattr(view.model.config, "max_position_embeddings", 2048) or 2048)
+        room = context - len(prompt)
+        if room < 1:
+            raise GenerationError(f"the prompt has {len(prompt)} tokens; {view.model_id} reads at most {context - 1} "
+                                  "(shorten the messages)")
+        request = _Request(view, prompt, float(temperature or 0.0), float(1.0 if top_p is None else top_p),
+                           [s for s in (stop or []) if s])
+        base_seed = secrets.randbits(62) if seed is None else int(seed)
+        for i in range(n):
+            rng = None
+            if request.temperature > 0:
+                rng = torch.Generator(device=view.device)
+                rng.manual_seed((base_seed + i) % (2**63))
+            request.rows.append(_Row(request, i, min(max_tokens, room), rng))
+        with self._cond:
+            if self._closed:
+                raise GenerationError("the generator was closed")
+            self._pending.append(request)
+            self._cond.notify_all()
+        return request
+
+    def _collect(self, request: _Request) -> list[Choice]:
+        """Wait for every choice of a request."""
+        texts = {row.index: "" for row in request.rows}
+        done: dict[int, Choice] = {}
+        for piece in self._pieces(request):
+            if "text" in piece:
+                texts[piece["index"]] += piece["text"]
+            else:
+                i = piece["index"]
+                done[i] = Choice(i, texts[i], piece["finish_reason"],
+                                 Usage(piece["prompt_tokens"], piece["completion_tokens"]))
+        return [done[i] for i in sorted(done)]
+
+    def _pieces(self, request: _Request) -> Iterator[dict[str, Any]]:
+        """The request's output queue until every choice finished; cancels the rows if the consumer goes away."""
+        remaining = len(request.rows)
+        try:
+            while remaining:
+                piece = request.out.get()
+                if "error" in piece:
+                    raise piece["error"]
+                if "finish_reason" in piece:
+                    remaining -= 1
+                yield piece
+        finally:
+            request.cancelled = remaining > 0
+
+    # ---- worker -----------------------------------------------------------------------------
+
+    def _take_batch(self) -> list[_Request] | None:
+        """The oldest request plus others for the same weights that arrive within the window."""
+        with self._cond:
+            while not self._pending and not self._closed:
+                self._cond.wait()
+            if self._closed:
+                return None
+            first = self._pending[0]
+            deadline = time.monotonic() + self.window
+            while True:
+                same = [r for r in self._pending if r.view.key == first.view.key]
+                rows = sum(len(r.rows) for r in same)
+                left = deadline - time.monotonic()
+                if rows >= self.max_batch or left <= 0:
+                    break
+                self._cond.wait(timeout=left)
+            batch, total = [], 0
+            for r in same:
+                if batch and total + len(r.rows) > self.max_batch:
+                    break
+                batch.append(r)
+                total += len(r.rows)
+            for r in batch:
+                self._pending.remove(r)
+            return batch
+
+    def _loop(self) -> None:
+        """Worker thread: decode batches until closed."""
+        while True:
+            batch = self._take_batch()
+            if batch is None:
+                return
+            try:
+                self._decode(batch)
+            except Exception as exc:  # report to every waiting request, keep serving
+                for request in batch:
+                    request.out.put({"error": exc})
+
+    def _decode(self, batch: list[_Request]) -> None:
+        """Generate every row of a batch of requests for the same weights."""
+        import torch
+
+        rows = [row for request in batch for row in request.rows]
+        view = batch[0].view
+        tok = view.tokenizer
+        stop_ids = view.stop_ids
+        pad = tok.pad_token_id if tok.pad_token_id is not None else next(iter(stop_ids))
+        self.batches_run += 1
+        self.largest_batch = max(self.largest_batch, len(rows))
+        width = max(len(row.request.prompt) for row in rows)
+        ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for r, row in enumerate(rows):
+            prompt = row.request.prompt
+            ids[r, width - len(prompt):] = torch.tensor(prompt)
+            mask[r, width - len(prompt):] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        ids, mask, positions = ids.to(view.device), mask.to(view.device), positions.to(view.device)
+        with view.activated() as model, torch.no_grad():
+            from transformers import DynamicCache
+
+            cache = DynamicCache(config=model.config)
+            out = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                        use_cache=True, logits_to_keep=1)
+            next_pos = positions[:, -1:] + 1
+            while True:
+                tokens = self._sample(out.logits[:, -1, :].float(), rows)
+                for row, token in zip(rows, tokens.tolist()):
+                    self._advance(row, token, stop_ids, tok)
+                keep = [i for i, row in enumerate(rows) if not row.done]
+                if not keep:
+                    return
+                if len(keep) < len(rows):
+                    index = torch.tensor(keep, device=view.device)
+                    cache.batch_select_indices(index)
+                    rows = [rows[i] for i in keep]
+                    tokens, mask, next_pos = tokens[index], mask[index], next_pos[index]
+                mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=1)
+                out = model(input_ids=tokens[:, None], attention_mask=mask, position_ids=next_pos,
+                            past_key_values=cache, use_cache=True)
+                next_pos = next_pos + 1
+
+    @staticmethod
+    def _sample(logits: Any, rows: list[_Row]) -> Any:
+        """One next token per row: greedy at temperature 0, else nucleus sampling with the row's seeded generator."""
+        import torch
+
+        tokens = logits.argmax(-1)
+        for r, row in enumerate(rows):
+            request = row.request
+            if request.temperature <= 0:
+                continue
+            probs = torch.softmax(logits[r] / request.temperature, dim=-1)
+            if request.top_p < 1.0:
+                sorted_probs, order = probs.sort(descending=True)
+                outside = sorted_probs.cumsum(0) - sorted_probs > request.top_p  # keep the smallest set reaching top_p
+                sorted_probs[outside] = 0.0
+                probs = torch.zeros_like(probs).scatter_(0, order, sorted_probs)
+            tokens[r] = torch.multinomial(probs, 1, generator=row.rng)[0]
+        return tokens
+
+    @staticmethod
+    def _advance(row: _Row, token: int, stop_ids: set[int], tok: Any) -> None:
+        """Add a token to a row: detect the end, cut stop strings, emit the safe part of the new text."""
+        request = row.request
+        finish = None
+        if request.cancelled:
+            finish = "stop"
+        elif token in stop_ids:
+            finish = "stop"
+        else:
+            row.ids.append(token)
+            row.text = tok.decode(row.ids, skip_special_tokens=True)
+            cut = min((i for i in (row.text.find(s) for s in request.stop) if i >= 0), default=-1)
+            if cut >= 0:
+                row.text, finish = row.text[:cut], "stop"
+            elif len(row.ids) >= row.max_tokens:
+                finish = "length"
+        if finish is None:
+            safe = len(row.text.rstrip("\ufffd"))  # an incomplete multi-byte character decodes as U+FFFD
+            for s in request.stop:
+                for k in range(min(len(s) - 1, safe), 0, -1):
+                    if row.text[:safe].endswith(s[:k]):
+                        safe -= k
+                        break
+            if safe > row.emitted:
+                request.out.put({"index": row.index, "text": row.text[row.emitted:safe]})
+                row.emitted = safe
+            return
+        row.done = True
+        final = row.text.rstrip("\ufffd")
+        if len(final) > row.emitted:
+            request.out.put({"index": row.index, "text": final[row.emitted:]})
+            row.emitted = len(final)
+        request.out.put({"index": row.index, "finish_reason": finish, "prompt_tokens": len(request.prompt),
+                         "completion_tokens": len(row.ids)})
+
+
+def naive_generate(view: models.LoadedModel, messages: list[dict[str, Any]], max_tokens: int) -> str:
+    """Greedy `model.generate` on one question at a time: the baseline the benchmark compares against."""
+    import torch
+
+    prompt = models.encode_prompt(view.tokenizer, messages)
+    with view.activated() as model, torch.no_grad():
+        out = model.generate(torch.tensor([prompt], device=view.device), max_new_tokens=max_tokens, do_sample=False,
+                             eos_token_id=sorted(view.stop_ids), pad_token_id=view.tokenizer.pad_token_id)
+    return view.tokenizer.decode(out[0][len(prompt):], skip_special_tokens=True)
+

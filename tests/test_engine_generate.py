@@ -1,0 +1,157 @@
+"""Batched generation on the tiny test model: equality with model.generate, batching, seeds, stop, streaming."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from helpers.localapi import generate as G
+from helpers.localapi import models as M
+
+
+@pytest.fixture(scope="session")
+def engine_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The model cache shared with the other engine tests."""
+    path = tmp_path_factory.getbasetemp() / "engine-cache"
+    path.mkdir(exist_ok=True)
+    return path
+
+
+@pytest.fixture(scope="module")
+def pool(engine_cache):
+    return M.ModelPool(engine_cache, dtype="float32")
+
+
+@pytest.fixture(scope="module")
+def gen(pool):
+    generator = G.Generator(pool, window=0.05, max_batch=8)
+    yield generator
+    generator.close()
+
+
+@pytest.fixture(scope="module")
+def view(pool):
+    return pool.get("tiny-test")
+
+
+def ask(question: str) -> list[dict]:
+    return [{"role": "system", "content": "你是一名医生。"}, {"role": "user", "content": question}]
+
+
+QUESTIONS = ["头痛怎么办？", "高血压能喝酒吗？", "孩子发烧三天了", "失眠多梦", "胃疼", "腰疼挂什么科？"]
+
+
+def test_greedy_answers_match_model_generate_one_at_a_time(gen, view):
+    choices = gen.complete_many(view, [ask(q) for q in QUESTIONS], max_tokens=12, temperature=0)
+    for q, (choice,) in zip(QUESTIONS, choices):
+        assert choice.text == G.naive_generate(view, ask(q), 12)
+        assert choice.usage.prompt_tokens == M.count_chat_tokens("tiny-test", ask(q), gen.pool.cache_dir)
+        assert choice.finish_reason in {"stop", "length"} and 1 <= choice.usage.completion_tokens <= 12
+        if choice.finish_reason == "length":
+            assert choice.usage.completion_tokens == 12
+
+
+def test_concurrent_requests_share_batches(pool, view):
+    generator = G.Generator(pool, window=0.5, max_batch=16)
+    try:
+        results: dict[int, list[G.Choice]] = {}
+        barrier = threading.Barrier(len(QUESTIONS))
+
+        def work(i: int) -> None:
+            barrier.wait()
+            results[i] = generator.complete(view, ask(QUESTIONS[i]), max_tokens=8, temperature=0)
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(len(QUESTIONS))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert sorted(results) == list(range(len(QUESTIONS)))
+        assert generator.batches_run < len(QUESTIONS) and generator.largest_batch > 1
+        for i, q in enumerate(QUESTIONS):
+            assert results[i][0].text == G.naive_generate(view, ask(q), 8)
+    finally:
+        generator.close()
+
+
+def test_seeded_sampling_is_reproducible_and_n_gives_distinct_choices(gen, view):
+    params = dict(max_tokens=10, temperature=1.0, top_p=0.95, seed=123)
+    first = gen.complete(view, ask("头痛"), n=3, **params)
+    again = gen.complete(view, ask("头痛"), n=3, **params)
+    assert [c.index for c in first] == [0, 1, 2]
+    assert [c.text for c in first] == [c.text for c in again]
+    assert len({c.text for c in first}) == 3
+    other = gen.complete(view, ask("头痛"), **{**params, "seed": 124})
+    assert other[0].text != first[0].text
+
+
+def test_tiny_top_p_is_greedy(gen, view):
+    greedy = gen.complete(view, ask("胃疼"), max_tokens=10, temperature=0)[0].text
+    assert gen.complete(view, ask("胃疼"), max_tokens=10, temperature=1.5, top_p=1e-9, seed=5)[0].text == greedy
+
+
+def test_stop_strings_cut_the_answer(gen, view):
+    params = dict(max_tokens=20, temperature=1.0, seed=11)
+    full = gen.complete(view, ask("失眠"), **params)[0].text
+    stop = next(full[i:i + 2] for i in range(len(full) // 2, len(full) - 1) if full.find(full[i:i + 2]) > 0)
+    choice = gen.complete(view, ask("失眠"), **params, stop=["never-there", stop])[0]
+    assert choice.text == full[: full.find(stop)] and choice.finish_reason == "stop"
+
+
+def test_stream_pieces_add_up_to_the_answer(gen, view):
+    stop = "。"
+    full = gen.complete(view, ask("发烧"), max_tokens=16, temperature=0, n=1)[0]
+    pieces = list(gen.stream(view, ask("发烧"), max_tokens=16, temperature=0, n=2, stop=[stop]))
+    finals = [p for p in pieces if "finish_reason" in p]
+    assert sorted(p["index"] for p in finals) == [0, 1]
+    for i in (0, 1):
+        text = "".join(p["text"] for p in pieces if p.get("index") == i and "text" in p)
+        assert text == full.text.split(stop)[0]
+        assert "\ufffd" not in text
+    assert finals[0]["prompt_tokens"] == full.usage.prompt_tokens
+    assert pieces.index(finals[-1]) == len(pieces) - 1
+
+
+def test_abandoned_stream_does_not_block_later_requests(gen, view):
+    stream = gen.stream(view, ask("咳嗽"), max_tokens=200, temperature=0)
+    next(stream)
+    stream.close()  # the consumer went away (e.g. the HTTP client disconnected)
+    assert gen.complete(view, ask("咳嗽"), max_tokens=4, temperature=0)[0].usage.completion_tokens <= 4
+
+
+def test_base_and_adapter_requests_do_not_mix(engine_cache, tmp_path):
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(3)
+    fresh = M.load_model("tiny-test", engine_cache)
+    get_peft_model(fresh.model, LoraConfig(r=4, target_modules=["q_proj", "v_proj", "down_proj"],
+                                           init_lora_weights=False)).save_pretrained(tmp_path / "ad")
+    pool = M.ModelPool(engine_cache, dtype="float32")
+    base, tuned = pool.get("tiny-test"), pool.get("tiny-test", tmp_path / "ad")
+    alone = M.load_model("tiny-test", engine_cache, tmp_path / "ad")
+    generator = G.Generator(pool, window=0.2)
+    try:
+        results: dict[str, str] = {}
+        threads = [threading.Thread(target=lambda k=k, v=v: results.__setitem__(
+            k, generator.complete(v, ask("头痛"), max_tokens=10, temperature=0)[0].text))
+            for k, v in (("base", base), ("tuned", tuned))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert results["base"] == G.naive_generate(base, ask("头痛"), 10)
+        assert results["tuned"] == G.naive_generate(alone, ask("头痛"), 10)
+        assert results["base"] != results["tuned"]
+        assert generator.batches_run == 2
+    finally:
+        generator.close()
+
+
+def test_prompt_longer_than_the_context_is_a_clear_error(gen, view):
+    with pytest.raises(G.GenerationError, match="reads at most 2047"):
+        gen.complete(view, ask("头痛" * 3000), max_tokens=5)
+    with pytest.raises(G.GenerationError, match="at least 1"):
+        gen.complete(view, ask("头痛"), max_tokens=0)
