@@ -173,10 +173,14 @@ CURRENT_TAB_JS = """(name) => {
 }"""
 
 
-def open_notebook(page, base_url: str, rel_path: str, timeout_ms: int = 120_000) -> None:
-    """Open a notebook by URL and wait until its tab is the current one and its kernel is ready."""
-    page.goto(f"{base_url}/lab/tree/{rel_path}", wait_until="domcontentloaded", timeout=timeout_ms)
-    page.wait_for_function(CURRENT_TAB_JS, arg=Path(rel_path).name, timeout=timeout_ms)
+def open_notebook(page, rel_path: str, timeout_ms: int = 120_000) -> None:
+    """Open a notebook as a reader does (double-click in the file browser); wait for its tab and an idle kernel."""
+    folder, name = str(Path(rel_path).parent), Path(rel_path).name
+    crumbs = page.locator(".jp-FileBrowser .jp-BreadCrumbs").first.inner_text()
+    if folder not in {"", "."} and folder.split("/")[-1] not in crumbs:
+        raise BrowserHarnessError(f"the file browser shows {crumbs!r}, not {folder}/")
+    page.locator(f'.jp-FileBrowser .jp-DirListing-item[title^="Name: {name}"]').first.dblclick()
+    page.wait_for_function(CURRENT_TAB_JS, arg=name, timeout=timeout_ms)
     accept_kernel_dialog(page)
     wait_kernel_idle(page, timeout_ms)
 
