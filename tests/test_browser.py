@@ -69,7 +69,29 @@ def make_course_copy(root: Path) -> Path:
             continue
         (root / entry.name).symlink_to(entry)
     shutil.copytree(REPO_ROOT / "notebooks", root / "notebooks", ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+    write_canary(root / "notebooks" / CANARY)
     return root
+
+
+CANARY = "99_browser_canary.ipynb"
+CANARY_CELLS = [
+    "import ipywidgets as w\nbar = w.IntProgress(value=0, max=4, description='进度')\ndisplay(bar)\nbar.value = 4",
+    "import matplotlib.pyplot as plt\nfrom helpers.fonts import setup_cjk_font\nsetup_cjk_font()\n"
+    "fig, ax = plt.subplots(figsize=(3, 2))\nax.plot([1, 2, 3])\nax.set_title('中文标题')\nplt.show()",
+    "import sys\nprint('canary warning', file=sys.stderr)",
+    "raise ValueError('canary failure')",
+    "print('never runs')",
+]
+
+
+def write_canary(path: Path) -> None:
+    """A notebook with one of each thing the checks look for: a widget, a Chinese plot, stderr, an error."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
+    nb.cells = [nbformat.v4.new_code_cell(src) for src in CANARY_CELLS]
+    nbformat.write(nb, path)
 
 
 def course_env(tmp: Path, api_port: int) -> dict[str, str]:
@@ -163,6 +185,26 @@ def test_widgets_extension_is_active(page) -> None:
 def test_there_are_notebooks() -> None:
     """The course has its notebooks (otherwise the parametrised test below would silently test nothing)."""
     assert NOTEBOOKS, "no notebooks/NN_*.ipynb found"
+
+
+def test_checks_see_what_a_person_sees(page) -> None:
+    """The checks themselves: on a canary notebook they find the error, the stderr, the skipped cell, the widget and plot."""
+    bh.open_notebook(page, f"notebooks/{CANARY}")
+    try:
+        before = page.evaluate(bh.CELL_STATE_JS)["prompts"]
+        bh.run_all_via_menu(page)
+        result = bh.wait_all_executed(page, 300, before)
+        outputs = bh.rendered_outputs(page)
+        errors = bh.error_outputs(outputs)
+        assert result.not_run == [4], result
+        assert [o.cell for o in errors] == [3] and "ValueError: canary failure" in errors[0].text
+        assert [o.cell for o in bh.stderr_outputs(outputs) if o not in errors] == [2]
+        assert not bh.widget_reprs(outputs)
+        assert [b["style"] for b in bh.progress_bars(page)] == ["100%"]
+        assert [i["cell"] for i in bh.rendered_images(page)] == [1]
+        assert not [o for o in outputs if "missing from font" in o.text]  # matplotlib found the CJK font
+    finally:
+        bh.close_and_shut_down(page, CANARY)
 
 
 def check_01(page, problems: list[str]) -> None:
