@@ -178,27 +178,65 @@ def count_chat_tokens(messages: Sequence[Mapping[str, Any]], encoding: str = "o2
     return total
 
 
-def count_many_chats(conversations: Iterable[Sequence[Mapping[str, Any]]], encoding: str = "o200k_base") -> list[int]:
-    """count_chat_tokens for many conversations at once: repeated strings (the system prompt) are encoded once, the rest in a batch."""
+def count_unique_texts(texts: list[str], encoding: str = "o200k_base", min_parallel: int = 2_000) -> list[int]:
+    """Token counts of many strings: the Rust encoder called directly, in a few threads (it releases the GIL)."""
     enc = get_encoding(encoding)
-    convs = list(conversations)
-    texts: dict[str, int] = {}
-    plan: list[tuple[int, list[str]]] = []
-    for messages in convs:
-        fixed = TOKENS_REPLY_PRIMING
-        parts = []
-        for message in messages:
-            fixed += TOKENS_PER_MESSAGE
-            for key, value in message.items():
-                if key == "weight" or value is None:
-                    continue
-                text = _value_text(value)
-                texts.setdefault(text, -1)
-                parts.append(text)
-                if key == "name":
-                    fixed += TOKENS_PER_NAME
-        plan.append((fixed, parts))
-    unique = list(texts)
-    for text, ids in zip(unique, enc.encode_ordinary_batch(unique, num_threads=os.cpu_count() or 1)):
-        texts[text] = len(ids)
-    return [fixed + sum(texts[t] for t in parts) for fixed, parts in plan]
+    encode = getattr(getattr(enc, "_core_bpe", None), "encode_ordinary", enc.encode_ordinary)
+    workers = min(os.cpu_count() or 1, 4)
+    if workers < 2 or len(texts) < min_parallel:
+        return [len(encode(t)) for t in texts]
+    from concurrent.futures import ThreadPoolExecutor
+
+    size = -(-len(texts) // workers)
+    chunks = [texts[i:i + size] for i in range(0, len(texts), size)]
+    with ThreadPoolExecutor(workers) as pool:
+        parts = pool.map(lambda chunk: [len(encode(t)) for t in chunk], chunks)
+    return [n for part in parts for n in part]
+
+
+def chat_text_ids(messages: Sequence[Mapping[str, Any]], index: dict[str, int]) -> tuple[int, tuple[int, ...]]:
+    """(fixed tokens, ids of the strings to count) of one conversation under the count_chat_tokens rule; new strings join index."""
+    fixed = TOKENS_REPLY_PRIMING + TOKENS_PER_MESSAGE * len(messages)
+    ids = []
+    for message in messages:
+        for key, value in message.items():
+            if key == "weight" or value is None:
+                continue
+            text = value if isinstance(value, str) else _value_text(value)
+            ids.append(index.setdefault(text, len(index)))
+            if key == "name":
+                fixed += TOKENS_PER_NAME
+    return fixed, tuple(ids)
+
+
+def count_many_chats(conversations: Iterable[Sequence[Mapping[str, Any]]], encoding: str = "o200k_base") -> list[int]:
+    """count_chat_tokens for many conversations: each distinct string (roles, the system prompt) is encoded once."""
+    index: dict[str, int] = {}
+    plan = [chat_text_ids(messages, index) for messages in conversations]
+    counts = count_unique_texts(list(index), encoding)
+    return [fixed + sum([counts[i] for i in ids]) for fixed, ids in plan]
+
+
+# Per-example training token limits (OpenAI fine-tuning guide; longer examples are cut). Most specific first.
+OPENAI_TOKEN_LIMITS: tuple[tuple[str, int], ...] = (
+    ("gpt-3.5-turbo-0613", 4_096),
+    ("gpt-3.5-turbo", 16_385),
+    ("gpt-4o", 65_536),
+    ("gpt-4.1", 65_536),
+    ("gpt-4-0613", 8_192),
+)
+# Our local models: the course applies the limit of the walkthrough's gpt-3.5-turbo-0613 (counted with o200k_base,
+# an estimate), the same for every local model so the sample does not depend on which one runs the course.
+LOCAL_TOKEN_LIMIT = 4_096
+
+
+def token_limit(model: str) -> int | None:
+    """The per-example token limit for a model: OpenAI's published one, LOCAL_TOKEN_LIMIT for local ids, None if unknown."""
+    choice = encoding_for_model(model)
+    if choice.estimate:
+        return LOCAL_TOKEN_LIMIT
+    base = base_model_id(model).lower()
+    for prefix, limit in OPENAI_TOKEN_LIMITS:
+        if base.startswith(prefix):
+            return limit
+    return None

@@ -1,0 +1,111 @@
+"""Benchmark (not a test): validate and token-count a generated 100,000-example chat JSONL.
+
+Compares `helpers.validate.validate_file` with a straightforward per-example loop in the style of the
+OpenAI Cookbook's data-preparation notebook (json.loads per line, its format checks, `encoding.encode`
+per message value), run in the same process on the same file, and prints the throughput ratio.
+Both must agree on the number of examples and on every example's token count.
+
+    .venv/bin/python benchmarks/bench_validate.py [--n 100000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from data.make_fixture import TOPICS, _answer, _question  # noqa: E402
+from helpers.chatfmt import SYSTEM_PROMPT  # noqa: E402
+from helpers.tokens import get_encoding  # noqa: E402
+from helpers.validate import validate_file  # noqa: E402
+
+MODEL = "gpt-4o-mini-2024-07-18"
+
+
+def write_file(path: Path, n: int, seed: int = 0) -> None:
+    """n distinct chat examples (distinct questions and answers) built from the fixture's building blocks (same system prompt, like a real training file)."""
+    rng = random.Random(seed)
+    with open(path, "w", encoding="utf-8") as f:
+        for i in range(n):
+            topic = rng.choice(TOPICS)
+            messages = [{"role": "system", "content": SYSTEM_PROMPT},
+                        {"role": "user", "content": f"{_question(rng, topic, rng.random() < 0.1)}（第{i}号）"},
+                        {"role": "assistant", "content": f"{_answer(rng, topic)}（病例{i}）"}]
+            f.write(json.dumps({"messages": messages}, ensure_ascii=False) + "\n")
+
+
+def cookbook_loop(path: Path, encoding_name: str) -> tuple[int, dict[str, int], list[int]]:
+    """The Cookbook's format checks and num_tokens_from_messages, one example at a time."""
+    with open(path, encoding="utf-8") as f:
+        dataset = [json.loads(line) for line in f]
+    format_errors: dict[str, int] = defaultdict(int)
+    for ex in dataset:
+        if not isinstance(ex, dict):
+            format_errors["data_type"] += 1
+            continue
+        messages = ex.get("messages", None)
+        if not messages:
+            format_errors["missing_messages_list"] += 1
+            continue
+        for message in messages:
+            if "role" not in message or "content" not in message:
+                format_errors["message_missing_key"] += 1
+            if any(k not in ("role", "content", "name", "function_call", "weight") for k in message):
+                format_errors["message_unrecognized_key"] += 1
+            if message.get("role", None) not in ("system", "user", "assistant", "function"):
+                format_errors["unrecognized_role"] += 1
+            content = message.get("content", None)
+            function_call = message.get("function_call", None)
+            if (not content and not function_call) or not isinstance(content, str):
+                format_errors["missing_content"] += 1
+        if not any(message.get("role", None) == "assistant" for message in messages):
+            format_errors["example_missing_assistant_message"] += 1
+    encoding = get_encoding(encoding_name)
+    lengths = []
+    for ex in dataset:
+        num_tokens = 0
+        for message in ex["messages"]:
+            num_tokens += 3
+            for key, value in message.items():
+                num_tokens += len(encoding.encode(value))
+                if key == "name":
+                    num_tokens += 1
+        lengths.append(num_tokens + 3)
+    return len(dataset), dict(format_errors), lengths
+
+
+def main() -> None:
+    """Generate the file, time both, check they agree, print the ratio."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--n", type=int, default=100_000)
+    args = parser.parse_args()
+    get_encoding("o200k_base")  # load the encoding before timing either side
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "bench.jsonl"
+        write_file(path, args.n)
+        size_mb = path.stat().st_size / 1e6
+        t0 = time.perf_counter()
+        n_base, errors, lengths = cookbook_loop(path, "o200k_base")
+        t_base = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        report = validate_file(path, model=MODEL)
+        t_ours = time.perf_counter() - t0
+    ours = [report.token_counts[n] for n in sorted(report.token_counts)]
+    if n_base != report.n_examples or errors or not report.ok or ours != lengths:
+        raise SystemExit(f"MISMATCH: cookbook {n_base} examples, errors {errors}, {sum(lengths)} tokens; "
+                         f"ours {report.n_examples} examples, ok={report.ok}, {report.total_tokens} tokens")
+    print(f"file            : {args.n:,} examples, {size_mb:.1f} MB, {sum(lengths):,} tokens (o200k_base), identical counts")
+    print(f"cookbook loop   : {t_base:6.2f} s  ({args.n / t_base:,.0f} examples/s)")
+    print(f"validate_file   : {t_ours:6.2f} s  ({args.n / t_ours:,.0f} examples/s), with duplicate/weight/limit checks too")
+    print(f"speed-up        : {t_base / t_ours:.2f}x  (target >= 3x)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,336 @@
+"""Validate a chat fine-tuning JSONL before uploading it: `python -m helpers.validate FILE [--model M]`.
+
+Every check the OpenAI Cookbook's data-preparation notebook makes, plus what it misses: BOM, invalid
+UTF-8, blank lines, duplicates, whitespace-only content, the last message must be the assistant's,
+`weight` only 0 or 1 (without crashing on it), at least 10 examples, the chosen model's per-example
+token limit (counted with the model's own encoding) and train/validation overlap. Each problem names
+the file, the line and what is wrong. Notebook 03 and the local server's `validating_files` phase use
+the same `validate_file`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from helpers.tokens import (TOKENS_PER_MESSAGE, TOKENS_REPLY_PRIMING, chat_text_ids, count_unique_texts, encoding_for_model,
+                            token_limit)
+
+MIN_EXAMPLES = 10
+ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+MESSAGE_KEYS = frozenset({"role", "content", "name", "weight", "function_call", "tool_calls", "tool_call_id"})
+EXAMPLE_KEYS = frozenset({"messages", "tools", "functions", "parallel_tool_calls"})
+BOM = b"\xef\xbb\xbf"
+loads = json.loads
+_ROLE_CONTENT = {"role", "content"}
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One problem: the 1-based line (0 for the file as a whole) and what is wrong."""
+
+    line: int
+    message: str
+    code: str  # a stable short name, e.g. "invalid_json", "duplicate", "over_token_limit"
+
+    def format(self, file: str) -> str:
+        """`FILE:LINE: problem` (just `FILE: problem` for file-level problems)."""
+        return f"{file}:{self.line}: {self.message}" if self.line else f"{file}: {self.message}"
+
+
+@dataclass
+class ValidationReport:
+    """The result of validating one file: problems (errors), warnings, and token statistics of the valid examples."""
+
+    path: Path
+    model: str | None
+    encoding: str
+    token_limit: int | None
+    n_examples: int = 0  # non-blank lines, each one example
+    problems: list[Problem] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)
+    token_counts: dict[int, int] = field(default_factory=dict)  # line -> tokens, for examples that parsed
+
+    @property
+    def ok(self) -> bool:
+        """True when no example is invalid (warnings allowed)."""
+        return not self.problems
+
+    @property
+    def invalid_lines(self) -> set[int]:
+        """Lines with at least one problem."""
+        return {p.line for p in self.problems if p.line}
+
+    @property
+    def total_tokens(self) -> int:
+        """Sum of the chat tokens of all examples that parsed."""
+        return sum(self.token_counts.values())
+
+    def token_stats(self) -> dict[str, float]:
+        """min / mean / median / max tokens per example (zeros for an empty file)."""
+        values = list(self.token_counts.values())
+        if not values:
+            return {"min": 0, "mean": 0.0, "median": 0.0, "max": 0}
+        return {"min": min(values), "mean": statistics.fmean(values), "median": statistics.median(values), "max": max(values)}
+
+    def lines(self) -> list[str]:
+        """Every problem and warning as `FILE:LINE: ...`, in line order (file-level ones last)."""
+        items = [(p.line, p.format(str(self.path))) for p in self.problems]
+        items += [(w.line, Problem(w.line, "warning: " + w.message, w.code).format(str(self.path))) for w in self.warnings]
+        return [text for _, text in sorted(items, key=lambda item: item[0] or 10**12)]
+
+    def summary(self) -> str:
+        """One paragraph: examples, invalid examples, problems, tokens."""
+        bad = len(self.invalid_lines)
+        enc = f"{self.encoding}" + (f", limit {self.token_limit:,}" if self.token_limit else "")
+        head = f"{self.path}: {self.n_examples} examples, {bad} invalid, {len(self.problems)} problems, {len(self.warnings)} warnings"
+        return f"{head}; {self.total_tokens:,} tokens ({enc})" + (" — OK" if self.ok else " — NOT OK")
+
+
+def _describe(value: Any) -> str:
+    """A JSON type name for messages ('string', 'number', ...)."""
+    return {str: "string", int: "number", float: "number", bool: "boolean", list: "array", dict: "object", type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def check_example(example: Any) -> list[tuple[str, str]]:
+    """Problems of one parsed example as (code, message) pairs; empty when it is a valid chat example."""
+    if not isinstance(example, dict):
+        return [("not_object", f"example must be a JSON object, got {_describe(example)}")]
+    out: list[tuple[str, str]] = []
+    for key in example:
+        if key not in EXAMPLE_KEYS:
+            out.append(("unknown_key", f"unknown key {key!r} (allowed: {', '.join(sorted(EXAMPLE_KEYS))})"))
+    if "messages" not in example:
+        return out + [("missing_messages", "missing key 'messages'")]
+    messages = example["messages"]
+    if not isinstance(messages, list) or not messages:
+        return out + [("bad_messages", f"'messages' must be a non-empty array, got {_describe(messages) if messages != [] else 'an empty array'}")]
+    assistants, weighted = 0, 0
+    for i, m in enumerate(messages, start=1):
+        out += _check_message(i, m)
+        if isinstance(m, dict) and m.get("role") == "assistant":
+            assistants += 1
+            weighted += m.get("weight", 1) != 0
+    last = messages[-1]
+    if assistants == 0:
+        out.append(("no_assistant", "no assistant message: there is nothing to train on"))
+    elif not (isinstance(last, dict) and last.get("role") == "assistant"):
+        role = last.get("role") if isinstance(last, dict) else None
+        out.append(("assistant_not_last", f"the last message must be the assistant's, got {role!r}"))
+    elif weighted == 0:
+        out.append(("all_weight_zero", "every assistant message has weight 0: nothing to train on"))
+    return out
+
+
+def _check_message(i: int, m: Any) -> list[tuple[str, str]]:
+    """Problems of message number i (1-based) of an example."""
+    if not isinstance(m, dict):
+        return [("bad_message", f"message {i} must be an object, got {_describe(m)}")]
+    out = [("unknown_message_key", f"message {i}: unknown key {k!r} (allowed: {', '.join(sorted(MESSAGE_KEYS))})") for k in m if k not in MESSAGE_KEYS]
+    role = m.get("role")
+    if "role" not in m:
+        out.append(("missing_role", f"message {i}: missing 'role'"))
+    elif role not in ROLES:
+        out.append(("bad_role", f"message {i}: role {role!r} is not one of {', '.join(sorted(ROLES))}"))
+    where = f"message {i} ({role})" if isinstance(role, str) else f"message {i}"
+    content = m.get("content")
+    calls = m.get("function_call") is not None or m.get("tool_calls") is not None
+    if "content" not in m and not calls:
+        out.append(("missing_content", f"{where}: missing 'content'"))
+    elif content is None and not calls:
+        out.append(("missing_content", f"{where}: content is null"))
+    elif content is not None and not isinstance(content, str):
+        out.append(("content_not_string", f"{where}: content must be a string, got {_describe(content)}"))
+    elif isinstance(content, str) and not content.strip() and not calls:
+        out.append(("empty_content", f"{where}: content is {'empty' if not content else 'whitespace only'}"))
+    if "name" in m and not isinstance(m["name"], str):
+        out.append(("bad_name", f"{where}: name must be a string, got {_describe(m['name'])}"))
+    if "weight" in m:
+        w = m["weight"]
+        if role != "assistant":
+            out.append(("bad_weight", f"{where}: weight is only allowed on assistant messages"))
+        elif isinstance(w, bool) or w not in (0, 1):
+            out.append(("bad_weight", f"{where}: weight must be 0 or 1, got {json.dumps(w)}"))
+    return out
+
+
+def _plain_valid(example: Any) -> bool:
+    """Fast path: a dict with only 'messages', plain messages with non-blank string content, assistant last."""
+    if type(example) is not dict or example.keys() != {"messages"}:
+        return False
+    messages = example["messages"]
+    if type(messages) is not list or not messages:
+        return False
+    for m in messages:
+        if type(m) is not dict or m.keys() != _ROLE_CONTENT or m["role"] not in ROLES:
+            return False
+        c = m["content"]
+        if type(c) is not str or not c or c.isspace():
+            return False
+    return messages[-1]["role"] == "assistant"
+
+
+def _lines(data: bytes) -> list[str | bytes]:
+    """The file's lines as text; a line that is not valid UTF-8 stays bytes (so it can be reported)."""
+    if data.endswith(b"\n"):
+        data = data[:-1]  # the newline that ends the last line
+    if not data:
+        return []
+    try:
+        return data.decode("utf-8").split("\n")
+    except UnicodeDecodeError:
+        out: list[str | bytes] = []
+        for raw in data.split(b"\n"):
+            try:
+                out.append(raw.decode("utf-8"))
+            except UnicodeDecodeError:
+                out.append(raw)
+        return out
+
+
+def _utf8_problem(raw: bytes) -> str:
+    """Where a line stops being valid UTF-8."""
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at byte {exc.start + 1} of the line): save the file as UTF-8"
+    return "not valid UTF-8"
+
+
+def validate_bytes(data: bytes, path: Path | str = "<bytes>", model: str | None = None, max_tokens: int | None = None,
+                   check_token_limit: bool = True, min_examples: int = MIN_EXAMPLES) -> ValidationReport:
+    """Validate the content of a chat JSONL given as bytes (see validate_file)."""
+    choice = encoding_for_model(model or "")
+    limit = (max_tokens or (token_limit(model) if model else None)) if check_token_limit else None
+    report = ValidationReport(Path(path), model, choice.encoding, limit)
+    problems, warnings = report.problems, report.warnings
+    if data.startswith(BOM):
+        problems.append(Problem(1, "file starts with a UTF-8 byte order mark (BOM): save it as UTF-8 without BOM", "bom"))
+        data = data[len(BOM):]
+    index: dict[str, int] = {}  # every distinct string, encoded once at the end
+    put = index.setdefault
+    plan: list[tuple[int, int, tuple[int, ...]]] = []  # (line, fixed tokens, string ids) of each valid example
+    seen: dict[Any, int] = {}
+    crlf = 0
+    fixed_per_message = TOKENS_PER_MESSAGE
+    for n, text in enumerate(_lines(data), start=1):
+        if isinstance(text, bytes):  # not valid UTF-8
+            report.n_examples += 1
+            problems.append(Problem(n, _utf8_problem(text), "invalid_utf8"))
+            continue
+        if text.endswith("\r"):
+            text = text[:-1]
+            crlf += 1
+            if crlf == 1:
+                warnings.append(Problem(n, "line ends with CRLF (\\r\\n); accepted, but prefer LF line endings", "crlf"))
+        if not text or text.isspace():
+            problems.append(Problem(n, "blank line: every line must hold one JSON example", "blank_line"))
+            continue
+        report.n_examples += 1
+        try:
+            example = loads(text)
+        except json.JSONDecodeError as exc:
+            problems.append(Problem(n, f"not valid JSON: {exc.msg} (column {exc.colno})", "invalid_json"))
+            continue
+        if _plain_valid(example):  # the common case: role/content messages, counted under the same rule as below
+            messages = example["messages"]
+            ids = tuple([put(v, len(index)) for m in messages for v in (m["role"], m["content"])])
+            fixed, key = TOKENS_REPLY_PRIMING + fixed_per_message * len(messages), ids
+        else:
+            found = check_example(example)
+            if found:
+                problems.extend(Problem(n, msg, code) for code, msg in found)
+                continue
+            fixed, ids = chat_text_ids(example["messages"], index)
+            key = json.dumps(example["messages"], sort_keys=True, ensure_ascii=False)
+        if key in seen:
+            problems.append(Problem(n, f"duplicate of line {seen[key]}", "duplicate"))
+            continue
+        seen[key] = n
+        plan.append((n, fixed, ids))
+    if crlf > 1:
+        warnings.append(Problem(0, f"{crlf} lines end with CRLF (first reported above)", "crlf"))
+    counts = count_unique_texts(list(index), choice.encoding)
+    for n, fixed, ids in plan:
+        tokens = report.token_counts[n] = fixed + sum([counts[i] for i in ids])
+        if limit and tokens > limit:
+            problems.append(Problem(n, f"{tokens:,} tokens, over the {limit:,}-token limit per example for {model or 'this model'} ({choice.encoding})", "over_token_limit"))
+    if report.n_examples < min_examples:
+        problems.append(Problem(0, f"{report.n_examples} examples: fine-tuning needs at least {min_examples}", "too_few_examples"))
+    problems.sort(key=lambda p: p.line or 10**12)
+    return report
+
+
+def validate_file(path: Path | str, model: str | None = None, max_tokens: int | None = None,
+                  check_token_limit: bool = True, min_examples: int = MIN_EXAMPLES) -> ValidationReport:
+    """Validate a chat JSONL: format, content, duplicates, size, and (unless disabled) the model's per-example token limit.
+
+    `model` picks the tiktoken encoding and the token limit (tokens.token_limit); `max_tokens` overrides the limit.
+    Never raises for bad content: everything wrong is in `report.problems` (a missing file raises FileNotFoundError).
+    """
+    path = Path(path)
+    return validate_bytes(path.read_bytes(), path, model, max_tokens, check_token_limit, min_examples)
+
+
+def _prompt_key(messages: Sequence[dict]) -> str:
+    """What identifies an example's question: its user messages, whitespace-trimmed."""
+    return "\n".join(m["content"].strip() for m in messages if isinstance(m, dict) and m.get("role") == "user" and isinstance(m.get("content"), str))
+
+
+def _user_keys(path: Path) -> dict[str, int]:
+    """Question → first line for every parseable example of a chat JSONL."""
+    keys: dict[str, int] = {}
+    for n, raw in enumerate(path.read_bytes().removeprefix(BOM).split(b"\n"), start=1):
+        try:
+            example = json.loads(raw.decode("utf-8"))
+            key = _prompt_key(example["messages"])
+        except (ValueError, KeyError, TypeError):
+            continue
+        if key:
+            keys.setdefault(key, n)
+    return keys
+
+
+def check_overlap(train_path: Path | str, valid_path: Path | str) -> list[Problem]:
+    """Lines of the validation file whose question also appears in the training file (the sets must be disjoint)."""
+    train = _user_keys(Path(train_path))
+    return [Problem(n, f"same question as {Path(train_path).name} line {train[key]}: train and validation overlap", "overlap")
+            for key, n in _user_keys(Path(valid_path)).items() if key in train]
+
+
+def main(argv: Iterable[str] | None = None) -> int:
+    """The command line: print one line per problem and a summary; exit 1 if any example is invalid."""
+    parser = argparse.ArgumentParser(prog="python -m helpers.validate", description="Validate a chat fine-tuning JSONL file.")
+    parser.add_argument("file", type=Path)
+    parser.add_argument("--model", help="model to fine-tune: picks the tokenizer and the per-example token limit")
+    parser.add_argument("--max-tokens", type=int, help="override the per-example token limit")
+    parser.add_argument("--valid", type=Path, help="a validation file: validated too, and checked for overlap with FILE")
+    args = parser.parse_args(list(argv) if argv is not None else None)
+    status = 0
+    for path in [args.file] + ([args.valid] if args.valid else []):
+        if not path.is_file():
+            print(f"{path}: no such file", file=sys.stderr)
+            return 2
+        report = validate_file(path, model=args.model, max_tokens=args.max_tokens)
+        for line in report.lines():
+            print(line)
+        print(report.summary())
+        status |= 0 if report.ok else 1
+    if args.valid:
+        overlap = check_overlap(args.file, args.valid)
+        for p in overlap:
+            print(p.format(str(args.valid)))
+        if overlap:
+            print(f"{args.valid}: {len(overlap)} examples overlap with {args.file}")
+            status = 1
+    return status
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
