@@ -176,6 +176,7 @@ CURRENT_TAB_JS = """(name) => {
 def open_notebook(page, rel_path: str, timeout_ms: int = 120_000) -> None:
     """Open a notebook as a reader does (double-click in the file browser); wait for its tab and an idle kernel."""
     folder, name = str(Path(rel_path).parent), Path(rel_path).name
+    show_file_browser(page, True)
     crumbs = page.locator(".jp-FileBrowser .jp-BreadCrumbs").first.inner_text()
     if folder not in {"", "."} and folder.split("/")[-1] not in crumbs:
         raise BrowserHarnessError(f"the file browser shows {crumbs!r}, not {folder}/")
@@ -362,15 +363,24 @@ def progress_bars(page) -> list[dict]:
     return page.evaluate(PROGRESS_JS)
 
 
-def scroll_into_view(page, selector: str, index: int = -1) -> bool:
-    """Scroll the notebook so the selector's index-th match is visible; False when there is none."""
+def scroll_into_view(page, selector: str, index: int = 0) -> bool:
+    """Scroll the notebook so the selector's index-th match (negative: from the end) is at the top; False if none."""
     loc = current_panel(page).locator(selector)
     n = loc.count()
     if not n:
         return False
-    loc.nth(index if index >= 0 else n + index).scroll_into_view_if_needed()
-    page.wait_for_timeout(300)
+    loc.nth(index if index >= 0 else n + index).evaluate("el => el.scrollIntoView({block: 'start'})")
+    page.wait_for_timeout(500)
     return True
+
+
+def show_file_browser(page, visible: bool) -> None:
+    """Open or collapse the left sidebar's file browser (collapsed, the notebook gets the whole width)."""
+    tab = page.locator('.jp-SideBar.jp-mod-left .lm-TabBar-tab[data-id="filebrowser"]')
+    is_open = "lm-mod-current" in (tab.get_attribute("class") or "")
+    if is_open != visible:
+        tab.click()
+        page.wait_for_timeout(300)
 
 
 def screenshot(page, path: Path) -> Path:

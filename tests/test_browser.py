@@ -287,6 +287,7 @@ def test_notebook_runs_in_jupyterlab(page, lab, name: str) -> None:
                 problems.append(f"cell {out.cell} shows stderr output{hint}:\n{out.text[-800:]}")
         for out in bh.widget_reprs(outputs):
             problems.append(f"cell {out.cell} shows a widget as text instead of rendering it: {out.text[:200]!r}")
+        bh.show_file_browser(page, False)  # the screenshot shows the notebook at full width
         check = CHECKS.get(name[:2])
         if check:
             check(page, problems)
