@@ -1,0 +1,56 @@
+"""Plots of the workbook, with Chinese labels (the CJK font comes from helpers.fonts)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from helpers.fonts import MissingCJKGlyphsError, check_cjk_glyphs
+
+
+def cjk_label(zh: str, en: str) -> str:
+    """The Chinese label if matplotlib can draw it, else the English one (with a one-line note why)."""
+    try:
+        check_cjk_glyphs(zh)
+        return zh
+    except MissingCJKGlyphsError as exc:
+        print(f"注意：{exc}. Using the English label {en!r}.")
+        return en
+
+
+def length_histograms(questions: Sequence[str], answers: Sequence[str], q_tokens: Sequence[int],
+                      a_tokens: Sequence[int], encoding: str, bins: int = 40):
+    """A 2×2 figure: characters and tokens of questions and answers (log-scaled counts, so long tails show)."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 2, figsize=(10, 6.5))
+    panels = [
+        (axes[0][0], [len(q) for q in questions], cjk_label("问题长度（字）", "question length (characters)")),
+        (axes[0][1], [len(a) for a in answers], cjk_label("答案长度（字）", "answer length (characters)")),
+        (axes[1][0], list(q_tokens), cjk_label(f"问题词元数（{encoding}）", f"question tokens ({encoding})")),
+        (axes[1][1], list(a_tokens), cjk_label(f"答案词元数（{encoding}）", f"answer tokens ({encoding})")),
+    ]
+    count_label = cjk_label("行数", "rows")
+    for ax, values, label in panels:
+        ax.hist(values, bins=bins, color="#4C72B0")
+        ax.set_yscale("log")
+        ax.set_xlabel(label)
+        ax.set_ylabel(count_label)
+    fig.suptitle(cjk_label(f"长度分布（{len(questions)} 行）", f"length distributions ({len(questions)} rows)"))
+    fig.tight_layout()
+    return fig
+
+
+def token_histogram(token_counts: Sequence[int], limit: int | None, encoding: str, title: str, bins: int = 30):
+    """Chat tokens per training example, with the model's per-example limit as a dashed line."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    ax.hist(list(token_counts), bins=bins, color="#55A868")
+    if limit:
+        ax.axvline(limit, color="#C44E52", linestyle="--", label=cjk_label(f"上限 {limit:,}", f"limit {limit:,}"))
+        ax.legend()
+    ax.set_xlabel(cjk_label(f"每条样本的词元数（{encoding}，含系统提示词）", f"tokens per example ({encoding}, with system prompt)"))
+    ax.set_ylabel(cjk_label("样本数", "examples"))
+    ax.set_title(cjk_label(title, "tokens per example"))
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,87 @@
+"""Small ipywidgets for the notebooks, each with a plain-text twin for headless runs.
+
+In a live notebook a widget is displayed; headless (nbval, `make course`: WORKBOOK_HEADLESS=1, or no
+Jupyter kernel) the same content is printed as plain text and the function returns None, so no widget
+repr ("VBox(children=...)") ends up in the saved output.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+
+def is_headless() -> bool:
+    """True when nobody watches a live notebook: WORKBOOK_HEADLESS=1, or not inside a Jupyter kernel."""
+    return os.environ.get("WORKBOOK_HEADLESS", "") == "1" or "ipykernel" not in sys.modules
+
+
+@dataclass
+class Pager:
+    """Previous/next over items; `render(item) -> str` makes the plain text shown for one item."""
+
+    items: Sequence[Any]
+    render: Callable[[Any], str]
+    title: str = ""
+    index: int = 0
+
+    def page_text(self, index: int | None = None) -> str:
+        """The plain text of one page, with a '标题 · 第 i / n 条' header."""
+        i = self.index if index is None else index
+        head = f"{self.title} · " if self.title else ""
+        return f"{head}第 {i + 1} / {len(self.items)} 条\n{self.render(self.items[i])}"
+
+    def move(self, step: int) -> int:
+        """Go `step` pages forward (negative: back), staying in range; return the new index."""
+        self.index = max(0, min(len(self.items) - 1, self.index + step))
+        return self.index
+
+    def widget(self) -> Any:
+        """The ipywidgets view: ◀ 上一条 / 下一条 ▶ buttons, a position label, the page as preformatted text."""
+        import ipywidgets as w
+
+        prev_b = w.Button(description="◀ 上一条", layout=w.Layout(width="110px"))
+        next_b = w.Button(description="下一条 ▶", layout=w.Layout(width="110px"))
+        where = w.Label()
+        page = w.HTML()
+
+        def refresh() -> None:
+            where.value = f"{self.index + 1} / {len(self.items)}"
+            text = html.escape(self.render(self.items[self.index]))
+            page.value = f"<pre style='white-space: pre-wrap; font-family: inherit'>{text}</pre>"
+            prev_b.disabled = self.index == 0
+            next_b.disabled = self.index == len(self.items) - 1
+
+        prev_b.on_click(lambda _: (self.move(-1), refresh()))
+        next_b.on_click(lambda _: (self.move(1), refresh()))
+        refresh()
+        box = w.VBox([w.HBox([prev_b, next_b, where]), page])
+        box.add_class("workbook-pager")
+        return box
+
+
+def show_pager(items: Sequence[Any], render: Callable[[Any], str], title: str = "", headless: bool | None = None) -> Pager | None:
+    """Page through items: a widget in a live notebook, the first page as plain text headless. Returns None (nothing to echo)."""
+    if not items:
+        print(f"{title}：没有可显示的条目" if title else "没有可显示的条目")
+        return None
+    pager = Pager(items, render, title)
+    if is_headless() if headless is None else headless:
+        print(pager.page_text())
+        return None
+    from IPython.display import display
+
+    display(pager.widget())
+    return None
+
+
+def row_text(row: dict[str, str], max_chars: int = 400) -> str:
+    """A Huatuo row as '问：…\\n答：…', long answers shortened with their full length noted."""
+    answer = row["answers"]
+    if len(answer) > max_chars:
+        answer = f"{answer[:max_chars]}…（共 {len(answer)} 字）"
+    return f"问：{row['questions']}\n答：{answer}"
