@@ -1,0 +1,176 @@
+"""The chat JSONL validator: a corpus of bad inputs, each with its specific error and line; the CLI; overlap."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from helpers import validate
+from helpers.config import REPO_ROOT
+
+
+def example(q: str = "头疼怎么办？", a: str = "多休息。", system: str | None = "你是医生") -> dict:
+    msgs = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+    return {"messages": msgs}
+
+
+def good_lines(n: int = 12) -> list[str]:
+    return [json.dumps(example(f"问题{i}", f"答案{i}"), ensure_ascii=False) for i in range(n)]
+
+
+def write(tmp_path, lines: list[str] | bytes, name: str = "f.jsonl"):
+    path = tmp_path / name
+    path.write_bytes(lines if isinstance(lines, bytes) else ("\n".join(lines) + "\n").encode("utf-8"))
+    return path
+
+
+def test_clean_file_is_ok(tmp_path):
+    report = validate.validate_file(write(tmp_path, good_lines()), model="gpt-4o-mini-2024-07-18")
+    assert report.ok and report.n_examples == 12 and not report.warnings
+    assert report.encoding == "o200k_base" and report.token_limit == 65536
+    assert len(report.token_counts) == 12 and report.total_tokens == sum(report.token_counts.values())
+
+
+BAD = {  # name: (line 6 replaced by this JSON text, expected code, words in the message)
+    "malformed_json": ('{"messages": [', "invalid_json", "not valid JSON"),
+    "not_object": ('["a", "b"]', "not_object", "JSON object"),
+    "missing_messages": ('{}', "missing_messages", "missing key 'messages'"),
+    "empty_messages": ('{"messages": []}', "bad_messages", "non-empty"),
+    "unknown_top_key": (json.dumps({**example(), "extra": 1}), "unknown_key", "'extra'"),
+    "wrong_role": (json.dumps({"messages": [{"role": "doctor", "content": "x"}, {"role": "assistant", "content": "y"}]}), "bad_role", "'doctor'"),
+    "missing_role": (json.dumps({"messages": [{"content": "x"}, {"role": "assistant", "content": "y"}]}), "missing_role", "missing 'role'"),
+    "unknown_message_key": (json.dumps({"messages": [{"role": "user", "content": "x", "mood": "ok"}, {"role": "assistant", "content": "y"}]}), "unknown_message_key", "'mood'"),
+    "content_not_string": (json.dumps({"messages": [{"role": "user", "content": 42}, {"role": "assistant", "content": "y"}]}), "content_not_string", "got number"),
+    "content_missing": (json.dumps({"messages": [{"role": "user"}, {"role": "assistant", "content": "y"}]}), "missing_content", "missing 'content'"),
+    "empty_content": (json.dumps(example(a="")), "empty_content", "empty"),
+    "whitespace_content": (json.dumps(example(q=" \n\t　")), "empty_content", "whitespace only"),
+    "no_assistant": (json.dumps({"messages": [{"role": "user", "content": "x"}]}), "no_assistant", "no assistant message"),
+    "assistant_not_last": (json.dumps({"messages": [{"role": "assistant", "content": "x"}, {"role": "user", "content": "y"}]}), "assistant_not_last", "last message"),
+    "bad_weight": (json.dumps({"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y", "weight": 0.5}]}), "bad_weight", "0 or 1"),
+    "bool_weight": (json.dumps({"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y", "weight": True}]}), "bad_weight", "got true"),
+    "weight_on_user": (json.dumps({"messages": [{"role": "user", "content": "x", "weight": 1}, {"role": "assistant", "content": "y"}]}), "bad_weight", "only allowed on assistant"),
+    "all_weight_zero": (json.dumps({"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y", "weight": 0}]}), "all_weight_zero", "weight 0"),
+    "message_not_object": (json.dumps({"messages": ["hi", {"role": "assistant", "content": "y"}]}), "bad_message", "message 1"),
+    "duplicate": (None, "duplicate", "duplicate of line 2"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD))
+def test_bad_line_reports_its_problem_and_line(tmp_path, name):
+    text, code, words = BAD[name]
+    lines = good_lines()
+    lines[5] = lines[1] if text is None else text
+    report = validate.validate_file(write(tmp_path, lines), model="gpt-4o-mini")
+    assert not report.ok
+    assert [(p.line, p.code) for p in report.problems] == [(6, code)], report.problems
+    assert words in report.problems[0].message
+    assert report.lines()[0].startswith(f"{tmp_path / 'f.jsonl'}:6: ")
+
+
+def test_valid_weights_and_multi_turn_are_accepted(tmp_path):
+    lines = good_lines()
+    lines[3] = json.dumps({"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b", "weight": 0},
+                                        {"role": "user", "content": "c"}, {"role": "assistant", "content": "d", "weight": 1}]})
+    report = validate.validate_file(write(tmp_path, lines))
+    assert report.ok, report.problems
+
+
+def test_bom_is_reported_on_line_1(tmp_path):
+    path = write(tmp_path, validate.BOM + ("\n".join(good_lines()) + "\n").encode())
+    report = validate.validate_file(path)
+    assert [(p.line, p.code) for p in report.problems] == [(1, "bom")]
+    assert report.n_examples == 12  # the rest is still checked
+
+
+def test_crlf_is_a_warning_with_its_line(tmp_path):
+    path = write(tmp_path, ("\r\n".join(good_lines()) + "\r\n").encode())
+    report = validate.validate_file(path)
+    assert report.ok and report.n_examples == 12
+    assert report.warnings[0].line == 1 and report.warnings[0].code == "crlf"
+    assert any("warning: line ends with CRLF" in line for line in report.lines())
+
+
+def test_invalid_utf8_names_the_line(tmp_path):
+    raw = [line.encode() for line in good_lines()]
+    raw[3] = raw[3].replace("问题3".encode(), b"\xff\xfe")
+    report = validate.validate_file(write(tmp_path, b"\n".join(raw) + b"\n"))
+    assert [(p.line, p.code) for p in report.problems] == [(4, "invalid_utf8")]
+    assert "0xff" in report.problems[0].message
+
+
+def test_blank_line(tmp_path):
+    lines = good_lines()
+    lines.insert(4, "   ")
+    report = validate.validate_file(write(tmp_path, lines))
+    assert [(p.line, p.code) for p in report.problems] == [(5, "blank_line")]
+    assert report.n_examples == 12
+
+
+def test_over_long_example_against_model_limit(tmp_path):
+    lines = good_lines()
+    lines[7] = json.dumps(example(a="血压" * 5000), ensure_ascii=False)
+    path = write(tmp_path, lines)
+    report = validate.validate_file(path, model="gpt-3.5-turbo-0613")
+    assert [(p.line, p.code) for p in report.problems] == [(8, "over_token_limit")]
+    assert "4,096-token limit" in report.problems[0].message
+    assert validate.validate_file(path, model="gpt-4o-mini").ok
+    assert not validate.validate_file(path, max_tokens=100).ok
+    assert validate.validate_file(path, model="gpt-3.5-turbo-0613", check_token_limit=False).ok
+
+
+def test_too_few_examples_is_a_file_level_problem(tmp_path):
+    report = validate.validate_file(write(tmp_path, good_lines(9)))
+    assert [(p.line, p.code) for p in report.problems] == [(0, "too_few_examples")]
+    assert report.lines() == [f"{tmp_path / 'f.jsonl'}: 9 examples: fine-tuning needs at least 10"]
+    assert validate.validate_file(write(tmp_path, good_lines(3)), min_examples=1).ok
+
+
+def test_garbage_never_crashes(tmp_path):
+    junk = [b"\x00\x01", b"null", b"1e999", b'{"messages": null}', b'{"messages": [null]}', b'{"messages": [{"role": 5, "content": "x"}]}',
+            b'{"messages": [{"role": "assistant", "content": null, "tool_calls": [{"id": "1"}]}]}', b"\xef\xbb\xbf{}", b"[[[", b'"\\ud800"']
+    report = validate.validate_file(write(tmp_path, b"\n".join(junk)))
+    assert report.invalid_lines == set(range(1, 11)) - {7}  # line 7 is a valid tool-call answer
+
+
+def test_overlap_between_train_and_valid(tmp_path):
+    train = write(tmp_path, good_lines(), "train.jsonl")
+    valid_lines = [json.dumps(example(f"新问题{i}", "答"), ensure_ascii=False) for i in range(3)]
+    valid_lines.append(json.dumps(example(" 问题5 ", "另一个答案"), ensure_ascii=False))  # same question, whitespace aside
+    problems = validate.check_overlap(train, write(tmp_path, valid_lines, "valid.jsonl"))
+    assert [(p.line, p.code) for p in problems] == [(4, "overlap")]
+    assert "train.jsonl line 6" in problems[0].message
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "helpers.validate", *map(str, args)], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_cli_clean_file_exits_0(tmp_path):
+    out = run_cli(write(tmp_path, good_lines()), "--model", "gpt-4o-mini")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().endswith("OK") and "12 examples, 0 invalid" in out.stdout
+
+
+def test_cli_reports_file_line_problem_and_exits_1(tmp_path):
+    lines = good_lines()
+    lines[2] = "{oops"
+    lines[9] = lines[0]
+    path = write(tmp_path, lines)
+    out = run_cli(path)
+    assert out.returncode == 1
+    printed = out.stdout.splitlines()
+    assert printed[0].startswith(f"{path}:3: not valid JSON")
+    assert printed[1] == f"{path}:10: duplicate of line 1"
+    assert "2 invalid" in printed[-1] and "NOT OK" in printed[-1]
+
+
+def test_cli_overlap_and_missing_file(tmp_path):
+    train = write(tmp_path, good_lines(), "train.jsonl")
+    valid = write(tmp_path, good_lines(), "valid.jsonl")
+    out = run_cli(train, "--valid", valid)
+    assert out.returncode == 1 and f"{valid}:1: same question" in out.stdout
+    assert run_cli(tmp_path / "nope.jsonl").returncode == 2
