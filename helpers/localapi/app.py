@@ -103,6 +103,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         manager.start()
+        engine.warm_up()
         log.info("local API ready: work folder %s", settings.work_dir)
         try:
             yield

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from helpers.localapi import models, schemas
-from helpers.localapi.errors import APIError, not_found
+from helpers.localapi.errors import APIError, bad_request, not_found
 from helpers.localapi.storage import Storage
 
 log = logging.getLogger("helpers.localapi.engine")
@@ -102,6 +102,22 @@ class Engine:
             except Exception:  # an adapter that was never loaded
                 log.debug("forget_adapter(%s) failed", adapter_dir, exc_info=True)
 
+    def warm_up(self) -> None:
+        """Import the engine's heavy modules (torch, transformers, peft) in a background thread, so that the
+        first chat request does not wait for them."""
+
+        def work() -> None:
+            try:
+                import peft  # noqa: F401
+                import torch  # noqa: F401
+                import transformers  # noqa: F401
+
+                from helpers.localapi import generate  # noqa: F401
+            except Exception:  # the first request will report it properly
+                log.warning("warm-up import failed", exc_info=True)
+
+        threading.Thread(target=work, name="engine-warm-up", daemon=True).start()
+
     # ---- generation --------------------------------------------------------------------
     def _engine(self) -> tuple[Any, Any]:
         """The process's ModelPool and Generator, created on first use."""
@@ -112,6 +128,13 @@ class Engine:
                 self._pool = models.ModelPool(self.storage.models_dir)
                 self._generator = generate.Generator(self._pool)
             return self._pool, self._generator
+
+    @staticmethod
+    def _errors() -> type[Exception]:
+        """The generator's exception for requests it cannot answer (a 400, not a 500)."""
+        from helpers.localapi.generate import GenerationError
+
+        return GenerationError
 
     def _view(self, resolved: ResolvedModel) -> Any:
         pool, _ = self._engine()
@@ -127,12 +150,18 @@ class Engine:
         """Finished choices for a chat request (list of generate.Choice)."""
         _, gen = self._engine()
         view = self._view(resolved)
-        return gen.complete(view, messages, **params)
+        try:
+            return gen.complete(view, messages, **params)
+        except self._errors() as exc:  # e.g. the prompt does not fit the model's context
+            raise bad_request(f"{exc}", param="messages", code="context_length_exceeded") from None
 
     def stream(self, resolved: ResolvedModel, messages: list[dict], params: dict) -> Iterator[dict]:
         """Streamed pieces {index, text} and a final {index, finish_reason, prompt_tokens, completion_tokens} per choice."""
         _, gen = self._engine()
         view = self._view(resolved)
         pieces = iter(gen.stream(view, messages, **params))
-        first = next(pieces, None)  # start now, so that a failure still gets a proper HTTP status
+        try:
+            first = next(pieces, None)  # start now, so that a failure still gets a proper HTTP status
+        except self._errors() as exc:
+            raise bad_request(f"{exc}", param="messages", code="context_length_exceeded") from None
         return itertools.chain([] if first is None else [first], pieces)

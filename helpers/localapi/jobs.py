@@ -36,9 +36,9 @@ RESULT_COLUMNS = ["step", "train_loss", "train_accuracy", "valid_loss", "valid_m
 class ValidationFailed(Exception):
     """A training or validation file is not a usable chat fine-tuning file."""
 
-    def __init__(self, code: str, message: str, param: str) -> None:
+    def __init__(self, code: str, message: str, param: str, problem: str | None = None) -> None:
         super().__init__(message)
-        self.code, self.message, self.param = code, message, param
+        self.code, self.message, self.param, self.problem = code, message, param, problem
 
 
 def fine_tuned_model_id(base: str, suffix: str | None, job_id: str) -> str:
@@ -46,17 +46,31 @@ def fine_tuned_model_id(base: str, suffix: str | None, job_id: str) -> str:
     return f"ft:{base}:local:{suffix or ''}:{job_id[-8:]}"
 
 
-def validate_file(path: Path, model: str) -> int:
-    """Check one uploaded JSONL with the workbook's validator; return the number of examples or raise ValidationFailed."""
+def validate_file(path: Path, model: str, *, training: bool = True) -> tuple[int, list[str]]:
+    """Check one uploaded JSONL with the workbook's validator: (examples, warnings), or raise ValidationFailed.
+
+    The first problem names its line; the count of further problems follows. Fewer than 10 examples is a
+    problem only for the training file (as on OpenAI).
+    """
     from helpers import validate  # the same validator as notebook 03 and `python -m helpers.validate`
 
-    report = validate.validate_file(path, model=model)
-    problems = list(report.problems)
-    if problems:
-        first = problems[0]
-        more = f" ({len(problems) - 1} more problem(s) in this file)" if len(problems) > 1 else ""
-        raise ValidationFailed("invalid_file", f"line {first.line}: {first.message}{more}", "")
-    return int(report.n_examples)
+    report = validate.validate_file(path, model=model, min_examples=validate.MIN_EXAMPLES if training else 1)
+    if report.problems:
+        first = report.problems[0]
+        where = f"line {first.line}: " if first.line else ""
+        more = f" ({len(report.problems) - 1} more problem(s) in this file)" if len(report.problems) > 1 else ""
+        raise ValidationFailed(first.code, f"{where}{first.message}{more}", "")
+    warnings = [(f"line {w.line}: " if w.line else "") + w.message for w in report.warnings]
+    return int(report.n_examples), warnings
+
+
+def overlap_warnings(train: Path, valid: Path) -> list[str]:
+    """Validation lines whose question is also in the training file (allowed, as on OpenAI, but worth a warning)."""
+    from helpers import validate
+
+    found = validate.check_overlap(train, valid)
+    return [f"validation file line {p.line}: {p.message}" for p in found[:5]] + (
+        [f"... and {len(found) - 5} more overlapping validation lines"] if len(found) > 5 else [])
 
 
 def result_csv(metrics: list[dict]) -> bytes:
@@ -120,7 +134,7 @@ def _plain(value: Any) -> Any:
 class JobManager:
     """Owns the job queue: validation threads, one scheduler thread, one training process at a time."""
 
-    def __init__(self, storage: Storage, *, validate: Callable[[Path, str], int] = validate_file,
+    def __init__(self, storage: Storage, *, validate: Callable[..., tuple[int, list[str]]] = validate_file,
                  on_model_removed: Callable[[str], None] | None = None) -> None:
         self.storage = storage
         self.validate = validate
@@ -197,6 +211,7 @@ class JobManager:
         names = " and ".join(f"{p.replace('_', ' ')}: {f}" for p, f in files)
         self.storage.add_event(job_id, f"Validating {names}")
         counts: dict[str, int] = {}
+        warnings: list[str] = []
         try:
             for param, file_id in files:
                 row = self.storage.get_file(file_id)
@@ -204,14 +219,20 @@ class JobManager:
                     raise ValidationFailed(f"invalid_{param}", f"The {param.replace('_', ' ')} {file_id} was deleted "
                                            "before the job could validate it.", param)
                 try:
-                    counts[param] = self.validate(self.storage.blob_path(file_id), job["model"])
+                    counts[param], found = self.validate(self.storage.blob_path(file_id), job["model"],
+                                                         training=param == "training_file")
                 except ValidationFailed as exc:
                     raise ValidationFailed(f"invalid_{param}",
                                            f"The job failed due to an invalid {param.replace('_', ' ')} "
-                                           f"{file_id} ({row['filename']}), {exc.message}", param) from None
+                                           f"{file_id} ({row['filename']}), {exc.message}", param,
+                                           problem=exc.code) from None
+                warnings += [f"{row['filename']} {w}" for w in found]
+            if job["validation_file"]:
+                warnings += overlap_warnings(self.storage.blob_path(job["training_file"]),
+                                             self.storage.blob_path(job["validation_file"]))
         except ValidationFailed as exc:  # OpenAI's event carries the code and param in `data`
             self.storage.add_event(job_id, exc.message, level="error",
-                                   data={"error_code": exc.code, "error_param": exc.param})
+                                   data={"error_code": exc.code, "error_param": exc.param, "problem": exc.problem})
             self._finish(job_id, "failed", error={"code": exc.code, "message": exc.message, "param": exc.param})
             return
         except Exception as exc:  # a bug or an unreadable blob: fail the job, say why
@@ -223,6 +244,8 @@ class JobManager:
         job = self.storage.get_job(job_id)
         if job is None or job["status"] != "validating_files":  # cancelled meanwhile
             return
+        for warning in warnings:
+            self.storage.add_event(job_id, f"Warning: {warning}", level="warn")
         self.storage.update_job(job_id, status="queued", n_examples=counts["training_file"])
         self.storage.add_event(job_id, f"Files validated ({counts['training_file']} training examples"
                                + (f", {counts['validation_file']} validation examples" if "validation_file" in counts else "")
