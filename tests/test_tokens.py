@@ -104,3 +104,13 @@ def test_token_limits():
 def test_unknown_encoding_is_a_clear_error():
     with pytest.raises(tokens.TokenizerUnavailable, match="not available offline"):
         tokens.get_encoding("r50k_base")
+
+
+def test_setup_offline_main_seeds_and_reports(tmp_path, monkeypatch, capsys):
+    from helpers import setup_offline
+
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))
+    assert setup_offline.main() == 0
+    assert len(list(tmp_path.iterdir())) == 2
+    out = capsys.readouterr().out
+    assert str(tmp_path) in out and "o200k_base" in out and "CJK font" in out

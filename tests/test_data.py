@@ -1,0 +1,144 @@
+"""Data loading, JSONL I/O, the bundled fixture, cleaning and the split."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+
+from helpers import clean, data, split
+from helpers.config import REPO_ROOT, load_config
+
+FIXTURE = REPO_ROOT / "data" / "huatuo_fixture.jsonl"
+
+
+def test_fixture_schema_and_size():
+    lines = FIXTURE.read_text(encoding="utf-8").splitlines()
+    assert 250 <= len(lines) <= 350
+    for line in lines:
+        row = json.loads(line)
+        assert set(row) == {"questions", "answers"} and all(isinstance(v, str) for v in row.values())
+    assert "\\u" not in FIXTURE.read_text(encoding="utf-8")  # real characters, not escapes
+
+
+def test_fixture_is_what_the_generator_writes(tmp_path):
+    from data.make_fixture import write
+
+    write(tmp_path / "f.jsonl")
+    assert (tmp_path / "f.jsonl").read_bytes() == FIXTURE.read_bytes()
+
+
+def test_fixture_has_the_real_sets_quirks():
+    rows = data.read_jsonl(FIXTURE)
+    questions = [r["questions"] for r in rows]
+    assert len({json.dumps(r, ensure_ascii=False) for r in rows}) < len(rows)  # exact duplicates
+    assert any(q != q.strip() for q in questions) and any(r["answers"] != r["answers"].strip() for r in rows)
+    assert questions.count("患者性别:患者年龄:问题描述:") >= 3
+    assert sum(len(r["answers"]) > 2000 for r in rows) >= 3
+    assert any("?" in q for q in questions) and any("？" in q for q in questions)
+
+
+def test_read_jsonl_names_file_and_line(tmp_path):
+    path = tmp_path / "x.jsonl"
+    path.write_text('{"a": 1}\n\n{broken\n', encoding="utf-8")
+    with pytest.raises(data.DataError, match=r"x.jsonl:3: not valid JSON"):
+        data.read_jsonl(path)
+    with pytest.raises(data.DataError, match="no such file"):
+        data.read_jsonl(tmp_path / "missing.jsonl")
+
+
+def test_write_jsonl_is_utf8_unescaped_and_leaves_no_temp(tmp_path):
+    path = tmp_path / "sub" / "out.jsonl"
+    assert data.write_jsonl(path, [{"q": "血压"}, {"q": "头疼"}]) == 2
+    assert path.read_text(encoding="utf-8") == '{"q": "血压"}\n{"q": "头疼"}\n'
+    assert [p.name for p in path.parent.iterdir()] == ["out.jsonl"]
+
+
+def test_check_rows_errors():
+    with pytest.raises(data.DataError, match="row 2 has no 'answers'"):
+        data.check_rows([{"questions": "a", "answers": "b"}, {"questions": "a"}], "src")
+    with pytest.raises(data.DataError, match="row 1: answers must be a string"):
+        data.check_rows([{"questions": "a", "answers": None}], "src")
+    assert data.check_rows([{"questions": "a", "answers": "b", "extra": 1}], "src") == [{"questions": "a", "answers": "b"}]
+
+
+def test_load_huatuo_fixture_and_path(tmp_path, monkeypatch):
+    monkeypatch.delenv("HUATUO_PATH", raising=False)
+    monkeypatch.setenv("HUATUO_SOURCE", "fixture")
+    monkeypatch.setenv("WORKBOOK_WORK_DIR", str(tmp_path / "work"))
+    ds = data.load_huatuo(load_config())
+    assert ds.source == "fixture" and len(ds.rows) == len(FIXTURE.read_text(encoding="utf-8").splitlines())
+    own = tmp_path / "mine.jsonl"
+    data.write_jsonl(own, [{"questions": "q", "answers": "a"}])
+    monkeypatch.setenv("HUATUO_PATH", str(own))
+    ds = data.load_huatuo(load_config())
+    assert (ds.source, ds.rows) == ("path", [{"questions": "q", "answers": "a"}]) and str(own) in ds.describe()
+
+
+def test_unknown_source_is_an_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("WORKBOOK_WORK_DIR", str(tmp_path / "work"))
+    with pytest.raises(data.DataError, match="unknown data source"):
+        data.load_huatuo(replace(load_config(), data_source="ftp"))
+
+
+def rows_with_quirks() -> list[dict[str, str]]:
+    return [
+        {"questions": " 头疼怎么办？\n", "answers": "多休息。"},
+        {"questions": "头疼怎么办？", "answers": "多休息。"},  # exact duplicate after stripping
+        {"questions": "头疼怎么办？", "answers": "去医院。"},  # same question, other answer
+        {"questions": "", "answers": "x"},
+        {"questions": "患者性别:患者年龄:问题描述:", "answers": "x"},
+        {"questions": "患者性别：患者年龄：问题描述：", "answers": "x"},
+        {"questions": "患者性别:男患者年龄:30问题描述:咳嗽", "answers": "多喝水。"},
+        {"questions": "发烧", "answers": "  "},
+        {"questions": "很长", "answers": "血压" * 6000},
+    ]
+
+
+def test_clean_counts_every_reason():
+    result = clean.clean_rows(rows_with_quirks(), model="smollm2-135m-instruct")
+    assert result.counts() == {clean.EMPTY_QUESTION: 1, clean.TEMPLATE_ONLY: 2, clean.EMPTY_ANSWER: 1, clean.EXACT_DUPLICATE: 1,
+                               clean.DUPLICATE_QUESTION: 1, clean.OVER_LIMIT: 1}
+    assert result.rows == [{"questions": "头疼怎么办？", "answers": "多休息。"},
+                           {"questions": "患者性别:男患者年龄:30问题描述:咳嗽", "answers": "多喝水。"}]
+    assert result.n_stripped == 1 and len(result.token_counts) == 2
+    assert len(result.dropped) + len(result.rows) == result.n_in
+    assert "保留 2 条" in result.summary()
+
+
+def test_clean_limit_depends_on_model():
+    rows = [{"questions": "问", "answers": "血压" * 2000}]
+    assert clean.clean_rows(rows, model="gpt-3.5-turbo-0613").counts()[clean.OVER_LIMIT] == 1
+    assert clean.clean_rows(rows, model="gpt-4o-mini").counts()[clean.OVER_LIMIT] == 0
+
+
+def make_rows(n: int) -> list[dict[str, str]]:
+    return [{"questions": f"问题{i}", "answers": f"答案{i}"} for i in range(n)]
+
+
+def test_split_is_seeded_disjoint_and_order_independent():
+    rows = make_rows(200)
+    a = split.split_rows(rows, 100, 20, 50, seed=42)
+    assert a.sizes() == {"train": 100, "valid": 20, "heldout": 50}
+    assert a == split.split_rows(list(reversed(rows)), 100, 20, 50, seed=42)
+    assert a.train != split.split_rows(rows, 100, 20, 50, seed=7).train
+    qs = [r["questions"] for part in (a.train, a.valid, a.heldout) for r in part]
+    assert len(set(qs)) == 170
+
+
+def test_split_errors():
+    with pytest.raises(split.SplitError, match="60 rows after cleaning.*= 170"):
+        split.split_rows(make_rows(60), 100, 20, 50, seed=1)
+    with pytest.raises(split.SplitError, match="share questions"):
+        split.split_rows(make_rows(5) + make_rows(5), 2, 1, 1, seed=1)
+    bad = split.Split(make_rows(2), make_rows(1), [], seed=0)
+    with pytest.raises(split.SplitError, match="train and valid share 1"):
+        split.check_disjoint(bad)
+
+
+def test_write_split(tmp_path):
+    s = split.split_rows(make_rows(30), 10, 5, 5, seed=3)
+    paths = split.write_split(s, tmp_path)
+    assert {p.name for p in paths.values()} == {"train_rows.jsonl", "valid_rows.jsonl", "heldout.jsonl"}
+    assert data.read_jsonl(paths["train"]) == s.train
