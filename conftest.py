@@ -40,7 +40,6 @@ def notebook_environment(work_dir: Path, port: int) -> dict[str, str]:
         "LOCALAPI_PORT": str(port),
         "OPENAI_BASE_URL": f"http://127.0.0.1:{port}/v1",
         "WORKBOOK_HEADLESS": "1",
-        "MPLBACKEND": "Agg",
         "PYTHONPATH": os.pathsep.join(p for p in [str(REPO_ROOT), os.environ.get("PYTHONPATH", "")] if p),
     }
 

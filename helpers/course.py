@@ -60,7 +60,6 @@ def kernel_environment(cfg: Config) -> dict[str, str]:
     """Environment variables the notebook kernels need: headless mode, the repository on sys.path, the API."""
     env = {
         "WORKBOOK_HEADLESS": "1",
-        "MPLBACKEND": "Agg",
         "PYTHONPATH": os.pathsep.join(p for p in [str(REPO_ROOT), os.environ.get("PYTHONPATH", "")] if p),
         "WORKBOOK_WORK_DIR": str(cfg.work_dir),
         "WORKBOOK_BUILD_DIR": str(cfg.build_dir),

@@ -27,6 +27,7 @@ from typing import Any
 import pandas as pd
 from openai import OpenAI
 
+from helpers.config import Config
 from helpers.metrics import score_answers
 
 CACHE_DIR_NAME = "eval_cache"
@@ -41,6 +42,21 @@ PAPER_TABLE7 = pd.DataFrame(
 
 # The walkthrough's example question (its spelling kept as published).
 WALKTHROUGH_QUESTION = "我在体检是正常的，但是去献血医生最是说我的血压高，不能献。血压是130、80这是为什么呢？"
+
+
+# Inference prices of the *base* models (USD per 1M input, output tokens): pricing.PRICES holds the fine-tuning
+# rows (training and fine-tuned inference); these are what the same model costs without fine-tuning.
+BASE_INFERENCE_PRICES: dict[str, tuple[float, float, str]] = {
+    "gpt-3.5-turbo-0613": (1.50, 2.00, "2023-08-22, OpenAI pricing page (4K context), the walkthrough's date"),
+    "gpt-3.5-turbo-0125": (0.50, 1.50, "2025-06, openai.com/api/pricing"),
+    "gpt-4o-mini-2024-07-18": (0.15, 0.60, "2025-06, openai.com/api/pricing"),
+    "gpt-4o-2024-08-06": (2.50, 10.00, "2025-06, openai.com/api/pricing"),
+    "gpt-4.1-nano-2025-04-14": (0.10, 0.40, "2025-06, openai.com/api/pricing"),
+    "gpt-4.1-mini-2025-04-14": (0.40, 1.60, "2025-06, openai.com/api/pricing"),
+    "gpt-4.1-2025-04-14": (2.00, 8.00, "2025-06, openai.com/api/pricing"),
+}
+# The local model costs nothing; its token counts are priced as if they were the walkthrough's model's.
+REFERENCE_PRICE_MODEL = "gpt-3.5-turbo-0613"
 
 
 class EvaluationError(RuntimeError):
@@ -96,6 +112,22 @@ def few_shot_examples(rows: Sequence[dict[str, str]], k: int = 3, max_answer_cha
     if len(rows) < k:
         raise EvaluationError(f"need {k} training rows for the few-shot prompt, got {len(rows)}")
     return tuple((r["questions"], r["answers"][:max_answer_chars]) for r in rows[:k])
+
+
+def arm_prices(cfg: Config, arms: Sequence[Arm]) -> tuple[dict[str, tuple[float, float]], str]:
+    """USD per 1M (input, output) tokens for each arm, and the model whose prices they are.
+
+    Remote: the configured base model's prices (base arms) and its fine-tuned price row (fine-tuned arm).
+    Local: the walkthrough's gpt-3.5-turbo-0613 prices, so its "6-8x" claim can be checked on our token counts.
+    """
+    from helpers.pricing import price_for
+
+    model = REFERENCE_PRICE_MODEL if cfg.is_local else cfg.base_model
+    base = next((v for k, v in BASE_INFERENCE_PRICES.items() if k == model or k.startswith(model + "-")), None)
+    if base is None:
+        raise EvaluationError(f"no base inference price for {model!r}: add a dated row to evaluation.BASE_INFERENCE_PRICES")
+    tuned = price_for(model)
+    return {arm.name: ((tuned.input, tuned.output) if arm.model.startswith("ft:") else base[:2]) for arm in arms}, model
 
 
 def make_arms(base_model: str, fine_tuned_model: str, system_prompt: str, examples: tuple[tuple[str, str], ...]) -> list[Arm]:

@@ -112,3 +112,23 @@ def test_system_prompt_read_from_training_file_and_bad_lines_named(tmp_path) -> 
         evaluation.training_system_prompt(train)
     train.write_text(json.dumps(row, ensure_ascii=False) + "\n", encoding="utf-8")
     assert evaluation.training_system_prompt(train) == "你是医生。"
+
+
+def test_arm_prices_local_uses_walkthrough_model_remote_uses_configured(tmp_path, monkeypatch) -> None:
+    import dataclasses
+
+    from helpers.config import load_config
+
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.setenv("WORKBOOK_WORK_DIR", str(tmp_path))
+    cfg = load_config(env_file=tmp_path / "none.env")
+    arms = _arms()
+    prices, model = evaluation.arm_prices(cfg, arms)
+    assert model == "gpt-3.5-turbo-0613"
+    assert prices["fine-tuned + system prompt"][0] / prices["base + system prompt"][0] == 8.0  # the walkthrough's "6-8x"
+    remote = dataclasses.replace(cfg, backend="remote", base_model="gpt-4o-mini-2024-07-18")
+    prices, model = evaluation.arm_prices(remote, arms)
+    assert model == "gpt-4o-mini-2024-07-18" and prices["base + few-shot prompt"] == (0.15, 0.60)
+    with pytest.raises(evaluation.EvaluationError, match="BASE_INFERENCE_PRICES"):
+        evaluation.arm_prices(dataclasses.replace(remote, base_model="babbage-002"), arms)
