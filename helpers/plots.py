@@ -54,3 +54,31 @@ def token_histogram(token_counts: Sequence[int], limit: int | None, encoding: st
     ax.set_title(cjk_label(title, "tokens per example"))
     fig.tight_layout()
     return fig
+
+
+# ---------------------------------------------------------------- training curves (notebook 06, course report; agent C)
+
+
+def plot_training_curves(results: "pd.DataFrame", title: str = "fine-tuning job: loss and token accuracy"):
+    """Train/valid loss and token accuracy per step from a job's result CSV; returns the matplotlib figure."""
+    import matplotlib.pyplot as plt
+
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.6))
+    panels = [(ax_loss, "loss", ["train_loss", "valid_loss", "full_valid_loss"]),
+              (ax_acc, "token accuracy", ["train_accuracy", "train_mean_token_accuracy", "valid_mean_token_accuracy",
+                                          "full_valid_mean_token_accuracy"])]
+    for ax, label, columns in panels:
+        for column in columns:
+            if column in results.columns:
+                series = results[["step", column]].dropna()
+                if not series.empty:
+                    style = "-" if column.startswith("train") else "o--"
+                    ax.plot(series["step"], series[column], style, label=column, markersize=4)
+        ax.set_xlabel("step")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig

@@ -85,3 +85,54 @@ def row_text(row: dict[str, str], max_chars: int = 400) -> str:
     if len(answer) > max_chars:
         answer = f"{answer[:max_chars]}…（共 {len(answer)} 字）"
     return f"问：{row['questions']}\n答：{answer}"
+
+
+# ---------------------------------------------------------------- job progress and comparison flipper (notebooks 06/07)
+
+
+class JobProgress:
+    """An ipywidgets progress bar for `helpers.workflow.poll_job` (the same update/close interface as PlainProgress)."""
+
+    def __init__(self) -> None:
+        import ipywidgets as w
+        from IPython.display import display
+
+        self.bar = w.IntProgress(value=0, min=0, max=1, description="训练", bar_style="info")
+        self.label = w.Label("等待第一步…")
+        box = w.HBox([self.bar, self.label])
+        box.add_class("workbook-job-progress")
+        display(box)
+
+    def update(self, status: str, step: int | None, total: int | None) -> None:
+        """Move the bar to `step` of `total` and show the job status."""
+        if total:
+            self.bar.max = total
+            self.bar.value = min(step or 0, total)
+            self.label.value = f"step {step}/{total} · {status}"
+        else:
+            self.label.value = status
+
+    def close(self, status: str) -> None:
+        """Colour the bar by the final status."""
+        self.bar.bar_style = {"succeeded": "success", "failed": "danger", "cancelled": "warning"}.get(status, "info")
+        self.label.value = status
+
+
+def job_progress() -> Any:
+    """A progress bar widget in a live notebook, plain text lines headless."""
+    from helpers.workflow import PlainProgress
+
+    return PlainProgress() if is_headless() else JobProgress()
+
+
+def comparison_flipper(table: Any, max_chars: int = 300, headless: bool | None = None) -> None:
+    """Flip through notebook 07's side-by-side answers, one question per page (plain first page headless)."""
+    def render(i: int) -> str:
+        row = table.iloc[i]
+        parts = [f"问：{row['question']}"]
+        for column in table.columns[1:]:
+            text = str(row[column])
+            parts.append(f"【{column}】{text[:max_chars]}{'…' if len(text) > max_chars else ''}")
+        return "\n\n".join(parts)
+
+    show_pager(list(range(len(table))), render, title="三组回答对比", headless=headless)
