@@ -213,7 +213,7 @@ def check_01(page, problems: list[str]) -> None:
     if not images:
         problems.append("01: no histogram image was rendered")
     else:
-        bh.scroll_into_view(page, ".jp-OutputArea-output img", 0)
+        bh.scroll_into_view(page, ".jp-Cell:has(.jp-OutputArea-output img)", 0)
 
 
 def check_06(page, problems: list[str]) -> None:
@@ -234,7 +234,7 @@ def check_06(page, problems: list[str]) -> None:
     if not bh.rendered_images(page):
         problems.append("06: the loss plot is not shown")
     if bars:
-        bh.scroll_into_view(page, ":is(.widget-hprogress, .widget-progress)", 0)
+        bh.scroll_into_view(page, ".jp-Cell:has(:is(.widget-hprogress, .widget-progress))", 0)
 
 
 def check_07(page, problems: list[str]) -> None:
@@ -249,7 +249,7 @@ def check_07(page, problems: list[str]) -> None:
         return
     button = buttons.nth(nexts[0])
     widget = button.locator("xpath=ancestor::div[contains(@class, 'jp-OutputArea-output')][1]")
-    button.scroll_into_view_if_needed()
+    button.evaluate("el => el.closest('.jp-Cell').scrollIntoView({block: 'start'})")
     before = widget.inner_text()
     button.click()
     try:
