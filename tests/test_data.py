@@ -142,3 +142,17 @@ def test_write_split(tmp_path):
     paths = split.write_split(s, tmp_path)
     assert {p.name for p in paths.values()} == {"train_rows.jsonl", "valid_rows.jsonl", "heldout.jsonl"}
     assert data.read_jsonl(paths["train"]) == s.train
+
+
+def test_explore_census_lengths_and_longest():
+    from helpers import explore
+
+    rows = rows_with_quirks()
+    census = explore.quirk_census(rows)
+    assert census["行数"] == 9 and census["完全重复的多余行"] == 1 and census["问题相同、答案不同的多余行"] == 1
+    assert census["首尾有空白"] == 2 and census["空模板问题"] == 2 and census["问题为空"] == 1 and census["答案为空"] == 1
+    assert census["答案超过 2000 字"] == 1
+    table = explore.length_table(rows)
+    assert list(table.columns) == ["q_chars", "a_chars", "q_tokens", "a_tokens"] and table["a_chars"].max() == 12000
+    assert explore.longest(rows, 1)[0] == (8, 12000, "很长")
+    assert explore.seeded_examples(rows, 3, seed=1) == explore.seeded_examples(rows, 3, seed=1)
