@@ -131,6 +131,7 @@ def test_training_reports_metrics_checkpoints_and_a_loadable_adapter(tmp_path, e
     assert [m["step"] for m in metrics] == list(range(1, 7)) and {m["total_steps"] for m in metrics} == {6}
     assert all(0 <= m["train_mean_token_accuracy"] <= 1 and m["train_loss"] > 0 for m in metrics)
     assert [m["step"] for m in metrics if "valid_loss" in m] == [2, 3, 4, 6]  # every 2 steps and at epoch ends
+    assert result.final_valid_loss == metrics[-1]["full_valid_loss"]
     assert [m["step"] for m in metrics if "full_valid_loss" in m] == [3, 6]
     checkpoints = [e for e in events if e["type"] == "checkpoint"]
     assert [(c["epoch"], c["step"]) for c in checkpoints] == [(1, 3), (2, 6)]
@@ -187,3 +188,20 @@ def test_no_learnable_example_is_an_error(tmp_path, engine_cache):
     spec = _spec(tmp_path, engine_cache, train_path=write_jsonl(tmp_path / "w.jsonl", [chat("问", "答", weight=0)]))
     with pytest.raises(T.TrainDataError, match="no example has an assistant token"):
         T.train(spec, lambda e: None, lambda: False)
+
+
+def test_shared_prefix_pass_gives_the_same_loss(engine_cache, tok):
+    loaded = M.load_model("tiny-test", engine_cache)
+    stop = M.stop_token_ids(tok)
+    examples = [T.encode_example(tok, chat(q, a)["messages"], 512, stop) for q, a in QA[:4]]
+    batch = T.collate(examples, tok.pad_token_id, "cpu")
+    prefix = T.shared_prefix_length(batch)
+    assert prefix > 16  # the system prompt and the user header
+    assert (batch["targets"][:, :prefix] == T.IGNORE).all()
+    with torch.no_grad():
+        shared = T.batch_loss(loaded.model, batch, "cpu", "fp32", share_prefix=True)
+        plain = T.batch_loss(loaded.model, batch, "cpu", "fp32", share_prefix=False)
+    assert shared[2] == plain[2] and shared[1] == plain[1]
+    assert float(shared[0]) == pytest.approx(float(plain[0]), rel=1e-5)
+    single = T.collate(examples[:1], tok.pad_token_id, "cpu")
+    assert T.shared_prefix_length(single) == 0
