@@ -133,6 +133,10 @@ def test_fine_tune_then_chat_with_the_result(server, client, tmp_path):
     assert [c.index for c in several.choices] == [0, 1]
     base = client.chat.completions.create(model="tiny-test", messages=CHAT, max_tokens=4, temperature=0)
     assert base.usage.prompt_tokens == usage.prompt_tokens  # same tokenizer and template
+    with pytest.raises(openai.BadRequestError) as info:  # longer than the model's context
+        client.chat.completions.create(model="tiny-test", messages=[{"role": "user", "content": "血压" * 3000}],
+                                       max_tokens=4, stream=True)
+    assert info.value.body["code"] == "context_length_exceeded"
 
     # delete: the model is gone everywhere
     assert client.models.delete(job.fine_tuned_model).deleted is True

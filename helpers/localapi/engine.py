@@ -103,18 +103,14 @@ class Engine:
                 log.debug("forget_adapter(%s) failed", adapter_dir, exc_info=True)
 
     def warm_up(self) -> None:
-        """Import the engine's heavy modules (torch, transformers, peft) in a background thread, so that the
-        first chat request does not wait for them."""
+        """Import torch/transformers/peft and start the generator in a background thread, so that the first chat
+        request does not wait for them (requests wait on the same lock: imports never race)."""
 
         def work() -> None:
             try:
-                import peft  # noqa: F401
-                import torch  # noqa: F401
-                import transformers  # noqa: F401
-
-                from helpers.localapi import generate  # noqa: F401
+                self._engine()
             except Exception:  # the first request will report it properly
-                log.warning("warm-up import failed", exc_info=True)
+                log.warning("engine warm-up failed", exc_info=True)
 
         threading.Thread(target=work, name="engine-warm-up", daemon=True).start()
 
@@ -123,6 +119,10 @@ class Engine:
         """The process's ModelPool and Generator, created on first use."""
         with self._lock:
             if self._generator is None:
+                import peft  # noqa: F401  (imported here, once: concurrent first imports of transformers can fail)
+                import transformers
+
+                transformers.AutoModelForCausalLM  # noqa: B018  (resolve the lazy module now, under the lock)
                 from helpers.localapi import generate
 
                 self._pool = models.ModelPool(self.storage.models_dir)
@@ -159,8 +159,8 @@ class Engine:
         """Streamed pieces {index, text} and a final {index, finish_reason, prompt_tokens, completion_tokens} per choice."""
         _, gen = self._engine()
         view = self._view(resolved)
-        pieces = iter(gen.stream(view, messages, **params))
         try:
+            pieces = iter(gen.stream(view, messages, **params))
             first = next(pieces, None)  # start now, so that a failure still gets a proper HTTP status
         except self._errors() as exc:
             raise bad_request(f"{exc}", param="messages", code="context_length_exceeded") from None
