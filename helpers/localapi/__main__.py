@@ -78,7 +78,10 @@ def serve(args: argparse.Namespace) -> None:
     settings.request_shutdown = lambda: setattr(server, "should_exit", True)
     logging.info("serving http://%s:%d/v1 (work folder %s, key %s%s)", args.host, args.port, work_dir, source,
                  f", faults {args.faults:.0%} seed {args.fault_seed}" if args.faults else "")
-    server.run()
+    try:
+        server.run()
+    except KeyboardInterrupt:  # Ctrl-C: uvicorn has already shut down cleanly (jobs stopped, state saved)
+        logging.info("stopped")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -93,7 +93,13 @@ def _fmt(value: Any) -> str:
 
 def worker_main(spec: dict, events: Any, stop: Any, parent_pid: int) -> None:
     """Entry point of the training process: run the trainer, report its events and its result over `events`."""
+    import signal
+
     from helpers.localapi import trainer
+
+    # Ctrl-C in the server's terminal reaches the whole process group: the server stops the job itself
+    # (should_stop), so the worker must not die half-way with a KeyboardInterrupt.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def should_stop() -> bool:
         return stop.is_set() or os.getppid() != parent_pid
