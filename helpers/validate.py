@@ -55,7 +55,8 @@ class ValidationReport:
     n_examples: int = 0  # non-blank lines, each one example
     problems: list[Problem] = field(default_factory=list)
     warnings: list[Problem] = field(default_factory=list)
-    token_counts: dict[int, int] = field(default_factory=dict)  # line -> tokens, for examples that parsed
+    token_counts: dict[int, int] = field(default_factory=dict)  # line -> chat tokens, for examples that parsed
+    assistant_token_counts: dict[int, int] = field(default_factory=dict)  # line -> tokens of the assistant replies (what is trained on)
 
     @property
     def ok(self) -> bool:
@@ -215,7 +216,7 @@ def validate_bytes(data: bytes, path: Path | str = "<bytes>", model: str | None 
         data = data[len(BOM):]
     index: dict[str, int] = {}  # every distinct string, encoded once at the end
     put = index.setdefault
-    plan: list[tuple[int, int, tuple[int, ...]]] = []  # (line, fixed tokens, string ids) of each valid example
+    plan: list[tuple[int, int, tuple[int, ...], tuple[int, ...] | None]] = []  # (line, fixed tokens, string ids, assistant ids)
     seen: dict[Any, int] = {}
     crlf = 0
     fixed_per_message = TOKENS_PER_MESSAGE
@@ -241,24 +242,30 @@ def validate_bytes(data: bytes, path: Path | str = "<bytes>", model: str | None 
         if _plain_valid(example):  # the common case: role/content messages, counted under the same rule as below
             messages = example["messages"]
             ids = tuple([put(v, len(index)) for m in messages for v in (m["role"], m["content"])])
-            fixed, key = TOKENS_REPLY_PRIMING + fixed_per_message * len(messages), ids
+            fixed, key, replies = TOKENS_REPLY_PRIMING + fixed_per_message * len(messages), ids, None  # replies: from ids
         else:
             found = check_example(example)
             if found:
                 problems.extend(Problem(n, msg, code) for code, msg in found)
                 continue
             fixed, ids = chat_text_ids(example["messages"], index)
+            replies = tuple(put(m["content"], len(index)) for m in example["messages"]
+                            if m.get("role") == "assistant" and isinstance(m.get("content"), str))
             key = json.dumps(example["messages"], sort_keys=True, ensure_ascii=False)
         if key in seen:
             problems.append(Problem(n, f"duplicate of line {seen[key]}", "duplicate"))
             continue
         seen[key] = n
-        plan.append((n, fixed, ids))
+        plan.append((n, fixed, ids, replies))
     if crlf > 1:
         warnings.append(Problem(0, f"{crlf} lines end with CRLF (first reported above)", "crlf"))
     counts = count_unique_texts(list(index), choice.encoding)
-    for n, fixed, ids in plan:
+    assistant = index.get("assistant")
+    for n, fixed, ids, replies in plan:
         tokens = report.token_counts[n] = fixed + sum([counts[i] for i in ids])
+        if replies is None:  # plain messages: ids alternate role, content
+            replies = [ids[j + 1] for j in range(0, len(ids), 2) if ids[j] == assistant]
+        report.assistant_token_counts[n] = sum([counts[i] for i in replies])
         if limit and tokens > limit:
             problems.append(Problem(n, f"{tokens:,} tokens, over the {limit:,}-token limit per example for {model or 'this model'} ({choice.encoding})", "over_token_limit"))
     if report.n_examples < min_examples:

@@ -174,3 +174,14 @@ def test_cli_overlap_and_missing_file(tmp_path):
     out = run_cli(train, "--valid", valid)
     assert out.returncode == 1 and f"{valid}:1: same question" in out.stdout
     assert run_cli(tmp_path / "nope.jsonl").returncode == 2
+
+
+def test_assistant_tokens_are_counted_per_example(tmp_path):
+    from helpers.tokens import count_text_tokens
+
+    lines = good_lines()
+    lines[0] = json.dumps({"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "血压高", "weight": 0},
+                                        {"role": "user", "content": "b"}, {"role": "assistant", "content": "多休息"}]}, ensure_ascii=False)
+    report = validate.validate_file(write(tmp_path, lines))
+    assert report.assistant_token_counts[1] == count_text_tokens("血压高") + count_text_tokens("多休息")
+    assert report.assistant_token_counts[2] == count_text_tokens("答案1")
