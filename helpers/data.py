@@ -75,7 +75,7 @@ def write_json(path: Path, data: Any) -> None:
 
 
 def check_rows(values: list[Any], origin: str) -> list[dict[str, str]]:
-    """Check every value is {"questions": str, "answers": str} (extra keys dropped); DataError names the row."""
+    """Check every value is {"questions": str, "answers": str} (extra keys dropped, null read as "" so cleaning counts it)."""
     rows = []
     for n, value in enumerate(values, start=1):
         if not isinstance(value, dict):
@@ -83,10 +83,10 @@ def check_rows(values: list[Any], origin: str) -> list[dict[str, str]]:
         missing = [k for k in FIELDS if k not in value]
         if missing:
             raise DataError(f"{origin}: row {n} has no {', '.join(repr(k) for k in missing)} (expected keys: questions, answers)")
-        bad = [k for k in FIELDS if not isinstance(value[k], str)]
+        bad = [k for k in FIELDS if not isinstance(value[k], (str, type(None)))]
         if bad:
             raise DataError(f"{origin}: row {n}: {', '.join(bad)} must be a string")
-        rows.append({k: value[k] for k in FIELDS})
+        rows.append({k: value[k] or "" for k in FIELDS})
     return rows
 
 
@@ -96,7 +96,11 @@ def load_hub(hub_id: str = HUATUO_HUB_ID, split: str = "test", timeout: float = 
     os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", str(int(timeout)))
     from datasets import load_dataset
 
-    ds = load_dataset(hub_id)
+    try:
+        ds = load_dataset(hub_id)
+    except Exception as exc:  # network, authentication, cache: all mean "not available now"
+        raise DataError(f"could not load {hub_id} from the Hugging Face hub ({type(exc).__name__}: {exc}); "
+                        "without internet unset HUATUO_SOURCE (bundled fixture) or set HUATUO_PATH to a local copy") from exc
     part = ds[split] if split in ds else ds[next(iter(ds))]
     return check_rows(list(part), f"{hub_id} ({split})")
 

@@ -59,7 +59,8 @@ def test_check_rows_errors():
     with pytest.raises(data.DataError, match="row 2 has no 'answers'"):
         data.check_rows([{"questions": "a", "answers": "b"}, {"questions": "a"}], "src")
     with pytest.raises(data.DataError, match="row 1: answers must be a string"):
-        data.check_rows([{"questions": "a", "answers": None}], "src")
+        data.check_rows([{"questions": "a", "answers": 3}], "src")
+    assert data.check_rows([{"questions": "a", "answers": None}], "src") == [{"questions": "a", "answers": ""}]
     assert data.check_rows([{"questions": "a", "answers": "b", "extra": 1}], "src") == [{"questions": "a", "answers": "b"}]
 
 
@@ -156,3 +157,21 @@ def test_explore_census_lengths_and_longest():
     assert list(table.columns) == ["q_chars", "a_chars", "q_tokens", "a_tokens"] and table["a_chars"].max() == 12000
     assert explore.longest(rows, 1)[0] == (8, 12000, "很长")
     assert explore.seeded_examples(rows, 3, seed=1) == explore.seeded_examples(rows, 3, seed=1)
+
+
+def test_hub_failure_is_a_clear_error(monkeypatch):
+    import datasets
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("no internet")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    with pytest.raises(data.DataError, match="without internet unset HUATUO_SOURCE"):
+        data.load_hub()
+
+
+def test_hub_rows_are_checked(monkeypatch):
+    import datasets
+
+    monkeypatch.setattr(datasets, "load_dataset", lambda hub_id: {"test": [{"questions": "q", "answers": "a", "id": 1}]})
+    assert data.load_hub() == [{"questions": "q", "answers": "a"}]
