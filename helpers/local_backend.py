@@ -7,6 +7,7 @@ outlives a notebook kernel) with `python -m helpers.localapi serve`, logging to 
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 import sys
@@ -58,13 +59,32 @@ def ensure_server(cfg: Config, timeout: float = 60.0, extra_args: list[str] | No
     """Reuse the local server on cfg.base_url, or start it detached and wait until it answers (no-op when remote)."""
     if not cfg.is_local:
         return
-    info = probe(cfg)
-    if info is not None:
-        if Path(info.get("work_dir", "")).resolve() != cfg.work_dir.resolve():
-            raise LocalServerError(
-                f"The local server on {cfg.base_url} keeps its state in {info.get('work_dir')}, not in {cfg.work_dir}. "
-                "Stop it (helpers.local_backend.stop_server) or choose another port with LOCALAPI_PORT.")
+    if _reusable(cfg):
         return
+    cfg.localapi_dir.mkdir(parents=True, exist_ok=True)
+    with open(cfg.localapi_dir / "server.lock", "a+") as lock:  # two kernels starting at once: one server
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if not _reusable(cfg):
+                _start(cfg, timeout, extra_args)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _reusable(cfg: Config) -> bool:
+    """True when our server already answers on cfg.base_url; raises when a different one does."""
+    info = probe(cfg)
+    if info is None:
+        return False
+    if Path(info.get("work_dir", "")).resolve() != cfg.work_dir.resolve():
+        raise LocalServerError(
+            f"The local server on {cfg.base_url} keeps its state in {info.get('work_dir')}, not in {cfg.work_dir}. "
+            "Stop it (helpers.local_backend.stop_server) or choose another port with LOCALAPI_PORT.")
+    return True
+
+
+def _start(cfg: Config, timeout: float, extra_args: list[str] | None) -> None:
+    """Start the server detached and wait until it answers."""
     parsed = urlparse(cfg.base_url)
     host, port = parsed.hostname or "127.0.0.1", parsed.port or cfg.local_port
     log_path = cfg.localapi_dir / "server.log"
@@ -78,6 +98,8 @@ def ensure_server(cfg: Config, timeout: float = 60.0, extra_args: list[str] | No
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
+            if _reusable(cfg):  # another process started one first
+                return
             raise LocalServerError(f"The local server exited with code {proc.returncode} while starting. "
                                    f"Last lines of {log_path}:\n{_log_tail(log_path)}")
         if probe(cfg, timeout=1.0) is not None:

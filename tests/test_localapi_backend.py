@@ -51,3 +51,14 @@ def test_ensure_server_starts_detached_reuses_and_stops(cfg):
 def test_ensure_server_reports_a_failed_start(cfg, tmp_path):
     with pytest.raises(LocalServerError, match="exited with code"):
         ensure_server(cfg, extra_args=["--faults", "7"])  # refused by the server's argument check
+
+
+def test_two_callers_at_once_get_one_server(cfg):
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(2) as pool:
+        for future in [pool.submit(ensure_server, cfg, 60) for _ in range(2)]:
+            future.result()
+    pid = probe(cfg)["pid"]
+    log = (cfg.localapi_dir / "server.log").read_text(encoding="utf-8")
+    assert log.count("Started server process") == 1 and f"[{pid}]" in log
