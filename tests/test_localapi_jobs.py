@@ -215,7 +215,7 @@ def test_restart_in_the_middle_of_a_job(tmp_path):
         wait_for(client, long_job.id, lambda j: j.status == "running" and
                  any(e.type == "metrics" for e in client.fine_tuning.jobs.list_events(j.id, limit=3)))
         queued = client.fine_tuning.jobs.create(model="tiny-test", training_file=small, seed=1,
-                                                method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 1}}})
+                                                hyperparameters={"n_epochs": 1})  # the deprecated form still works
         wait_for(client, queued.id, lambda j: j.status == "queued", timeout=30)
         info = httpx.get(srv.base_url.replace("/v1", "/local/info"), headers={"Authorization": f"Bearer {KEY}"}, timeout=5).json()
         assert info["training"]["job_id"] == long_job.id
@@ -235,6 +235,7 @@ def test_restart_in_the_middle_of_a_job(tmp_path):
         assert client.files.content(small).content == (tmp_path / "small.jsonl").read_bytes()
         done, _ = wait_for(client, queued.id, lambda j: j.status in TERMINAL)  # the queue carries on
         assert done.status == "succeeded", done.error
+        assert done.hyperparameters.n_epochs == 1 == done.method.supervised.hyperparameters.n_epochs
         assert client.chat.completions.create(model=done.fine_tuned_model, messages=CHAT, max_tokens=3).choices
     finally:
         srv.stop()
