@@ -187,7 +187,7 @@ def count_unique_texts(texts: list[str], encoding: str = "o200k_base", min_paral
         return [len(encode(t)) for t in texts]
     from concurrent.futures import ThreadPoolExecutor
 
-    size = -(-len(texts) // workers)
+    size = -(-len(texts) // (4 * workers))  # a few chunks per thread, so a thread that is slowed down does not hold up the rest
     chunks = [texts[i:i + size] for i in range(0, len(texts), size)]
     with ThreadPoolExecutor(workers) as pool:
         parts = pool.map(lambda chunk: [len(encode(t)) for t in chunk], chunks)
