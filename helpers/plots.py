@@ -46,9 +46,12 @@ def token_histogram(token_counts: Sequence[int], limit: int | None, encoding: st
 
     fig, ax = plt.subplots(figsize=(8, 3.5))
     ax.hist(list(token_counts), bins=bins, color="#55A868")
-    if limit:
+    if limit and limit <= 1.5 * max(token_counts, default=0):
         ax.axvline(limit, color="#C44E52", linestyle="--", label=cjk_label(f"上限 {limit:,}", f"limit {limit:,}"))
         ax.legend()
+    elif limit:  # far to the right of every example: say so instead of squeezing the histogram
+        ax.text(0.98, 0.92, cjk_label(f"上限 {limit:,}（远在图外）", f"limit {limit:,} (off the chart)"),
+                transform=ax.transAxes, ha="right", color="#C44E52")
     ax.set_xlabel(cjk_label(f"每条样本的词元数（{encoding}，含系统提示词）", f"tokens per example ({encoding}, with system prompt)"))
     ax.set_ylabel(cjk_label("样本数", "examples"))
     ax.set_title(cjk_label(title, "tokens per example"))

@@ -94,9 +94,12 @@ class ValidationReport:
         return f"{head}; {self.total_tokens:,} tokens ({enc})" + (" — OK" if self.ok else " — NOT OK")
 
 
+_JSON_TYPES = {str: "string", int: "number", float: "number", bool: "boolean", list: "array", dict: "object", type(None): "null"}
+
+
 def _describe(value: Any) -> str:
     """A JSON type name for messages ('string', 'number', ...)."""
-    return {str: "string", int: "number", float: "number", bool: "boolean", list: "array", dict: "object", type(None): "null"}.get(type(value), type(value).__name__)
+    return _JSON_TYPES.get(type(value), type(value).__name__)
 
 
 def check_example(example: Any) -> list[tuple[str, str]]:
@@ -111,7 +114,8 @@ def check_example(example: Any) -> list[tuple[str, str]]:
         return out + [("missing_messages", "missing key 'messages'")]
     messages = example["messages"]
     if not isinstance(messages, list) or not messages:
-        return out + [("bad_messages", f"'messages' must be a non-empty array, got {_describe(messages) if messages != [] else 'an empty array'}")]
+        got = "an empty array" if messages == [] else _describe(messages)
+        return out + [("bad_messages", f"'messages' must be a non-empty array, got {got}")]
     assistants, weighted = 0, 0
     for i, m in enumerate(messages, start=1):
         out += _check_message(i, m)
@@ -133,7 +137,8 @@ def _check_message(i: int, m: Any) -> list[tuple[str, str]]:
     """Problems of message number i (1-based) of an example."""
     if not isinstance(m, dict):
         return [("bad_message", f"message {i} must be an object, got {_describe(m)}")]
-    out = [("unknown_message_key", f"message {i}: unknown key {k!r} (allowed: {', '.join(sorted(MESSAGE_KEYS))})") for k in m if k not in MESSAGE_KEYS]
+    allowed = ", ".join(sorted(MESSAGE_KEYS))
+    out = [("unknown_message_key", f"message {i}: unknown key {k!r} (allowed: {allowed})") for k in m if k not in MESSAGE_KEYS]
     role = m.get("role")
     if "role" not in m:
         out.append(("missing_role", f"message {i}: missing 'role'"))
@@ -216,7 +221,7 @@ def validate_bytes(data: bytes, path: Path | str = "<bytes>", model: str | None 
         data = data[len(BOM):]
     index: dict[str, int] = {}  # every distinct string, encoded once at the end
     put = index.setdefault
-    plan: list[tuple[int, int, tuple[int, ...], tuple[int, ...] | None]] = []  # (line, fixed tokens, string ids, assistant ids)
+    plan: list[tuple[int, int, tuple[int, ...], Any, Any]] = []  # (line, fixed tokens, string ids, assistant ids, roles)
     seen: dict[Any, int] = {}
     crlf = 0
     fixed_per_message = TOKENS_PER_MESSAGE
@@ -242,7 +247,7 @@ def validate_bytes(data: bytes, path: Path | str = "<bytes>", model: str | None 
         if _plain_valid(example):  # the common case: role/content messages, counted under the same rule as below
             messages = example["messages"]
             ids = tuple([put(v, len(index)) for m in messages for v in (m["role"], m["content"])])
-            fixed, key, replies = TOKENS_REPLY_PRIMING + fixed_per_message * len(messages), ids, None  # replies: from ids
+            fixed, key, replies, roles = TOKENS_REPLY_PRIMING + fixed_per_message * len(messages), ids, None, None  # from ids
         else:
             found = check_example(example)
             if found:
@@ -251,23 +256,38 @@ def validate_bytes(data: bytes, path: Path | str = "<bytes>", model: str | None 
             fixed, ids = chat_text_ids(example["messages"], index)
             replies = tuple(put(m["content"], len(index)) for m in example["messages"]
                             if m.get("role") == "assistant" and isinstance(m.get("content"), str))
+            roles = {m["role"] for m in example["messages"]}
             key = json.dumps(example["messages"], sort_keys=True, ensure_ascii=False)
         if key in seen:
             problems.append(Problem(n, f"duplicate of line {seen[key]}", "duplicate"))
             continue
         seen[key] = n
-        plan.append((n, fixed, ids, replies))
+        plan.append((n, fixed, ids, replies, roles))
     if crlf > 1:
         warnings.append(Problem(0, f"{crlf} lines end with CRLF (first reported above)", "crlf"))
     counts = count_unique_texts(list(index), choice.encoding)
-    assistant = index.get("assistant")
-    for n, fixed, ids, replies in plan:
+    assistant, system, user = index.get("assistant"), index.get("system"), index.get("user")
+    no_system: list[int] = []
+    no_user: list[int] = []
+    for n, fixed, ids, replies, roles in plan:
         tokens = report.token_counts[n] = fixed + sum([counts[i] for i in ids])
         if replies is None:  # plain messages: ids alternate role, content
+            role_ids = ids[0::2]
             replies = [ids[j + 1] for j in range(0, len(ids), 2) if ids[j] == assistant]
+            has_system, has_user = system in role_ids, user in role_ids
+        else:
+            has_system, has_user = "system" in roles or "developer" in roles, "user" in roles
         report.assistant_token_counts[n] = sum([counts[i] for i in replies])
+        if not has_system:
+            no_system.append(n)
+        if not has_user:
+            no_user.append(n)
         if limit and tokens > limit:
-            problems.append(Problem(n, f"{tokens:,} tokens, over the {limit:,}-token limit per example for {model or 'this model'} ({choice.encoding})", "over_token_limit"))
+            where = f"for {model or 'this model'} ({choice.encoding})"
+            problems.append(Problem(n, f"{tokens:,} tokens, over the {limit:,}-token limit per example {where}", "over_token_limit"))
+    for lines, what, code in ((no_system, "system", "no_system"), (no_user, "user", "no_user")):  # the Cookbook's data warnings
+        if lines:
+            warnings.append(Problem(0, f"{len(lines)} examples have no {what} message (first: line {lines[0]})", code))
     if report.n_examples < min_examples:
         problems.append(Problem(0, f"{report.n_examples} examples: fine-tuning needs at least {min_examples}", "too_few_examples"))
     problems.sort(key=lambda p: p.line or 10**12)
@@ -287,7 +307,8 @@ def validate_file(path: Path | str, model: str | None = None, max_tokens: int | 
 
 def _prompt_key(messages: Sequence[dict]) -> str:
     """What identifies an example's question: its user messages, whitespace-trimmed."""
-    return "\n".join(m["content"].strip() for m in messages if isinstance(m, dict) and m.get("role") == "user" and isinstance(m.get("content"), str))
+    return "\n".join(m["content"].strip() for m in messages
+                     if isinstance(m, dict) and m.get("role") == "user" and isinstance(m.get("content"), str))
 
 
 def _user_keys(path: Path) -> dict[str, int]:

@@ -47,6 +47,9 @@ def test_token_histogram_marks_the_limit():
     fig = plots.token_histogram([10, 20, 5000], 4096, "o200k_base", "训练样本")
     assert any(line.get_xdata()[0] == 4096 for line in fig.axes[0].lines)
     plt.close(fig)
+    fig = plots.token_histogram([10, 20, 30], 4096, "o200k_base", "训练样本")
+    assert not fig.axes[0].lines and "4,096" in fig.axes[0].texts[0].get_text()
+    plt.close(fig)
 
 
 def test_pager_headless_prints_first_page_and_returns_nothing(capsys):

@@ -185,3 +185,13 @@ def test_assistant_tokens_are_counted_per_example(tmp_path):
     report = validate.validate_file(write(tmp_path, lines))
     assert report.assistant_token_counts[1] == count_text_tokens("血压高") + count_text_tokens("多休息")
     assert report.assistant_token_counts[2] == count_text_tokens("答案1")
+
+
+def test_missing_system_or_user_messages_are_warnings(tmp_path):
+    lines = good_lines()
+    lines[3] = json.dumps(example(q="问题3", system=None), ensure_ascii=False)
+    lines[5] = json.dumps({"messages": [{"role": "system", "content": "s"}, {"role": "assistant", "content": "a", "weight": 1}]})
+    report = validate.validate_file(write(tmp_path, lines))
+    assert report.ok
+    assert [(w.code, w.message) for w in report.warnings] == [
+        ("no_system", "1 examples have no system message (first: line 4)"), ("no_user", "1 examples have no user message (first: line 6)")]
