@@ -14,11 +14,10 @@ import logging
 import os
 import re
 import secrets
-import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Callable, Iterator
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -27,7 +26,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from helpers.localapi import schemas
-from helpers.localapi.engine import Engine, EngineError, ResolvedModel
+from helpers.localapi.engine import Engine
 from helpers.localapi.errors import APIError, bad_request, not_found, unauthorized
 from helpers.localapi.faults import FaultMiddleware, FaultSettings
 from helpers.localapi.jobs import ACTIVE, JobManager
@@ -98,7 +97,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
     """The FastAPI app of the local server (storage, job manager and engine start with it)."""
     storage = Storage(settings.root, settings.model_cache)
     engine = Engine(storage)
-    manager = JobManager(storage, on_model_removed=engine.forget)
+    manager = JobManager(storage)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

@@ -12,6 +12,7 @@ If the server dies, the worker notices (its parent changes) and stops; on the ne
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import logging
 import multiprocessing as mp
@@ -140,11 +141,9 @@ def _plain(value: Any) -> Any:
 class JobManager:
     """Owns the job queue: validation threads, one scheduler thread, one training process at a time."""
 
-    def __init__(self, storage: Storage, *, validate: Callable[..., tuple[int, list[str]]] = validate_file,
-                 on_model_removed: Callable[[str], None] | None = None) -> None:
+    def __init__(self, storage: Storage, *, validate: Callable[..., tuple[int, list[str]]] = validate_file) -> None:
         self.storage = storage
         self.validate = validate
-        self.on_model_removed = on_model_removed or (lambda model_id: None)
         self._wake = threading.Condition()
         self._closing = False
         self._thread: threading.Thread | None = None
@@ -429,8 +428,6 @@ class JobManager:
         tmp = blob.with_suffix(".tmp")
         tmp.write_bytes(content)
         os.replace(tmp, blob)
-        import hashlib
-
         self.storage.add_file({"id": file_id, "created_at": now(), "bytes": len(content), "filename": "step_metrics.csv",
                                "purpose": "fine-tune-results", "status": "processed", "status_details": None,
                                "sha256": hashlib.sha256(content).hexdigest()})
