@@ -19,19 +19,26 @@ def cjk_label(zh: str, en: str) -> str:
 
 def length_histograms(questions: Sequence[str], answers: Sequence[str], q_tokens: Sequence[int],
                       a_tokens: Sequence[int], encoding: str, bins: int = 40):
-    """A 2×2 figure: characters and tokens of questions and answers (log-scaled counts, so long tails show)."""
+    """A 2×2 figure: characters and tokens of questions and answers (log-scaled counts and answer lengths, so long tails show)."""
     import matplotlib.pyplot as plt
 
+    import numpy as np
+
     fig, axes = plt.subplots(2, 2, figsize=(10, 6.5))
-    panels = [
-        (axes[0][0], [len(q) for q in questions], cjk_label("问题长度（字）", "question length (characters)")),
-        (axes[0][1], [len(a) for a in answers], cjk_label("答案长度（字）", "answer length (characters)")),
-        (axes[1][0], list(q_tokens), cjk_label(f"问题词元数（{encoding}）", f"question tokens ({encoding})")),
-        (axes[1][1], list(a_tokens), cjk_label(f"答案词元数（{encoding}）", f"answer tokens ({encoding})")),
+    panels = [  # answers span 0 to thousands of characters: their x axis is logarithmic (empty ones drawn at 1)
+        (axes[0][0], [len(q) for q in questions], cjk_label("问题长度（字）", "question length (characters)"), False),
+        (axes[0][1], [len(a) for a in answers], cjk_label("答案长度（字，对数刻度）", "answer length (characters, log scale)"), True),
+        (axes[1][0], list(q_tokens), cjk_label(f"问题词元数（{encoding}）", f"question tokens ({encoding})"), False),
+        (axes[1][1], list(a_tokens), cjk_label(f"答案词元数（{encoding}，对数刻度）", f"answer tokens ({encoding}, log scale)"), True),
     ]
     count_label = cjk_label("行数", "rows")
-    for ax, values, label in panels:
-        ax.hist(values, bins=bins, color="#4C72B0")
+    for ax, values, label, log_x in panels:
+        if log_x:
+            values = [max(1, v) for v in values]
+            ax.hist(values, bins=np.logspace(0, np.log10(max(values) + 1), bins), color="#4C72B0")
+            ax.set_xscale("log")
+        else:
+            ax.hist(values, bins=bins, color="#4C72B0")
         ax.set_yscale("log")
         ax.set_xlabel(label)
         ax.set_ylabel(count_label)
@@ -52,7 +59,7 @@ def token_histogram(token_counts: Sequence[int], limit: int | None, encoding: st
     elif limit:  # far to the right of every example: say so instead of squeezing the histogram
         ax.text(0.98, 0.92, cjk_label(f"上限 {limit:,}（远在图外）", f"limit {limit:,} (off the chart)"),
                 transform=ax.transAxes, ha="right", color="#C44E52")
-    ax.set_xlabel(cjk_label(f"每条样本的词元数（{encoding}，含系统提示词）", f"tokens per example ({encoding}, with system prompt)"))
+    ax.set_xlabel(cjk_label(f"每条样本的词元数（{encoding}，含系统提示）", f"tokens per example ({encoding}, with system prompt)"))
     ax.set_ylabel(cjk_label("样本数", "examples"))
     ax.set_title(cjk_label(title, "tokens per example"))
     fig.tight_layout()
