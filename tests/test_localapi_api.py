@@ -256,5 +256,7 @@ def test_fault_mode_is_seeded_and_the_sdk_gets_through(tmp_path):
         for _ in range(3):
             assert client.files.retrieve(uploaded.id).id == uploaded.id
         assert len(client.files.list().data) == 1  # retries never duplicate an upload
+        job = client.fine_tuning.jobs.create(model="tiny-test", training_file=uploaded.id)  # 1 example: fails validation
+        assert [j.id for j in client.fine_tuning.jobs.list()] == [job.id]  # ... nor a job
     finally:
         again.stop()
