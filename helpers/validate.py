@@ -266,7 +266,8 @@ def validate_bytes(data: bytes, path: Path | str = "<bytes>", model: str | None 
     if crlf > 1:
         warnings.append(Problem(0, f"{crlf} lines end with CRLF (first reported above)", "crlf"))
     counts = count_unique_texts(list(index), choice.encoding)
-    assistant, system, user = index.get("assistant"), index.get("system"), index.get("user")
+    assistant, user = index.get("assistant"), index.get("user")
+    system = {index.get("system"), index.get("developer")} - {None}
     no_system: list[int] = []
     no_user: list[int] = []
     for n, fixed, ids, replies, roles in plan:
@@ -274,7 +275,7 @@ def validate_bytes(data: bytes, path: Path | str = "<bytes>", model: str | None 
         if replies is None:  # plain messages: ids alternate role, content
             role_ids = ids[0::2]
             replies = [ids[j + 1] for j in range(0, len(ids), 2) if ids[j] == assistant]
-            has_system, has_user = system in role_ids, user in role_ids
+            has_system, has_user = not system.isdisjoint(role_ids), user in role_ids
         else:
             has_system, has_user = "system" in roles or "developer" in roles, "user" in roles
         report.assistant_token_counts[n] = sum([counts[i] for i in replies])
