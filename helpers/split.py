@@ -66,3 +66,13 @@ def write_split(split: Split, work_dir: Path) -> dict[str, Path]:
         paths[name] = Path(work_dir) / filename
         write_jsonl(paths[name], getattr(split, name))
     return paths
+
+
+def read_split(work_dir: Path, name: str) -> list[dict[str, str]]:
+    """Rows of one part written by notebook 02 ("train", "valid" or "heldout"); a clear error if it is missing."""
+    from helpers.data import read_jsonl
+
+    path = Path(work_dir) / FILES[name]
+    if not path.is_file():
+        raise SplitError(f"{path} does not exist: run notebook 02 (02_sample) first, with the same WORKBOOK_WORK_DIR")
+    return read_jsonl(path)

@@ -175,3 +175,11 @@ def test_hub_rows_are_checked(monkeypatch):
 
     monkeypatch.setattr(datasets, "load_dataset", lambda hub_id: {"test": [{"questions": "q", "answers": "a", "id": 1}]})
     assert data.load_hub() == [{"questions": "q", "answers": "a"}]
+
+
+def test_read_split_back_and_missing(tmp_path):
+    s = split.split_rows(make_rows(30), 10, 5, 5, seed=3)
+    split.write_split(s, tmp_path)
+    assert split.read_split(tmp_path, "valid") == s.valid
+    with pytest.raises(split.SplitError, match="run notebook 02"):
+        split.read_split(tmp_path / "empty", "train")
