@@ -38,16 +38,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m helpers.localapi", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the server in the foreground")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=int(os.environ.get("LOCALAPI_PORT", "8765")))
-    serve.add_argument("--work-dir", type=Path, default=None)
-    serve.add_argument("--max-upload-bytes", type=int, default=int(_env_float("LOCALAPI_MAX_UPLOAD_BYTES", 512 * 1024 * 1024)))
-    serve.add_argument("--faults", type=float, default=_env_float("LOCALAPI_FAULTS", 0.0))
-    serve.add_argument("--fault-seed", type=int, default=int(_env_float("LOCALAPI_FAULT_SEED", 0)))
-    serve.add_argument("--fault-slow", type=float, default=_env_float("LOCALAPI_FAULT_SLOW", 1.5))
-    serve.add_argument("--model-cache", type=Path, default=Path(os.environ["LOCALAPI_MODEL_CACHE"]) if os.environ.get("LOCALAPI_MODEL_CACHE") else None)
-    serve.add_argument("--latency", type=float, default=_env_float("LOCALAPI_LATENCY", 0.0))
-    serve.add_argument("--log-level", default=os.environ.get("LOCALAPI_LOG_LEVEL", "info"))
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    serve.add_argument("--port", type=int, default=int(os.environ.get("LOCALAPI_PORT", "8765")), help="port (LOCALAPI_PORT, default 8765)")
+    serve.add_argument("--work-dir", type=Path, default=None, help="work folder (WORKBOOK_WORK_DIR, default data/work); state in WORK_DIR/localapi")
+    serve.add_argument("--max-upload-bytes", type=int, default=int(_env_float("LOCALAPI_MAX_UPLOAD_BYTES", 512 * 1024 * 1024)),
+                       help="largest accepted upload (LOCALAPI_MAX_UPLOAD_BYTES, default 512 MiB)")
+    serve.add_argument("--faults", type=float, default=_env_float("LOCALAPI_FAULTS", 0.0),
+                       help="fraction of /v1 requests answered with 429, 500 or a delay, for tests (LOCALAPI_FAULTS)")
+    serve.add_argument("--fault-seed", type=int, default=int(_env_float("LOCALAPI_FAULT_SEED", 0)),
+                       help="seed of the fault sequence (LOCALAPI_FAULT_SEED, default 0)")
+    serve.add_argument("--fault-slow", type=float, default=_env_float("LOCALAPI_FAULT_SLOW", 1.5),
+                       help="seconds of a slow fault (LOCALAPI_FAULT_SLOW, default 1.5)")
+    serve.add_argument("--model-cache", type=Path,
+                       default=Path(os.environ["LOCALAPI_MODEL_CACHE"]) if os.environ.get("LOCALAPI_MODEL_CACHE") else None,
+                       help="converted base models (LOCALAPI_MODEL_CACHE, default WORK_DIR/localapi/models)")
+    serve.add_argument("--latency", type=float, default=_env_float("LOCALAPI_LATENCY", 0.0),
+                       help="seconds added to every /v1 request, for benchmarks (LOCALAPI_LATENCY)")
+    serve.add_argument("--log-level", default=os.environ.get("LOCALAPI_LOG_LEVEL", "info"),
+                       help="debug, info, warning (LOCALAPI_LOG_LEVEL); debug also logs every request")
     args = parser.parse_args(argv)
     if not 0 <= args.faults <= 1:
         parser.error("--faults must be a fraction between 0 and 1")
