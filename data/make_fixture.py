@@ -3,7 +3,7 @@
 Every row is generated here from hand-written building blocks (no third-party text). The rows carry the
 quirks of the real set on purpose, so that notebooks 01–03 have something to find and clean: exact
 duplicates, a question asked twice with different answers, leading/trailing whitespace, empty template
-questions ("患者性别:患者年龄:问题描述:"), a few answers thousands of characters long, mixed half-/full-width
+questions ("患者性别:患者年龄:问题描述:", also with only sex and age filled in), a few answers thousands of characters long, mixed half-/full-width
 punctuation. Answers share one doctor's style (greeting, analysis, advice, closing), which a fine-tuned
 model can visibly pick up.
 
@@ -184,6 +184,8 @@ def generate(seed: int = SEED) -> list[dict[str, str]]:
         rows.append({"questions": _question(rng, topic, templated=False) + "能详细说说吗？", "answers": _long_answer(rng, topic, weeks)})
     for _ in range(5):  # empty consultation forms: the question carries no content
         rows.append({"questions": EMPTY_TEMPLATE, "answers": _answer(rng, rng.choice(TOPICS))})
+    for sex, age in (("女", "23岁"), ("男", "45岁")):  # forms with sex and age filled in, but no question
+        rows.append({"questions": f"患者性别:{sex}患者年龄:{age}问题描述:", "answers": _answer(rng, rng.choice(TOPICS))})
     rows.append({"questions": "   ", "answers": _answer(rng, rng.choice(TOPICS))})  # whitespace-only question
     rows.append({"questions": _question(rng, TOPICS[0], False) + "谢谢医生", "answers": ""})  # empty answer
     for i in rng.sample(range(N_REGULAR), 12):  # exact duplicates (the same post crawled twice)

@@ -20,6 +20,7 @@ REASONS = (EMPTY_QUESTION, TEMPLATE_ONLY, EMPTY_ANSWER, EXACT_DUPLICATE, DUPLICA
 
 # The labels of the consultation form some questions come in; a question that is nothing but these has no content.
 TEMPLATE_LABELS = re.compile(r"(患者性别|患者年龄|问题描述)\s*[:：]?|[\s:：]")
+EMPTY_DESCRIPTION = re.compile(r"问题描述\s*[:：]?\s*$")  # the form was filled in up to the question itself, which is empty
 
 
 @dataclass(frozen=True)
@@ -59,8 +60,8 @@ class CleanResult:
 
 
 def is_template_only(question: str) -> bool:
-    """True for an empty consultation form such as '患者性别:患者年龄:问题描述:' (labels, colons, spaces only)."""
-    return bool(question.strip()) and not TEMPLATE_LABELS.sub("", question)
+    """True for a consultation form without a question: '患者性别:患者年龄:问题描述:' (maybe with sex and age filled in)."""
+    return bool(question.strip()) and (not TEMPLATE_LABELS.sub("", question) or bool(EMPTY_DESCRIPTION.search(question)))
 
 
 def clean_rows(rows: Sequence[dict[str, str]], model: str, max_tokens: int | None = None,

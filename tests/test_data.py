@@ -183,3 +183,15 @@ def test_read_split_back_and_missing(tmp_path):
     assert split.read_split(tmp_path, "valid") == s.valid
     with pytest.raises(split.SplitError, match="run notebook 02"):
         split.read_split(tmp_path / "empty", "train")
+
+
+@pytest.mark.parametrize("question, expected", [
+    ("患者性别:患者年龄:问题描述:", True),
+    ("患者性别： 患者年龄： 问题描述： ", True),
+    ("患者性别:女患者年龄:23问题描述:", True),
+    ("患者性别:女患者年龄:23问题描述:头疼三天", False),
+    ("头疼三天，问题描述得不清楚吗", False),
+    ("   ", False),  # empty, not a template: counted as an empty question
+])
+def test_is_template_only(question, expected):
+    assert clean.is_template_only(question) is expected
