@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from data.make_fixture import TOPICS, _answer, _question  # noqa: E402
+from data.make_fixture import TOPICS, make_answer, make_question  # noqa: E402
 from helpers.chatfmt import SYSTEM_PROMPT  # noqa: E402
 from helpers.tokens import get_encoding  # noqa: E402
 from helpers.validate import validate_file  # noqa: E402
@@ -43,8 +43,8 @@ def write_file(path: Path, n: int, seed: int = 0) -> None:
         for i in range(n):
             topic = rng.choice(TOPICS)
             messages = [{"role": "system", "content": SYSTEM_PROMPT},
-                        {"role": "user", "content": f"{_question(rng, topic, rng.random() < 0.1)}（第{i}号）"},
-                        {"role": "assistant", "content": f"{_answer(rng, topic)}（病例{i}）"}]
+                        {"role": "user", "content": f"{make_question(rng, topic, rng.random() < 0.1)}（第{i}号）"},
+                        {"role": "assistant", "content": f"{make_answer(rng, topic)}（病例{i}）"}]
             f.write(json.dumps({"messages": messages}, ensure_ascii=False) + "\n")
 
 

@@ -137,7 +137,7 @@ LIFESTYLE = (
 )
 
 
-def _question(rng: random.Random, topic: Topic, templated: bool) -> str:
+def make_question(rng: random.Random, topic: Topic, templated: bool) -> str:
     """A patient's question about one topic, sometimes in the consultation-form template."""
     body = f"{rng.choice(WHO)}{rng.choice(topic.symptoms)}{rng.choice(DURATIONS)}，{rng.choice(ENDINGS)}"
     if templated:
@@ -146,14 +146,14 @@ def _question(rng: random.Random, topic: Topic, templated: bool) -> str:
     return body
 
 
-def _answer(rng: random.Random, topic: Topic) -> str:
+def make_answer(rng: random.Random, topic: Topic) -> str:
     """A short answer in the doctor's style: greeting and analysis, two or three pieces of advice, closing."""
     advice = rng.sample(topic.advice, rng.choice((2, 3)))
     punct = "，" if rng.random() > 0.15 else ","  # half-width commas occur in the real set too
     return f"{rng.choice(OPENERS)}{rng.choice(topic.analysis)}。建议{punct.join(advice)}。{rng.choice(CLOSINGS)}"
 
 
-def _long_answer(rng: random.Random, topic: Topic, weeks: int) -> str:
+def make_long_answer(rng: random.Random, topic: Topic, weeks: int) -> str:
     """An encyclopedia-style answer of thousands of characters: causes, advice, a meal plan of `weeks` weeks."""
     parts = [f"{OPENERS[0]}{topic.analysis[0]}。下面分几个方面详细说明。", "一、可能的原因：" + "；".join(topic.analysis) + "。"]
     parts.append("二、处理建议：" + "".join(f"{i}. {a}。" for i, a in enumerate(topic.advice, start=1)))
@@ -175,24 +175,24 @@ def generate(seed: int = SEED) -> list[dict[str, str]]:
     seen: set[str] = set()
     while len(rows) < N_REGULAR:
         topic = rng.choice(TOPICS)
-        q = _question(rng, topic, templated=rng.random() < 0.12)
+        q = make_question(rng, topic, templated=rng.random() < 0.12)
         if q in seen:
             continue
         seen.add(q)
-        rows.append({"questions": q, "answers": _answer(rng, topic)})
+        rows.append({"questions": q, "answers": make_answer(rng, topic)})
     for topic, weeks in zip(rng.sample(TOPICS, 7), (4, 8, 12, 16, 22, 30, 40)):  # a few very long answers
-        rows.append({"questions": _question(rng, topic, templated=False) + "能详细说说吗？", "answers": _long_answer(rng, topic, weeks)})
+        rows.append({"questions": make_question(rng, topic, templated=False) + "能详细说说吗？", "answers": make_long_answer(rng, topic, weeks)})
     for _ in range(5):  # empty consultation forms: the question carries no content
-        rows.append({"questions": EMPTY_TEMPLATE, "answers": _answer(rng, rng.choice(TOPICS))})
+        rows.append({"questions": EMPTY_TEMPLATE, "answers": make_answer(rng, rng.choice(TOPICS))})
     for sex, age in (("女", "23岁"), ("男", "45岁")):  # forms with sex and age filled in, but no question
-        rows.append({"questions": f"患者性别:{sex}患者年龄:{age}问题描述:", "answers": _answer(rng, rng.choice(TOPICS))})
-    rows.append({"questions": "   ", "answers": _answer(rng, rng.choice(TOPICS))})  # whitespace-only question
-    rows.append({"questions": _question(rng, TOPICS[0], False) + "谢谢医生", "answers": ""})  # empty answer
+        rows.append({"questions": f"患者性别:{sex}患者年龄:{age}问题描述:", "answers": make_answer(rng, rng.choice(TOPICS))})
+    rows.append({"questions": "   ", "answers": make_answer(rng, rng.choice(TOPICS))})  # whitespace-only question
+    rows.append({"questions": make_question(rng, TOPICS[0], False) + "谢谢医生", "answers": ""})  # empty answer
     for i in rng.sample(range(N_REGULAR), 12):  # exact duplicates (the same post crawled twice)
         rows.append(dict(rows[i]))
     for i in rng.sample(range(N_REGULAR), 4):  # the same question answered by another doctor
         topic = next(t for t in TOPICS if any(s in rows[i]["questions"] for s in t.symptoms))
-        rows.append({"questions": rows[i]["questions"], "answers": _answer(rng, topic)})
+        rows.append({"questions": rows[i]["questions"], "answers": make_answer(rng, topic)})
     for i in rng.sample(range(len(rows)), 15):  # stray whitespace around questions and answers
         pad = rng.choice((" ", "\n", "  ", "\t", "\u3000"))
         key = rng.choice(("questions", "answers"))
