@@ -85,7 +85,7 @@ def setup_cjk_font() -> FontChoice:
     sans = [f for f in matplotlib.rcParams["font.sans-serif"] if f != choice.family]
     matplotlib.rcParams["font.sans-serif"] = [choice.family, *sans]
     matplotlib.rcParams["font.family"] = ["sans-serif"]
-    matplotlib.rcParams["axes.unicode_minus"] = False  # the CJK font's minus sign is fine, but keep ASCII hyphen-minus
+    matplotlib.rcParams["axes.unicode_minus"] = False  # many CJK fonts lack U+2212 (minus): draw tick labels with "-"
     return choice
 
 
