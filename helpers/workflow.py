@@ -503,13 +503,11 @@ def cost_summary(cfg: Config, job: Any) -> pd.DataFrame:
     stats = load_train_stats(cfg)
     estimated = stats.get("billed_tokens")
     reported = job.trained_tokens
-    ratio = reported / estimated if estimated and reported else None
-    return pd.DataFrame([
-        {"what": "estimated billed tokens (notebook 03)", "value": estimated},
-        {"what": "trained_tokens reported by the job", "value": reported},
-        {"what": "reported / estimated", "value": None if ratio is None else round(ratio, 3)},
-        {"what": "estimated cost in USD (notebook 03)", "value": stats.get("estimated_cost_usd")},
-    ])
+    ratio = f"{reported / estimated:.2f}" if estimated and reported else "-"
+    rows = [("estimated billed tokens (notebook 03)", estimated), ("trained_tokens reported by the job", reported),
+            ("reported / estimated", ratio), ("estimated cost in USD (notebook 03)", stats.get("estimated_cost_usd")),
+            ("encoding used for the estimate", stats.get("encoding"))]
+    return pd.DataFrame([{"what": what, "value": "-" if value is None else str(value)} for what, value in rows])
 
 
 def cleanup(client: OpenAI, cfg: Config, *, delete_files: bool = True, delete_model: bool = True) -> list[str]:
