@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -131,7 +132,7 @@ def comparison_flipper(table: Any, max_chars: int = 300, headless: bool | None =
         row = table.iloc[i]
         parts = [f"问：{row['question']}"]
         for column in table.columns[1:]:
-            text = str(row[column])
+            text = re.sub(r"\s*\n\s*", "\n", str(row[column])).strip() or "（空回答）"  # blank-line runs hid the other arms
             parts.append(f"【{column}】{text[:max_chars]}{'…' if len(text) > max_chars else ''}")
         return "\n\n".join(parts)
 
