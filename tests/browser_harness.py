@@ -12,8 +12,10 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -140,6 +142,15 @@ def wait_for_line(log: Path, pattern: str, timeout: float, proc: subprocess.Pope
     raise BrowserHarnessError(f"no line matching {pattern!r} within {timeout:.0f}s\n{tail(log)}")
 
 
+def die_with_parent() -> None:
+    """preexec_fn: on Linux, have the child get SIGTERM when the test process dies (killed pytest leaves nothing behind)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def stop_process(proc: subprocess.Popen, timeout: float = 30) -> None:
     """Terminate a process we started (SIGTERM, then SIGKILL)."""
     if proc.poll() is not None:
@@ -230,8 +241,26 @@ def wait_kernel_idle(page, timeout_ms: int) -> None:
     page.wait_for_function(KERNEL_READY_JS, timeout=timeout_ms)
 
 
+WATCH_RUN_JS = """() => {
+    // Remember whether the run has started: some cell queued or running ([*]) or the kernel busy.
+    // Needed because a notebook saved with outputs shows the same [1], [2], ... before and after the run.
+    const panel = document.querySelector('.jp-NotebookPanel:not(.lm-mod-hidden)');
+    if (window.__workbookRun) window.__workbookRun.observer.disconnect();
+    const state = {started: false};
+    const check = () => {
+        const ind = panel.querySelector('.jp-Notebook-ExecutionIndicator');
+        if (ind && ind.getAttribute('data-status') === 'busy') state.started = true;
+        if ([...panel.querySelectorAll('.jp-InputArea-prompt')].some(p => p.textContent.includes('*'))) state.started = true;
+    };
+    state.observer = new MutationObserver(check);
+    state.observer.observe(panel, {subtree: true, childList: true, characterData: true, attributes: true});
+    window.__workbookRun = state;
+}"""
+
+
 def run_all_via_menu(page) -> None:
     """Run menu → "Restart Kernel and Run All Cells…" → confirm, exactly as a reader clicks it."""
+    page.evaluate(WATCH_RUN_JS)
     page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
     page.locator(".lm-Menu-itemLabel", has_text=RUN_ALL_MENU_ITEM).click()
     dialog = page.locator(".jp-Dialog")
@@ -259,8 +288,8 @@ class RunResult:
     not_run: list[int] = field(default_factory=list)
 
 
-def wait_all_executed(page, timeout_s: float, before: list[str] | None = None) -> RunResult:
-    """Wait until no cell is queued or running ([*]) and the kernel is idle; report cells that never ran."""
+def wait_all_executed(page, timeout_s: float) -> RunResult:
+    """After run_all_via_menu: wait until the run started and ended (no [*], kernel idle); report cells that never ran."""
     start = time.monotonic()
     stable_since = None
     state = None
@@ -269,8 +298,8 @@ def wait_all_executed(page, timeout_s: float, before: list[str] | None = None) -
         prompts = state["prompts"] if state else []
         busy = any("*" in p for p in prompts)
         numbered = [p for p in prompts if re.search(r"\[\d+\]", p)]
-        changed = before is None or prompts != before
-        done = state and not busy and state["status"] == "idle" and numbered and changed
+        started = page.evaluate("() => !!(window.__workbookRun && window.__workbookRun.started)")
+        done = state and started and not busy and state["status"] == "idle" and numbered
         if done:
             stable_since = stable_since or time.monotonic()
             if time.monotonic() - stable_since > 1.5:  # idle and unchanged for a moment: the run has ended

@@ -41,7 +41,7 @@ CLEARED_ENV = (
     "JUPYTER_TOKEN", "JUPYTER_CONFIG_DIR", "JUPYTER_RUNTIME_DIR", "JUPYTERLAB_SETTINGS_DIR", "JUPYTERLAB_WORKSPACES_DIR",
 )
 NEXT_BUTTON = re.compile(r"next|下一|后一|›|»|▶|→|⟩", re.IGNORECASE)
-RUN_TIMEOUT_S = 900  # one notebook, on the tiny model; the slowest (06, training) takes a minute or two
+RUN_TIMEOUT_S = 600  # one notebook, on the tiny model; the slowest (06, training) takes a minute or two
 
 
 def screenshot_dir() -> Path:
@@ -132,7 +132,7 @@ def lab(chromium: str, tmp_path_factory: pytest.TempPathFactory):
     cmd = [sys.executable, "-m", "helpers.lab", "--no-browser", "--port", str(lab_port), "--root-dir", str(root)]
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+                                stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=bh.die_with_parent)
     try:
         match = bh.wait_for_line(log, rf"http://127\.0\.0\.1:{lab_port}/lab/tree/notebooks\?token=(\S+)", 300, proc)
         token = match.group(1)
@@ -191,9 +191,8 @@ def test_checks_see_what_a_person_sees(page) -> None:
     """The checks themselves: on a canary notebook they find the error, the stderr, the skipped cell, the widget and plot."""
     bh.open_notebook(page, f"notebooks/{CANARY}")
     try:
-        before = page.evaluate(bh.CELL_STATE_JS)["prompts"]
         bh.run_all_via_menu(page)
-        result = bh.wait_all_executed(page, 300, before)
+        result = bh.wait_all_executed(page, 300)
         outputs = bh.rendered_outputs(page)
         errors = bh.error_outputs(outputs)
         assert result.not_run == [4], result
@@ -272,9 +271,8 @@ def test_notebook_runs_in_jupyterlab(page, lab, name: str) -> None:
     shots = screenshot_dir()
     bh.open_notebook(page, f"notebooks/{name}")
     try:
-        before = page.evaluate(bh.CELL_STATE_JS)["prompts"]
         bh.run_all_via_menu(page)
-        result = bh.wait_all_executed(page, RUN_TIMEOUT_S, before)
+        result = bh.wait_all_executed(page, RUN_TIMEOUT_S)
         outputs = bh.rendered_outputs(page)
         problems = []
         if result.not_run:
