@@ -392,13 +392,13 @@ def progress_bars(page) -> list[dict]:
     return page.evaluate(PROGRESS_JS)
 
 
-def scroll_into_view(page, selector: str, index: int = 0) -> bool:
-    """Scroll the notebook so the selector's index-th match (negative: from the end) is at the top; False if none."""
+def scroll_into_view(page, selector: str, index: int = 0, block: str = "start") -> bool:
+    """Scroll the notebook so the selector's index-th match (negative: from the end) is at the top (block); False if none."""
     loc = current_panel(page).locator(selector)
     n = loc.count()
     if not n:
         return False
-    loc.nth(index if index >= 0 else n + index).evaluate("el => el.scrollIntoView({block: 'start'})")
+    loc.nth(index if index >= 0 else n + index).evaluate("(el, block) => el.scrollIntoView({block})", block)
     page.wait_for_timeout(500)
     return True
 

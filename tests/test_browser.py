@@ -232,6 +232,8 @@ def check_06(page, problems: list[str]) -> None:
         problems.append(f"06: the progress bar did not reach 100%: {bars}")
     if not bh.rendered_images(page):
         problems.append("06: the loss plot is not shown")
+    elif bh.scroll_into_view(page, ".jp-Cell:has(.jp-OutputArea-output img)", -1):
+        bh.screenshot(page, screenshot_dir() / "06_poll-loss.png")
     if bars:
         bh.scroll_into_view(page, ".jp-Cell:has(:is(.widget-hprogress, .widget-progress))", 0)
 
@@ -290,7 +292,7 @@ def test_notebook_runs_in_jupyterlab(page, lab, name: str) -> None:
         if check:
             check(page, problems)
         elif outputs:
-            bh.scroll_into_view(page, ".jp-OutputArea-output", -1)
+            bh.scroll_into_view(page, ".jp-CodeCell:has(.jp-OutputArea-output)", -1, block="end")
         shot = bh.screenshot(page, shots / f"{Path(name).stem}.png")
         print(f"{name}: ran in {result.seconds:.0f}s, screenshot {shot}")
         assert not problems, f"{name} in JupyterLab ({shot}):\n" + "\n\n".join(problems)
