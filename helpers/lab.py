@@ -18,6 +18,8 @@ import signal
 import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -142,12 +144,33 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
+def wait_until_answering(plan: LabPlan, proc: subprocess.Popen, timeout: float = 180.0) -> bool:
+    """Wait until JupyterLab answers on its port (False when it exited first or took longer than timeout)."""
+    url = f"http://127.0.0.1:{plan.port}/api/status"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        request = urllib.request.Request(url, headers={"Authorization": f"token {plan.env['JUPYTER_TOKEN']}"})
+        try:
+            with urllib.request.urlopen(request, timeout=2) as resp:
+                if resp.status == 200:
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.3)
+    return False
+
+
 def run_lab(plan: LabPlan) -> int:
-    """Run JupyterLab in the foreground until it exits; Ctrl+C goes to JupyterLab, which asks to confirm."""
+    """Run JupyterLab in the foreground; print the URL once it answers; Ctrl+C goes to JupyterLab, which asks to confirm."""
     proc = subprocess.Popen(plan.command, env=plan.env, cwd=plan.root_dir)
     previous_int = signal.signal(signal.SIGINT, signal.SIG_IGN)  # the child gets the terminal's Ctrl+C itself
     previous_term = signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
+        if wait_until_answering(plan, proc):
+            print("\nJupyterLab is ready. Open the course in your browser (Ctrl+C twice here to stop):", flush=True)
+            print(f"    {plan.url}\n", flush=True)
+        elif proc.poll() is None:
+            print(f"\nJupyterLab is slow to answer; try this URL in a moment:\n    {plan.url}\n", flush=True)
         return proc.wait()
     finally:
         signal.signal(signal.SIGINT, previous_int)
@@ -182,8 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, LabError, LocalServerError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print("\nOpen the course in your browser (Ctrl+C twice here to stop):", flush=True)
-    print(f"    {plan.url}\n", flush=True)
+    print(f"starting JupyterLab on http://127.0.0.1:{plan.port} ...", flush=True)
     try:
         return run_lab(plan)
     finally:
