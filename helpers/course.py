@@ -151,11 +151,17 @@ def run_course(cfg: Config, *, only: Sequence[str] | None = None, write_back: bo
     finally:
         report = write_report(cfg, runs, cfg.build_dir / "report.html")
         print(f"report: {report}")
-        if started_here:
+        finished = len(runs) == len(course_notebooks(NOTEBOOK_DIR, only)) and not any(r.error for r in runs)
+        if started_here and finished:
             from helpers.local_backend import stop_server
 
             stop_server(cfg)
             print("local API server stopped (it was started by this run)")
+        elif started_here:
+            # A job may still be training: stopping the server would discard it. Leave it for the next run.
+            print(f"local API server left running on {cfg.base_url} (a job may still be training); "
+                  "the next `make course` picks it up. Stop it with: .venv/bin/python -c "
+                  "'from helpers.config import load_config; from helpers.local_backend import stop_server; stop_server(load_config())'")
     return runs
 
 
