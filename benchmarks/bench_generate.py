@@ -52,8 +52,14 @@ def main() -> int:
     parser.add_argument("--baseline-n", type=int, default=10)
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--workers", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default); 1 keeps the "
+                        "comparison fair on a machine crowded by other jobs")
     parser.add_argument("--cache-dir", type=Path, default=Path("data/work/localapi/models"))
     args = parser.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
 
     split = make_split(Path(tempfile.mkdtemp(prefix="bench-gen-")) / "data", n_heldout=args.n)
     conversations = [question_messages(split, row["questions"]) for row in split.heldout]

@@ -123,8 +123,14 @@ def main() -> int:
     parser.add_argument("--only", default="", help="comma-separated variants to time besides naive and ours "
                         "(ours-fp32, ours-random-batches, ours-no-prefix-sharing)")
     parser.add_argument("--skip-full", action="store_true", help="skip the 100 rows x 3 epochs run")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default); 1 makes CPU "
+                        "seconds comparable on a machine crowded by other jobs")
     parser.add_argument("--cache-dir", type=Path, default=Path("data/work/localapi/models"))
     args = parser.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
 
     work = Path(tempfile.mkdtemp(prefix="bench-train-"))
     split = make_split(work / "data")
