@@ -21,6 +21,10 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parent
 _STATE: dict = {}
 
+# Every server, training worker and kernel a test starts shares 2 cores with pytest itself: one torch
+# thread each avoids OpenMP threads spinning for a core (see helpers/localapi/threads.py).
+os.environ.setdefault("LOCALAPI_TORCH_THREADS", "1")
+
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
@@ -89,5 +93,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Register the markers used by the tests."""
+    """Register the markers used by the tests; apply the thread limit to engine tests that run torch in pytest."""
+    from helpers.localapi.threads import limit_torch_threads
+
     config.addinivalue_line("markers", "slow: runs the whole course or a real model (a minute or more)")
+    limit_torch_threads()

@@ -68,9 +68,11 @@ def serve(args: argparse.Namespace) -> None:
 
     from helpers.localapi.app import ServerSettings, create_app
     from helpers.localapi.faults import FaultSettings
+    from helpers.localapi.threads import limit_torch_threads
 
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    limit_torch_threads()
     work_dir = (args.work_dir or Path(os.environ.get("WORKBOOK_WORK_DIR") or REPO_ROOT / "data" / "work")).resolve()
     key, source = read_or_create_local_key(work_dir)
     if not is_loopback_url(f"http://{args.host}/"):

@@ -97,7 +97,9 @@ def worker_main(spec: dict, events: Any, stop: Any, parent_pid: int) -> None:
     import signal
 
     from helpers.localapi import trainer
+    from helpers.localapi.threads import limit_torch_threads
 
+    limit_torch_threads()
     # Ctrl-C in the server's terminal reaches the whole process group: the server stops the job itself
     # (should_stop), so the worker must not die half-way with a KeyboardInterrupt.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
