@@ -34,8 +34,13 @@ def main() -> int:
     parser.add_argument("--adapter", type=Path, help="a trained adapter to evaluate instead of training one")
     parser.add_argument("--n", type=int, default=50, help="held-out questions")
     parser.add_argument("--max-tokens", type=int, default=200)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--cache-dir", type=Path, default=Path("data/work/localapi/models"))
     args = parser.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
 
     work = Path(tempfile.mkdtemp(prefix="check-rouge-"))
     split = make_split(work / "data", n_heldout=args.n)

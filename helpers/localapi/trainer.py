@@ -51,7 +51,7 @@ MAX_BATCH_TOKENS = 4096  # tokens per micro-batch (padded); bounds memory, gradi
 DEFAULT_N_EPOCHS = 3
 DEFAULT_LORA_RANK = 16
 DEFAULT_LORA_ALPHA_RATIO = 2.0  # lora_alpha = ratio * rank
-DEFAULT_LEARNING_RATE = 1e-3  # times learning_rate_multiplier; chosen by measurement (benchmarks/README.md)
+DEFAULT_LEARNING_RATE = 1e-3  # times learning_rate_multiplier; measured in benchmarks/README.md (valid loss 2.87 -> 1.21 in one epoch)
 DEFAULT_BATCH_SIZE = 4
 WARMUP_FRACTION = 0.06
 VALID_BATCH = 8  # validation examples scored at intermediate evaluations (all of them at epoch ends)
