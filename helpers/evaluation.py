@@ -28,6 +28,7 @@ import pandas as pd
 from openai import OpenAI
 
 from helpers.config import Config
+from helpers.data import DataError, read_jsonl
 from helpers.metrics import score_answers
 
 CACHE_DIR_NAME = "eval_cache"
@@ -64,19 +65,14 @@ class EvaluationError(RuntimeError):
 
 
 def load_rows(path: Path) -> list[dict[str, Any]]:
-    """Rows of a JSONL file; a bad line raises EvaluationError naming file and line."""
+    """Rows of a JSONL file; a missing file or a bad line raises EvaluationError naming file and line."""
     path = Path(path)
     if not path.is_file():
         raise EvaluationError(f"{path} does not exist: run notebooks 02 and 03 first")
-    rows = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as exc:
-            raise EvaluationError(f"{path}:{n}: not valid JSON ({exc.msg})") from None
-    return rows
+    try:
+        return read_jsonl(path)
+    except DataError as exc:
+        raise EvaluationError(str(exc)) from None
 
 
 def training_system_prompt(train_path: Path) -> str:
