@@ -87,7 +87,7 @@ def load_dotenv_file(path: Path | None = None) -> None:
     load_dotenv(path, override=False)
 
 
-def _env_int(name: str, default: int, minimum: int = 0) -> int:
+def env_int(name: str, default: int, minimum: int = 0) -> int:
     """Read an integer setting, with a readable error when it is not one."""
     raw = os.environ.get(name, "").strip()
     if not raw:
@@ -145,7 +145,7 @@ def load_config(env_file: Path | None = None) -> Config:
     load_dotenv_file(env_file)
     work_dir = Path(os.environ.get("WORKBOOK_WORK_DIR") or REPO_ROOT / "data" / "work").resolve()
     build_dir = Path(os.environ.get("WORKBOOK_BUILD_DIR") or REPO_ROOT / "build").resolve()
-    port = _env_int("LOCALAPI_PORT", DEFAULT_LOCAL_PORT, minimum=1)
+    port = env_int("LOCALAPI_PORT", DEFAULT_LOCAL_PORT, minimum=1)
 
     base_url = os.environ.get("OPENAI_BASE_URL", "").strip().rstrip("/")
     env_key = os.environ.get("OPENAI_API_KEY", "").strip()
@@ -194,15 +194,15 @@ def load_config(env_file: Path | None = None) -> Config:
         base_model=base_model,
         data_source=data_source,
         data_path=data_path,
-        seed=_env_int("WORKBOOK_SEED", 42),
-        n_train=_env_int("WORKBOOK_N_TRAIN", 100, minimum=10),
-        n_valid=_env_int("WORKBOOK_N_VALID", 20, minimum=1),
-        n_heldout=_env_int("WORKBOOK_N_HELDOUT", 50, minimum=1),
-        n_epochs=_env_int("WORKBOOK_N_EPOCHS", 3, minimum=1),
+        seed=env_int("WORKBOOK_SEED", 42),
+        n_train=env_int("WORKBOOK_N_TRAIN", 100, minimum=10),
+        n_valid=env_int("WORKBOOK_N_VALID", 20, minimum=1),
+        n_heldout=env_int("WORKBOOK_N_HELDOUT", 50, minimum=1),
+        n_epochs=env_int("WORKBOOK_N_EPOCHS", 3, minimum=1),
         work_dir=work_dir,
         build_dir=build_dir,
         local_port=port,
         allow_new_job=_env_flag("FINETUNE_NEW_JOB"),
         confirm_cost=_env_flag("FINETUNE_CONFIRM"),
-        request_timeout=float(_env_int("WORKBOOK_REQUEST_TIMEOUT", 120, minimum=1)),
+        request_timeout=float(env_int("WORKBOOK_REQUEST_TIMEOUT", 120, minimum=1)),
     )

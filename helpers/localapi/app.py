@@ -17,7 +17,7 @@ import secrets
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -259,25 +259,23 @@ def create_app(settings: ServerSettings) -> FastAPI:
         manager.cancel(job_id)
         return schemas.job_object(get_job_row(job_id))
 
-    @app.get("/v1/fine_tuning/jobs/{job_id}/events")
-    def list_events(job_id: str, after: str | None = None, limit: int = 20) -> dict:
+    def job_page(job_id: str, after: str | None, limit: int, lister: Callable[..., Any], to_object: Callable[[Any], dict], what: str) -> dict:
+        """One page of a job's events or checkpoints, newest first, continuing after the `after` cursor."""
         check_limit(limit)
         get_job_row(job_id)
-        got = storage.list_events(job_id, after=after, limit=limit)
+        got = lister(job_id, after=after, limit=limit)
         if got is None:
-            raise bad_request(f"No such event {after} for job {job_id} (the 'after' cursor).", param="after")
+            raise bad_request(f"No such {what} {after} for job {job_id} (the 'after' cursor).", param="after")
         rows, more = got
-        return schemas.page([schemas.event_object(r) for r in rows], more)
+        return schemas.page([to_object(r) for r in rows], more)
+
+    @app.get("/v1/fine_tuning/jobs/{job_id}/events")
+    def list_events(job_id: str, after: str | None = None, limit: int = 20) -> dict:
+        return job_page(job_id, after, limit, storage.list_events, schemas.event_object, "event")
 
     @app.get("/v1/fine_tuning/jobs/{job_id}/checkpoints")
     def list_checkpoints(job_id: str, after: str | None = None, limit: int = 10) -> dict:
-        check_limit(limit)
-        get_job_row(job_id)
-        got = storage.list_checkpoints(job_id, after=after, limit=limit)
-        if got is None:
-            raise bad_request(f"No such checkpoint {after} for job {job_id} (the 'after' cursor).", param="after")
-        rows, more = got
-        return schemas.page([schemas.checkpoint_object(r) for r in rows], more)
+        return job_page(job_id, after, limit, storage.list_checkpoints, schemas.checkpoint_object, "checkpoint")
 
     # ---- models ------------------------------------------------------------------------------------
     @app.get("/v1/models")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+from helpers.config import env_int
 
 THREADS_ENV = "LOCALAPI_TORCH_THREADS"
 
@@ -14,15 +14,9 @@ def limit_torch_threads() -> int | None:
     thread per core makes OpenMP threads spin while they wait for a core: measured on the tiny test model
     under load, one training step took ~4 s with 2 threads and ~0.6 s with 1. The tests set 1.
     """
-    raw = os.environ.get(THREADS_ENV, "").strip()
-    if not raw:
+    n = env_int(THREADS_ENV, 0, minimum=1)
+    if not n:
         return None
-    try:
-        n = int(raw)
-    except ValueError:
-        raise ValueError(f"{THREADS_ENV}={raw!r} is not a whole number") from None
-    if n < 1:
-        raise ValueError(f"{THREADS_ENV}={n} must be at least 1")
     import torch
 
     torch.set_num_threads(n)
