@@ -7,9 +7,11 @@ value), run in the same process on the same file, and prints the throughput rati
 number of examples and on every example's chat tokens and assistant tokens.
 
 Where the speed comes from: every distinct string is encoded once (the system prompt and the role names
-repeat on every line; the Cookbook encodes assistant replies twice), the Rust encoder is called without
-the special-token scan, and the distinct strings are encoded in a few threads. On a machine whose cores
-are busy with other work the threads help less; the script keeps the best of `--repeat` runs of each side.
+repeat on every line; the Cookbook encodes assistant replies twice); the distinct strings go to the Rust
+encoder thousands at a time, joined by a special token that `encode` cuts at (one call and one GIL release
+per batch instead of one per string); and those batches are encoded in worker threads while the main thread
+is still parsing the file. On a machine whose cores are busy with other work the threads help less (the
+"CPU work ratio" line is close to what one free core would give); the script keeps the best of `--repeat` runs of each side.
 
     .venv/bin/python benchmarks/bench_validate.py [--n 100000]
 """

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from helpers.tokens import (TOKENS_PER_MESSAGE, TOKENS_REPLY_PRIMING, chat_text_ids, count_unique_texts, encoding_for_model,
+from helpers.tokens import (TOKENS_PER_MESSAGE, TOKENS_REPLY_PRIMING, BackgroundCounter, chat_text_ids, encoding_for_model,
                             token_limit)
 
 MIN_EXAMPLES = 10
@@ -219,53 +219,56 @@ def validate_bytes(data: bytes, path: Path | str = "<bytes>", model: str | None 
     if data.startswith(BOM):
         problems.append(Problem(1, "file starts with a UTF-8 byte order mark (BOM): save it as UTF-8 without BOM", "bom"))
         data = data[len(BOM):]
-    index: dict[str, int] = {}  # every distinct string, encoded once at the end
+    index: dict[str, int] = {}  # every distinct string, token-counted once
     put = index.setdefault
     plan: list[tuple[int, int, tuple[int, ...], Any, Any]] = []  # (line, fixed tokens, string ids, assistant ids, roles)
     seen: dict[Any, int] = {}
     crlf = 0
     fixed_per_message = TOKENS_PER_MESSAGE
-    for n, text in enumerate(_lines(data), start=1):
-        if isinstance(text, bytes):  # not valid UTF-8
-            report.n_examples += 1
-            problems.append(Problem(n, _utf8_problem(text), "invalid_utf8"))
-            continue
-        if text.endswith("\r"):
-            text = text[:-1]
-            crlf += 1
-            if crlf == 1:
-                warnings.append(Problem(n, "line ends with CRLF (\\r\\n); accepted, but prefer LF line endings", "crlf"))
-        if not text or text.isspace():
-            problems.append(Problem(n, "blank line: every line must hold one JSON example", "blank_line"))
-            continue
-        report.n_examples += 1
-        try:
-            example = loads(text)
-        except json.JSONDecodeError as exc:
-            problems.append(Problem(n, f"not valid JSON: {exc.msg} (column {exc.colno})", "invalid_json"))
-            continue
-        if _plain_valid(example):  # the common case: role/content messages, counted under the same rule as below
-            messages = example["messages"]
-            ids = tuple([put(v, len(index)) for m in messages for v in (m["role"], m["content"])])
-            fixed, key, replies, roles = TOKENS_REPLY_PRIMING + fixed_per_message * len(messages), ids, None, None  # from ids
-        else:
-            found = check_example(example)
-            if found:
-                problems.extend(Problem(n, msg, code) for code, msg in found)
+    with BackgroundCounter(choice.encoding) as counter:  # distinct strings are token-counted in threads while the file is parsed
+        for n, text in enumerate(_lines(data), start=1):
+            if not n & 1023:
+                counter.update(index)
+            if isinstance(text, bytes):  # not valid UTF-8
+                report.n_examples += 1
+                problems.append(Problem(n, _utf8_problem(text), "invalid_utf8"))
                 continue
-            fixed, ids = chat_text_ids(example["messages"], index)
-            replies = tuple(put(m["content"], len(index)) for m in example["messages"]
-                            if m.get("role") == "assistant" and isinstance(m.get("content"), str))
-            roles = {m["role"] for m in example["messages"]}
-            key = json.dumps(example["messages"], sort_keys=True, ensure_ascii=False)
-        if key in seen:
-            problems.append(Problem(n, f"duplicate of line {seen[key]}", "duplicate"))
-            continue
-        seen[key] = n
-        plan.append((n, fixed, ids, replies, roles))
+            if text.endswith("\r"):
+                text = text[:-1]
+                crlf += 1
+                if crlf == 1:
+                    warnings.append(Problem(n, "line ends with CRLF (\\r\\n); accepted, but prefer LF line endings", "crlf"))
+            if not text or text.isspace():
+                problems.append(Problem(n, "blank line: every line must hold one JSON example", "blank_line"))
+                continue
+            report.n_examples += 1
+            try:
+                example = loads(text)
+            except json.JSONDecodeError as exc:
+                problems.append(Problem(n, f"not valid JSON: {exc.msg} (column {exc.colno})", "invalid_json"))
+                continue
+            if _plain_valid(example):  # the common case: role/content messages, counted under the same rule as below
+                messages = example["messages"]
+                ids = tuple([put(v, len(index)) for m in messages for v in (m["role"], m["content"])])
+                fixed, key, replies, roles = TOKENS_REPLY_PRIMING + fixed_per_message * len(messages), ids, None, None  # from ids
+            else:
+                found = check_example(example)
+                if found:
+                    problems.extend(Problem(n, msg, code) for code, msg in found)
+                    continue
+                fixed, ids = chat_text_ids(example["messages"], index)
+                replies = tuple(put(m["content"], len(index)) for m in example["messages"]
+                                if m.get("role") == "assistant" and isinstance(m.get("content"), str))
+                roles = {m["role"] for m in example["messages"]}
+                key = json.dumps(example["messages"], sort_keys=True, ensure_ascii=False)
+            if key in seen:
+                problems.append(Problem(n, f"duplicate of line {seen[key]}", "duplicate"))
+                continue
+            seen[key] = n
+            plan.append((n, fixed, ids, replies, roles))
+        counts = counter.finish(index)
     if crlf > 1:
         warnings.append(Problem(0, f"{crlf} lines end with CRLF (first reported above)", "crlf"))
-    counts = count_unique_texts(list(index), choice.encoding)
     assistant, user = index.get("assistant"), index.get("user")
     system = {index.get("system"), index.get("developer")} - {None}
     no_system: list[int] = []

@@ -114,3 +114,26 @@ def test_setup_offline_main_seeds_and_reports(tmp_path, monkeypatch, capsys):
     assert len(list(tmp_path.iterdir())) == 2
     out = capsys.readouterr().out
     assert str(tmp_path) in out and "o200k_base" in out and "CJK font" in out
+
+
+def test_batched_counts_equal_encode_ordinary_on_awkward_strings():
+    enc = tokens.get_encoding("o200k_base")
+    texts = ["", " ", "\n\n", "结尾有空格  ", "  开头有空格", "a<|endoftext|>b", "<|endofprompt|>", "你好。\n", "12345。",
+             "don't", "\r\n", "😀" * 3, "第1条：血压120/80 mmHg"]
+    expected = [len(enc.encode_ordinary(t)) for t in texts]
+    assert tokens.count_unique_texts(texts, min_parallel=2) == expected
+    without_separator = [t for t in texts if tokens.BATCH_SEPARATOR not in t]  # the one-call path
+    assert tokens._count_batch(enc, without_separator) == [len(enc.encode_ordinary(t)) for t in without_separator]
+
+
+def test_background_counter_counts_in_order_while_strings_arrive():
+    enc = tokens.get_encoding("o200k_base")
+    strings: dict[str, int] = {}
+    with tokens.BackgroundCounter("o200k_base", batch=7, workers=2) as counter:
+        for i in range(100):
+            strings.setdefault(f"第{i}个问题：头痛{i % 9}天了 " * (i % 4), len(strings))
+            counter.update(strings)
+        counts = counter.finish(strings)
+    assert counts == [len(enc.encode_ordinary(s)) for s in strings]
+    with tokens.BackgroundCounter("o200k_base", workers=1) as counter:
+        assert counter.finish({"头痛": 0, "": 1}) == [len(enc.encode_ordinary("头痛")), 0]

@@ -195,3 +195,16 @@ def test_missing_system_or_user_messages_are_warnings(tmp_path):
     assert report.ok
     assert [(w.code, w.message) for w in report.warnings] == [
         ("no_system", "1 examples have no system message (first: line 4)"), ("no_user", "1 examples have no user message (first: line 6)")]
+
+
+def test_counts_while_parsing_match_counting_each_example(tmp_path, monkeypatch):
+    """Strings handed to the encoder threads during parsing (every 1,024 lines) give the same counts as one by one."""
+    import functools
+
+    from helpers.tokens import BackgroundCounter, count_chat_tokens
+
+    monkeypatch.setattr(validate, "BackgroundCounter", functools.partial(BackgroundCounter, batch=50, workers=2))
+    examples = [example(f"第{i}个问题：咳嗽{i % 7}天 ", f"答案{i}，多喝水。" * (i % 5 + 1)) for i in range(2_500)]
+    report = validate.validate_file(write(tmp_path, [json.dumps(e, ensure_ascii=False) for e in examples]))
+    assert report.ok and report.n_examples == 2_500
+    assert [report.token_counts[n] for n in range(1, 2_501)] == [count_chat_tokens(e["messages"]) for e in examples]
