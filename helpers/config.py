@@ -23,6 +23,7 @@ TINY_TEST_MODEL = "tiny-test"
 DEFAULT_REMOTE_MODEL = "gpt-4o-mini-2024-07-18"
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 HUATUO_HUB_ID = "FreedomIntelligence/huatuo26M-testdatasets"
+HUATUO_HUB_FILE = "test_datasets.jsonl"  # the data file in that dataset repository (its one split, "test")
 
 
 class ConfigError(ValueError):
@@ -140,6 +141,21 @@ def read_or_create_local_key(work_dir: Path) -> tuple[str, str]:
     return key, f"generated and stored in {_display(path)}"
 
 
+def huatuo_file(path: Path, given: str) -> Path:
+    """HUATUO_PATH's file: the path itself, or in a folder (a downloaded copy of the dataset) its test_datasets.jsonl or only *.jsonl."""
+    if path.is_file():
+        return path
+    if not path.is_dir():
+        raise ConfigError(f"HUATUO_PATH={given!r} does not name a file or folder")
+    if (path / HUATUO_HUB_FILE).is_file():
+        return path / HUATUO_HUB_FILE
+    found = sorted(path.glob("*.jsonl"))
+    if len(found) == 1:
+        return found[0]
+    names = ", ".join(p.name for p in found) or "no .jsonl file"
+    raise ConfigError(f"HUATUO_PATH={given!r} is a folder with {names}: set it to the test set's JSONL file itself")
+
+
 def load_config(env_file: Path | None = None) -> Config:
     """Resolve the course configuration from the environment and `.env`."""
     load_dotenv_file(env_file)
@@ -177,9 +193,7 @@ def load_config(env_file: Path | None = None) -> Config:
     huatuo_path = os.environ.get("HUATUO_PATH", "").strip()
     source = os.environ.get("HUATUO_SOURCE", "").strip().lower()
     if huatuo_path:
-        data_source, data_path = "path", Path(huatuo_path).expanduser().resolve()
-        if not data_path.is_file():
-            raise ConfigError(f"HUATUO_PATH={huatuo_path!r} does not name a file")
+        data_source, data_path = "path", huatuo_file(Path(huatuo_path).expanduser().resolve(), huatuo_path)
     else:
         if source not in {"", "fixture", "hub"}:
             raise ConfigError(f"HUATUO_SOURCE={source!r}: use 'fixture' or 'hub' (or set HUATUO_PATH)")

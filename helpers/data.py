@@ -25,27 +25,38 @@ class Dataset:
     rows: list[dict[str, str]]
     source: str  # "fixture", "path" or "hub"
     origin: str  # the file path or the hub id
+    blank_lines: int = 0  # blank lines in the file (not rows; shown so that nothing disappears unseen)
 
     def describe(self) -> str:
-        """One line: how many rows from where."""
-        return f"{len(self.rows)} rows from {self.source}: {self.origin}"
+        """One line: how many rows from where (and how many blank lines were skipped)."""
+        blank = f" ({self.blank_lines} blank lines skipped)" if self.blank_lines else ""
+        return f"{len(self.rows)} rows from {self.source}: {self.origin}{blank}"
 
 
-def read_jsonl(path: Path) -> list[Any]:
-    """All JSON values of a JSONL file (blank lines skipped); a bad line raises DataError with file:line."""
+def read_jsonl_lines(path: Path) -> list[tuple[int, Any]]:
+    """(line number, JSON value) for every non-blank line of a JSONL file; a bad line raises DataError with file:line."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file")
     out = []
-    with open(path, encoding="utf-8-sig") as f:
-        for n, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}:{n}: not valid JSON ({exc.msg}, column {exc.colno})") from None
+    for n, raw in enumerate(path.read_bytes().removeprefix(b"\xef\xbb\xbf").split(b"\n"), start=1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{path}:{n}: not valid UTF-8 (byte {exc.start + 1} of the line): save the file as UTF-8") from None
+        if not line.strip():
+            continue
+        try:
+            out.append((n, json.loads(line)))
+        except json.JSONDecodeError as exc:
+            hint = " (a Parquet file? export it as JSONL first)" if path.suffix == ".parquet" or raw.startswith(b"PAR1") else ""
+            raise DataError(f"{path}:{n}: not valid JSON ({exc.msg}, column {exc.colno}){hint}") from None
     return out
+
+
+def read_jsonl(path: Path) -> list[Any]:
+    """All JSON values of a JSONL file (blank lines skipped); a bad line raises DataError with file:line."""
+    return [value for _, value in read_jsonl_lines(path)]
 
 
 def write_jsonl(path: Path, records: Iterable[Any]) -> int:
@@ -74,20 +85,49 @@ def write_json(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
-def check_rows(values: list[Any], origin: str) -> list[dict[str, str]]:
-    """Check every value is {"questions": str, "answers": str} (extra keys dropped, null read as "" so cleaning counts it)."""
+def _json_type(value: Any) -> str:
+    """The JSON name of a parsed value's type (a reader's term: array, not list)."""
+    names = {dict: "an object", list: "an array", str: "a string", bool: "true/false", int: "a number", float: "a number"}
+    return names.get(type(value), "null" if value is None else type(value).__name__)
+
+
+def check_rows(values: list[Any], origin: str, lines: list[int] | None = None) -> list[dict[str, str]]:
+    """Check every value is {"questions": str, "answers": str} (extra keys dropped, null read as "" so cleaning counts it).
+
+    Errors name `origin:LINE` when the values' line numbers are given, `origin: row N` otherwise.
+    """
     rows = []
     for n, value in enumerate(values, start=1):
+        where = f"{origin}:{lines[n - 1]}" if lines else f"{origin}: row {n}"
         if not isinstance(value, dict):
-            raise DataError(f"{origin}: row {n} is not a JSON object")
+            raise DataError(f"{where}: expected a JSON object with keys questions, answers, got {_json_type(value)}")
         missing = [k for k in FIELDS if k not in value]
         if missing:
-            raise DataError(f"{origin}: row {n} has no {', '.join(repr(k) for k in missing)} (expected keys: questions, answers)")
+            keys = ", ".join(map(repr, value)) or "none"
+            raise DataError(f"{where}: no {', '.join(repr(k) for k in missing)} (expected keys: questions, answers; found: {keys})")
         bad = [k for k in FIELDS if not isinstance(value[k], (str, type(None)))]
         if bad:
-            raise DataError(f"{origin}: row {n}: {', '.join(bad)} must be a string")
+            raise DataError(f"{where}: {', '.join(bad)} must be a string, got {_json_type(value[bad[0]])}")
         rows.append({k: value[k] or "" for k in FIELDS})
     return rows
+
+
+def read_rows_file(path: Path) -> tuple[list[dict[str, str]], int]:
+    """The Huatuo rows of a local file (JSON Lines, or one JSON array) and how many blank lines it had."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    head = path.read_bytes()[:4096].removeprefix(b"\xef\xbb\xbf").lstrip()
+    if head.startswith(b"["):  # a JSON array, e.g. written by pandas or json.dump
+        try:
+            values = json.loads(path.read_bytes().decode("utf-8-sig"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            values = None  # not one JSON document after all: read it line by line, which names the bad line
+        if isinstance(values, list):
+            return check_rows(values, str(path)), 0
+    numbered = read_jsonl_lines(path)
+    n_lines = path.read_bytes().rstrip(b"\n").count(b"\n") + 1 if numbered else 0
+    return check_rows([v for _, v in numbered], str(path), [n for n, _ in numbered]), max(0, n_lines - len(numbered))
 
 
 def load_hub(hub_id: str = HUATUO_HUB_ID, split: str = "test", timeout: float = 60.0) -> list[dict[str, str]]:
@@ -110,7 +150,8 @@ def load_huatuo(cfg: Config) -> Dataset:
     if cfg.data_source in ("fixture", "path"):
         if cfg.data_path is None:
             raise DataError(f"data source {cfg.data_source!r} needs a file path (HUATUO_PATH)")
-        return Dataset(check_rows(read_jsonl(cfg.data_path), str(cfg.data_path)), cfg.data_source, str(cfg.data_path))
+        rows, blank = read_rows_file(cfg.data_path)
+        return Dataset(rows, cfg.data_source, str(cfg.data_path), blank)
     if cfg.data_source == "hub":
         return Dataset(load_hub(), "hub", HUATUO_HUB_ID)
     raise DataError(f"unknown data source {cfg.data_source!r}: use fixture, path (HUATUO_PATH) or hub (HUATUO_SOURCE=hub)")

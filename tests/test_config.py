@@ -131,3 +131,20 @@ def test_flags(env, tmp_path):
     env.setenv("FINETUNE_CONFIRM", "0")
     cfg = load_config(no_env_file(tmp_path))
     assert cfg.allow_new_job is True and cfg.confirm_cost is False
+
+
+def test_huatuo_path_may_name_a_downloaded_folder(env, tmp_path):
+    folder = tmp_path / "huatuo26M-testdatasets"
+    folder.mkdir()
+    (folder / "README.md").write_text("card", encoding="utf-8")
+    env.setenv("HUATUO_PATH", str(folder))
+    with pytest.raises(ConfigError, match="is a folder with no .jsonl file"):
+        load_config(no_env_file(tmp_path))
+    (folder / "a.jsonl").write_text("", encoding="utf-8")
+    assert load_config(no_env_file(tmp_path)).data_path == (folder / "a.jsonl").resolve()
+    (folder / "b.jsonl").write_text("", encoding="utf-8")
+    with pytest.raises(ConfigError, match="a.jsonl, b.jsonl"):
+        load_config(no_env_file(tmp_path))
+    (folder / "test_datasets.jsonl").write_text('{"questions": "q", "answers": "a"}\n', encoding="utf-8")
+    cfg = load_config(no_env_file(tmp_path))
+    assert cfg.data_source == "path" and cfg.data_path == (folder / "test_datasets.jsonl").resolve()

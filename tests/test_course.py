@@ -93,3 +93,52 @@ def test_report_without_results_still_written(tmp_path: Path, monkeypatch: pytes
     runs = [course.NotebookRun("01_a.ipynb", 1.5, tmp_path / "01_a.ipynb")]
     page = course.write_report(cfg, runs, tmp_path / "report.html").read_text(encoding="utf-8")
     assert "01_a.ipynb" in page and "(no result file yet)" in page and cfg.api_key not in page
+
+
+def _downloaded_copy(folder: Path, n: int = 1_500) -> Path:
+    """A folder laid out like a download of the dataset repository, with rows shaped unlike the fixture's."""
+    import json
+    import random
+
+    rng = random.Random(3)
+    folder.mkdir()
+    (folder / "README.md").write_text("dataset card\n", encoding="utf-8")
+    (folder / "my_dataset.py").write_text("# the repository's own loading script, unused\n", encoding="utf-8")
+    rows = []
+    for i in range(n):
+        q = f"患者性别:{'男女'[i % 2]}\n患者年龄:{i % 90}\n问题描述:第{i}例，{rng.choice(['咳嗽', '腹痛', '头晕'])}{i % 30}天了怎么办?"
+        a = "你好，" + "，".join(rng.choice(["建议复查", "多喝水", "注意休息", "必要时就医"]) for _ in range(rng.randint(2, 400))) + "。"
+        rows.append({"questions": "\u3000" + q if i % 50 == 0 else q, "answers": a if i % 97 else ""})
+    rows += rows[:25]  # exact duplicates
+    with open(folder / "test_datasets.jsonl", "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    return folder
+
+
+@pytest.mark.slow
+def test_notebooks_01_to_03_on_a_downloaded_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """HUATUO_PATH naming a downloaded folder: 01-03 run unchanged and give 100 valid, disjoint, deduplicated examples."""
+    import json
+
+    from helpers.validate import check_overlap, validate_file
+
+    folder = _downloaded_copy(tmp_path / "huatuo26M-testdatasets")
+    for name in ("OPENAI_BASE_URL", "OPENAI_API_KEY", "HUATUO_SOURCE", "FINETUNE_NEW_JOB", "FINETUNE_CONFIRM", "LOCALAPI_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    env = {"WORKBOOK_WORK_DIR": str(tmp_path / "work"), "WORKBOOK_BUILD_DIR": str(tmp_path / "build"), "HUATUO_PATH": str(folder),
+           "LOCALAPI_PORT": str(_free_port()), "FINETUNE_BACKEND": "local", "FINETUNE_BASE_MODEL": "tiny-test"}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    cfg = load_config()
+    assert cfg.data_path == folder / "test_datasets.jsonl"
+    runs = course.run_course(cfg, only=["01", "02", "03"])
+    assert [r.name[:2] for r in runs] == ["01", "02", "03"] and all(r.error is None for r in runs)
+
+    work = cfg.work_dir
+    train, valid = validate_file(work / "train.jsonl"), validate_file(work / "valid.jsonl")
+    assert (train.ok, train.n_examples, valid.ok, valid.n_examples) == (True, 100, True, 20)
+    assert check_overlap(work / "train.jsonl", work / "valid.jsonl") == []
+    heldout = {json.loads(line)["questions"] for line in (work / "heldout.jsonl").read_text(encoding="utf-8").splitlines()}
+    train_questions = {json.loads(line)["messages"][1]["content"] for line in (work / "train.jsonl").read_text(encoding="utf-8").splitlines()}
+    assert len(heldout) == 50 and len(train_questions) == 100 and not heldout & train_questions
+    assert all(q == q.strip() for q in train_questions)

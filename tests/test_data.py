@@ -56,9 +56,9 @@ def test_write_jsonl_is_utf8_unescaped_and_leaves_no_temp(tmp_path):
 
 
 def test_check_rows_errors():
-    with pytest.raises(data.DataError, match="row 2 has no 'answers'"):
+    with pytest.raises(data.DataError, match="src: row 2: no 'answers'"):
         data.check_rows([{"questions": "a", "answers": "b"}, {"questions": "a"}], "src")
-    with pytest.raises(data.DataError, match="row 1: answers must be a string"):
+    with pytest.raises(data.DataError, match="src: row 1: answers must be a string, got a number"):
         data.check_rows([{"questions": "a", "answers": 3}], "src")
     assert data.check_rows([{"questions": "a", "answers": None}], "src") == [{"questions": "a", "answers": ""}]
     assert data.check_rows([{"questions": "a", "answers": "b", "extra": 1}], "src") == [{"questions": "a", "answers": "b"}]
@@ -195,3 +195,34 @@ def test_read_split_back_and_missing(tmp_path):
 ])
 def test_is_template_only(question, expected):
     assert clean.is_template_only(question) is expected
+
+
+def test_huatuo_file_errors_name_file_and_line(tmp_path):
+    path = tmp_path / "rows.jsonl"
+    path.write_text('{"questions": "q", "answers": "a"}\n\n{"questions": "q2"}\n', encoding="utf-8")
+    with pytest.raises(data.DataError, match=r"rows.jsonl:3: no 'answers' \(expected keys: questions, answers; found: 'questions'\)"):
+        data.read_rows_file(path)
+    path.write_text('{"questions": "q", "answers": "a"}\n["q", "a"]\n', encoding="utf-8")
+    with pytest.raises(data.DataError, match="rows.jsonl:2: expected a JSON object with keys questions, answers, got an array"):
+        data.read_rows_file(path)
+    path.write_bytes('{"questions": "q", "answers": "a"}\n'.encode() + b'{"questions": "\xff", "answers": "a"}\n')
+    with pytest.raises(data.DataError, match="rows.jsonl:2: not valid UTF-8"):
+        data.read_rows_file(path)
+    parquet = tmp_path / "test.parquet"
+    parquet.write_bytes(b"PAR1\x00\x01binary")
+    with pytest.raises(data.DataError, match="Parquet"):
+        data.read_rows_file(parquet)
+
+
+def test_huatuo_file_counts_blank_lines_and_reads_json_arrays(tmp_path):
+    path = tmp_path / "rows.jsonl"
+    path.write_text('\ufeff{"questions": "q", "answers": "a"}\n\n  \n{"questions": "q2", "answers": null}\n', encoding="utf-8")
+    assert data.read_rows_file(path) == ([{"questions": "q", "answers": "a"}, {"questions": "q2", "answers": ""}], 2)
+    ds = data.Dataset(*data.read_rows_file(path)[:1], "path", str(path), 2)
+    assert ds.describe().endswith("(2 blank lines skipped)")
+    array = tmp_path / "rows.json"
+    array.write_text(json.dumps([{"questions": "问", "answers": "答"}], ensure_ascii=False), encoding="utf-8")
+    assert data.read_rows_file(array) == ([{"questions": "问", "answers": "答"}], 0)
+    array.write_text('[{"questions": "问", "answers": 1}]', encoding="utf-8")
+    with pytest.raises(data.DataError, match=r"rows.json: row 1: answers must be a string, got a number"):
+        data.read_rows_file(array)
