@@ -64,8 +64,8 @@ class Config:
         return self.work_dir / "localapi"
 
     def describe(self) -> str:
-        """A short, secret-free summary for the first cell of each notebook."""
-        data = self.data_source if self.data_path is None else f"{self.data_source} ({self.data_path})"
+        """A short, secret-free summary for the first cell of each notebook (paths inside the repository relative to it)."""
+        data = self.data_source if self.data_path is None else f"{self.data_source} ({_display(self.data_path)})"
         return "\n".join(
             [
                 f"backend     : {self.backend}  ({self.base_url})",
@@ -73,7 +73,7 @@ class Config:
                 f"base model  : {self.base_model}",
                 f"data source : {data}",
                 f"sizes       : train={self.n_train} valid={self.n_valid} heldout={self.n_heldout} seed={self.seed}",
-                f"work folder : {self.work_dir}",
+                f"work folder : {_display(self.work_dir)}",
             ]
         )
 
