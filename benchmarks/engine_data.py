@@ -1,6 +1,6 @@
 """Shared set-up of the engine benchmarks: a seeded 100/20/50 split of Huatuo-style rows as chat files.
 
-The rows come from `data/huatuo_fixture.jsonl` (or `HUATUO_PATH`), cleaned the simple way (trimmed, no empty
+The rows come from `data/huatuo_fixture.jsonl` (or `HUATUO_PATH`, read by `helpers.data` like the notebooks read it), cleaned the simple way (trimmed, no empty
 question or answer, one row per question, answers of at most 1,000 characters) and split with a seed, like
 notebooks 02-03 do; the chat format and system prompt are the workbook's own (`helpers.chatfmt`).
 """
@@ -19,6 +19,8 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from helpers.chatfmt import SYSTEM_PROMPT, to_chat  # noqa: E402
+from helpers.config import huatuo_file  # noqa: E402
+from helpers.data import read_rows_file  # noqa: E402
 
 MAX_ANSWER_CHARS = 1000
 
@@ -35,13 +37,12 @@ class Split:
 
 def load_rows(path: Path | None = None) -> list[dict[str, str]]:
     """Cleaned Huatuo-schema rows: trimmed, non-empty, one per question, answers not overly long."""
-    path = Path(path or os.environ.get("HUATUO_PATH") or REPO / "data" / "huatuo_fixture.jsonl")
+    given = os.environ.get("HUATUO_PATH", "").strip()
+    if path is None:  # HUATUO_PATH as the notebooks read it (a file or a downloaded folder), else the fixture
+        path = huatuo_file(Path(given).expanduser().resolve(), given) if given else REPO / "data" / "huatuo_fixture.jsonl"
     rows, seen = [], set()
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if not line.strip():
-            continue
-        row = json.loads(line)
-        q, a = str(row.get("questions", "")).strip(), str(row.get("answers", "")).strip()
+    for row in read_rows_file(Path(path))[0]:
+        q, a = row["questions"].strip(), row["answers"].strip()
         if not q or not a or q in seen or len(a) > MAX_ANSWER_CHARS or q.startswith("患者性别"):
             continue
         seen.add(q)

@@ -12,6 +12,7 @@ from typing import Any
 from helpers.config import HUATUO_HUB_ID, Config
 
 FIELDS = ("questions", "answers")
+BOM = b"\xef\xbb\xbf"  # a UTF-8 byte order mark: accepted at the start of a data file
 
 
 class DataError(ValueError):
@@ -33,25 +34,34 @@ class Dataset:
         return f"{len(self.rows)} rows from {self.source}: {self.origin}{blank}"
 
 
-def read_jsonl_lines(path: Path) -> list[tuple[int, Any]]:
-    """(line number, JSON value) for every non-blank line of a JSONL file; a bad line raises DataError with file:line."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such file")
-    out = []
-    for n, raw in enumerate(path.read_bytes().removeprefix(b"\xef\xbb\xbf").split(b"\n"), start=1):
+def _parse_jsonl(data: bytes, path: Path) -> tuple[list[tuple[int, Any]], int]:
+    """(line number, JSON value) for every non-blank line of JSONL content, and how many lines were blank."""
+    lines = data.removeprefix(BOM).split(b"\n")
+    if lines[-1] == b"":
+        lines.pop()  # after the newline that ends the last line
+    out, blank = [], 0
+    for n, raw in enumerate(lines, start=1):
         try:
             line = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise DataError(f"{path}:{n}: not valid UTF-8 (byte {exc.start + 1} of the line): save the file as UTF-8") from None
         if not line.strip():
+            blank += 1
             continue
         try:
             out.append((n, json.loads(line)))
         except json.JSONDecodeError as exc:
             hint = " (a Parquet file? export it as JSONL first)" if path.suffix == ".parquet" or raw.startswith(b"PAR1") else ""
             raise DataError(f"{path}:{n}: not valid JSON ({exc.msg}, column {exc.colno}){hint}") from None
-    return out
+    return out, blank
+
+
+def read_jsonl_lines(path: Path) -> list[tuple[int, Any]]:
+    """(line number, JSON value) for every non-blank line of a JSONL file; a bad line raises DataError with file:line."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    return _parse_jsonl(path.read_bytes(), path)[0]
 
 
 def read_jsonl(path: Path) -> list[Any]:
@@ -85,10 +95,17 @@ def write_json(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
-def _json_type(value: Any) -> str:
-    """The JSON name of a parsed value's type (a reader's term: array, not list)."""
-    names = {dict: "an object", list: "an array", str: "a string", bool: "true/false", int: "a number", float: "a number"}
-    return names.get(type(value), "null" if value is None else type(value).__name__)
+JSON_TYPES = {str: "string", int: "number", float: "number", bool: "boolean", list: "array", dict: "object", type(None): "null"}
+
+
+def json_type(value: Any) -> str:
+    """The JSON name of a parsed value's type, for messages in a reader's terms ('array', not 'list')."""
+    return JSON_TYPES.get(type(value), type(value).__name__)
+
+
+def _a(name: str) -> str:
+    """A type name with its article: 'an array', 'a number' ('null' stays bare)."""
+    return name if name == "null" else ("an " if name[0] in "aeiou" else "a ") + name
 
 
 def check_rows(values: list[Any], origin: str, lines: list[int] | None = None) -> list[dict[str, str]]:
@@ -100,14 +117,14 @@ def check_rows(values: list[Any], origin: str, lines: list[int] | None = None) -
     for n, value in enumerate(values, start=1):
         where = f"{origin}:{lines[n - 1]}" if lines else f"{origin}: row {n}"
         if not isinstance(value, dict):
-            raise DataError(f"{where}: expected a JSON object with keys questions, answers, got {_json_type(value)}")
+            raise DataError(f"{where}: expected a JSON object with keys questions, answers, got {_a(json_type(value))}")
         missing = [k for k in FIELDS if k not in value]
         if missing:
             keys = ", ".join(map(repr, value)) or "none"
             raise DataError(f"{where}: no {', '.join(repr(k) for k in missing)} (expected keys: questions, answers; found: {keys})")
         bad = [k for k in FIELDS if not isinstance(value[k], (str, type(None)))]
         if bad:
-            raise DataError(f"{where}: {', '.join(bad)} must be a string, got {_json_type(value[bad[0]])}")
+            raise DataError(f"{where}: {', '.join(bad)} must be a string, got {_a(json_type(value[bad[0]]))}")
         rows.append({k: value[k] or "" for k in FIELDS})
     return rows
 
@@ -117,17 +134,16 @@ def read_rows_file(path: Path) -> tuple[list[dict[str, str]], int]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file")
-    head = path.read_bytes()[:4096].removeprefix(b"\xef\xbb\xbf").lstrip()
-    if head.startswith(b"["):  # a JSON array, e.g. written by pandas or json.dump
+    data = path.read_bytes().removeprefix(BOM)
+    if data.lstrip().startswith(b"["):  # a JSON array, e.g. written by pandas or json.dump
         try:
-            values = json.loads(path.read_bytes().decode("utf-8-sig"))
+            values = json.loads(data.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError):
             values = None  # not one JSON document after all: read it line by line, which names the bad line
         if isinstance(values, list):
             return check_rows(values, str(path)), 0
-    numbered = read_jsonl_lines(path)
-    n_lines = path.read_bytes().rstrip(b"\n").count(b"\n") + 1 if numbered else 0
-    return check_rows([v for _, v in numbered], str(path), [n for n, _ in numbered]), max(0, n_lines - len(numbered))
+    numbered, blank = _parse_jsonl(data, path)
+    return check_rows([v for _, v in numbered], str(path), [n for n, _ in numbered]), blank
 
 
 def load_hub(hub_id: str = HUATUO_HUB_ID, split: str = "test", timeout: float = 60.0) -> list[dict[str, str]]:

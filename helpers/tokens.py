@@ -14,7 +14,7 @@ import hashlib
 import importlib.util
 import itertools
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -189,6 +189,8 @@ def _count_batch(enc: Any, texts: list[str]) -> list[int]:
     """Token counts of texts, several strings per call into the encoder (exact: the same counts as encode_ordinary)."""
     import numpy as np
 
+    if not texts:
+        return []
     core = getattr(enc, "_core_bpe", None)
     joined = BATCH_SEPARATOR.join(texts) + BATCH_SEPARATOR
     if (core is None or not hasattr(core, "encode_to_tiktoken_buffer") or BATCH_SEPARATOR not in enc.special_tokens_set
@@ -201,32 +203,25 @@ def _count_batch(enc: Any, texts: list[str]) -> list[int]:
 
 def count_unique_texts(texts: list[str], encoding: str = "o200k_base", min_parallel: int = 2_000) -> list[int]:
     """Token counts of many strings: batches of them per call into the Rust encoder, in a few threads (it releases the GIL)."""
-    enc = get_encoding(encoding)
-    workers = min(os.cpu_count() or 1, 4)
-    if workers < 2 or len(texts) < min_parallel:
-        return _count_batch(enc, texts) if texts else []
-    from concurrent.futures import ThreadPoolExecutor
-
-    size = -(-len(texts) // (4 * workers))  # a few chunks per thread, so a thread that is slowed down does not hold up the rest
-    chunks = [texts[i:i + size] for i in range(0, len(texts), size)]
-    with ThreadPoolExecutor(workers) as pool:
-        parts = pool.map(lambda chunk: _count_batch(enc, chunk), chunks)
-    return [n for part in parts for n in part]
+    with BackgroundCounter(encoding, min_parallel=min_parallel) as counter:
+        return counter.finish(texts)
 
 
 class BackgroundCounter:
-    """Token counts of a growing, insertion-ordered dict of distinct strings, counted in worker threads while it grows.
+    """Token counts of a growing, ordered collection of strings (e.g. a dict's keys), counted in worker threads while it grows.
 
     The caller (e.g. the validator, parsing a file) keeps adding strings and calls `update` now and then; every
     `batch` new strings go to the encoder in a thread, so parsing and encoding overlap. `finish` returns all counts,
-    in the dict's order. Use it as a context manager so that the threads end even if the caller fails.
+    in order. Use it as a context manager so that the threads end even if the caller fails.
     """
 
-    def __init__(self, encoding: str = "o200k_base", batch: int = 16_384, workers: int | None = None) -> None:
+    def __init__(self, encoding: str = "o200k_base", batch: int = 16_384, workers: int | None = None,
+                 min_parallel: int = 2_000) -> None:
         from concurrent.futures import ThreadPoolExecutor
 
         self._enc = get_encoding(encoding)
         self._batch = batch
+        self._min_parallel = min_parallel  # fewer strings than this left at the end: counted here, not in threads
         self._workers = workers or min(os.cpu_count() or 1, 4)
         self._pool = ThreadPoolExecutor(self._workers) if self._workers > 1 else None
         self._parts: list[Any] = []  # futures (or lists) of counts, in order
@@ -247,18 +242,18 @@ class BackgroundCounter:
             self._parts.append(self._pool.submit(_count_batch, self._enc, texts))
         self._done += len(texts)
 
-    def update(self, strings: Mapping[str, Any]) -> None:
+    def update(self, strings: Collection[str]) -> None:
         """Start counting the strings added since the last hand-out, once there are at least `batch` of them."""
         if self._pool is not None and len(strings) - self._done >= self._batch:
             self._hand_out(list(itertools.islice(strings, self._done, None)))
 
-    def finish(self, strings: Mapping[str, Any]) -> list[int]:
+    def finish(self, strings: Collection[str]) -> list[int]:
         """Token counts of all the strings, in order (the rest is split between the workers)."""
         rest = list(itertools.islice(strings, self._done, None))
-        if self._pool is None or len(rest) < 2_000:  # not worth a thread
-            self._parts.append(_count_batch(self._enc, rest) if rest else [])
+        if self._pool is None or len(rest) < self._min_parallel:  # not worth a thread
+            self._parts.append(_count_batch(self._enc, rest))
         else:
-            size = -(-len(rest) // self._workers)
+            size = -(-len(rest) // (4 * self._workers))  # a few chunks per thread, so a slowed-down thread does not hold up the rest
             for i in range(0, len(rest), size):
                 self._hand_out(rest[i:i + size])
         return [n for part in self._parts for n in (part if isinstance(part, list) else part.result())]

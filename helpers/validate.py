@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from helpers.data import BOM, json_type
 from helpers.tokens import (TOKENS_PER_MESSAGE, TOKENS_REPLY_PRIMING, BackgroundCounter, chat_text_ids, encoding_for_model,
                             token_limit)
 
@@ -26,7 +27,6 @@ MIN_EXAMPLES = 10
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 MESSAGE_KEYS = frozenset({"role", "content", "name", "weight", "function_call", "tool_calls", "tool_call_id"})
 EXAMPLE_KEYS = frozenset({"messages", "tools", "functions", "parallel_tool_calls"})
-BOM = b"\xef\xbb\xbf"
 loads = json.loads
 _ROLE_CONTENT = {"role", "content"}
 
@@ -94,18 +94,10 @@ class ValidationReport:
         return f"{head}; {self.total_tokens:,} tokens ({enc})" + (" — OK" if self.ok else " — NOT OK")
 
 
-_JSON_TYPES = {str: "string", int: "number", float: "number", bool: "boolean", list: "array", dict: "object", type(None): "null"}
-
-
-def _describe(value: Any) -> str:
-    """A JSON type name for messages ('string', 'number', ...)."""
-    return _JSON_TYPES.get(type(value), type(value).__name__)
-
-
 def check_example(example: Any) -> list[tuple[str, str]]:
     """Problems of one parsed example as (code, message) pairs; empty when it is a valid chat example."""
     if not isinstance(example, dict):
-        return [("not_object", f"example must be a JSON object, got {_describe(example)}")]
+        return [("not_object", f"example must be a JSON object, got {json_type(example)}")]
     out: list[tuple[str, str]] = []
     for key in example:
         if key not in EXAMPLE_KEYS:
@@ -114,7 +106,7 @@ def check_example(example: Any) -> list[tuple[str, str]]:
         return out + [("missing_messages", "missing key 'messages'")]
     messages = example["messages"]
     if not isinstance(messages, list) or not messages:
-        got = "an empty array" if messages == [] else _describe(messages)
+        got = "an empty array" if messages == [] else json_type(messages)
         return out + [("bad_messages", f"'messages' must be a non-empty array, got {got}")]
     assistants, weighted = 0, 0
     for i, m in enumerate(messages, start=1):
@@ -136,7 +128,7 @@ def check_example(example: Any) -> list[tuple[str, str]]:
 def _check_message(i: int, m: Any) -> list[tuple[str, str]]:
     """Problems of message number i (1-based) of an example."""
     if not isinstance(m, dict):
-        return [("bad_message", f"message {i} must be an object, got {_describe(m)}")]
+        return [("bad_message", f"message {i} must be an object, got {json_type(m)}")]
     allowed = ", ".join(sorted(MESSAGE_KEYS))
     out = [("unknown_message_key", f"message {i}: unknown key {k!r} (allowed: {allowed})") for k in m if k not in MESSAGE_KEYS]
     role = m.get("role")
@@ -152,11 +144,11 @@ def _check_message(i: int, m: Any) -> list[tuple[str, str]]:
     elif content is None and not calls:
         out.append(("missing_content", f"{where}: content is null"))
     elif content is not None and not isinstance(content, str):
-        out.append(("content_not_string", f"{where}: content must be a string, got {_describe(content)}"))
+        out.append(("content_not_string", f"{where}: content must be a string, got {json_type(content)}"))
     elif isinstance(content, str) and not content.strip() and not calls:
         out.append(("empty_content", f"{where}: content is {'empty' if not content else 'whitespace only'}"))
     if "name" in m and not isinstance(m["name"], str):
-        out.append(("bad_name", f"{where}: name must be a string, got {_describe(m['name'])}"))
+        out.append(("bad_name", f"{where}: name must be a string, got {json_type(m['name'])}"))
     if "weight" in m:
         w = m["weight"]
         if role != "assistant":

@@ -26,6 +26,7 @@ import httpx
 import pytest
 
 from tests import browser_harness as bh
+from tests.localapi_support import free_port
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted(p.name for p in (REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -126,7 +127,7 @@ def lab(chromium: str, tmp_path_factory: pytest.TempPathFactory):
     """`python -m helpers.lab` (what `make lab` runs) on free ports; yields (base_url, token); stops it all after."""
     tmp = tmp_path_factory.mktemp("browser")
     root = make_course_copy(tmp / "course")
-    api_port, lab_port = bh.free_port(), bh.free_port()
+    api_port, lab_port = free_port(), free_port()
     env = course_env(tmp, api_port)
     log = tmp / "lab.log"
     cmd = [sys.executable, "-m", "helpers.lab", "--no-browser", "--port", str(lab_port), "--root-dir", str(root)]

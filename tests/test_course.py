@@ -8,7 +8,6 @@ one validation upload and one job.
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import pytest
@@ -16,12 +15,7 @@ import pytest
 from helpers import course
 from helpers.client import make_client
 from helpers.config import load_config
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.localapi_support import free_port
 
 
 @pytest.fixture()
@@ -30,7 +24,7 @@ def course_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     for name in ("OPENAI_BASE_URL", "OPENAI_API_KEY", "HUATUO_PATH", "FINETUNE_NEW_JOB", "FINETUNE_CONFIRM", "LOCALAPI_KEY"):
         monkeypatch.delenv(name, raising=False)
     env = {"WORKBOOK_WORK_DIR": str(tmp_path / "work"), "WORKBOOK_BUILD_DIR": str(tmp_path / "build"),
-           "LOCALAPI_PORT": str(_free_port()), "FINETUNE_BACKEND": "local", "FINETUNE_BASE_MODEL": "tiny-test",
+           "LOCALAPI_PORT": str(free_port()), "FINETUNE_BACKEND": "local", "FINETUNE_BASE_MODEL": "tiny-test",
            "HUATUO_SOURCE": "fixture", "LOCALAPI_FAULTS": "0.2", "LOCALAPI_FAULT_SEED": "7", "WORKBOOK_N_HELDOUT": "10"}
     for name, value in env.items():
         monkeypatch.setenv(name, value)
@@ -126,7 +120,7 @@ def test_notebooks_01_to_03_on_a_downloaded_copy(tmp_path: Path, monkeypatch: py
     for name in ("OPENAI_BASE_URL", "OPENAI_API_KEY", "HUATUO_SOURCE", "FINETUNE_NEW_JOB", "FINETUNE_CONFIRM", "LOCALAPI_KEY"):
         monkeypatch.delenv(name, raising=False)
     env = {"WORKBOOK_WORK_DIR": str(tmp_path / "work"), "WORKBOOK_BUILD_DIR": str(tmp_path / "build"), "HUATUO_PATH": str(folder),
-           "LOCALAPI_PORT": str(_free_port()), "FINETUNE_BACKEND": "local", "FINETUNE_BASE_MODEL": "tiny-test"}
+           "LOCALAPI_PORT": str(free_port()), "FINETUNE_BACKEND": "local", "FINETUNE_BASE_MODEL": "tiny-test"}
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     cfg = load_config()

@@ -3,20 +3,11 @@
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 
 import pytest
 
 from helpers.localapi import generate as G
 from helpers.localapi import models as M
-
-
-@pytest.fixture(scope="session")
-def engine_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The model cache shared with the other engine tests."""
-    path = tmp_path_factory.getbasetemp() / "engine-cache"
-    path.mkdir(exist_ok=True)
-    return path
 
 
 @pytest.fixture(scope="module")

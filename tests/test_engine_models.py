@@ -11,14 +11,6 @@ import torch
 from helpers.localapi import models as M
 
 
-@pytest.fixture(scope="session")
-def engine_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One model cache for the whole test session (the tokenizer conversion takes a few seconds)."""
-    path = tmp_path_factory.getbasetemp() / "engine-cache"
-    path.mkdir(exist_ok=True)
-    return path
-
-
 def test_registry_has_builtin_models_and_default_first():
     assert list(M.BUILTIN_MODELS)[:2] == ["smollm2-135m-instruct", "tiny-test"]
     assert M.BASE_MODELS["tiny-test"].kind == "tiny"

@@ -24,14 +24,6 @@ QA = [
 
 
 @pytest.fixture(scope="session")
-def engine_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The model cache shared with the other engine tests."""
-    path = tmp_path_factory.getbasetemp() / "engine-cache"
-    path.mkdir(exist_ok=True)
-    return path
-
-
-@pytest.fixture(scope="session")
 def tok(engine_cache):
     return M.load_tokenizer("tiny-test", engine_cache)
 
