@@ -1,0 +1,110 @@
+"""The committed notebooks as a reader on GitHub reads them: calls shown, prose agreeing with outputs, no test scaffolding.
+
+- The SDK call each lesson teaches stands in one of its code cells.
+- A markdown cell tagged `what-we-saw` (cell metadata "tags") quotes only numbers that its notebook's
+  committed outputs print; 06 and 07 must have one.
+- No committed output shows an absolute path of the machine that ran it.
+- No notebook source mentions NBVAL_CHECK_OUTPUT (nbval's checks are cell-metadata tags).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+ALL = sorted(NOTEBOOKS.glob("0*.ipynb"))
+
+# The SDK calls each lesson makes in a cell of its own (issue 9).
+TAUGHT_CALLS = {
+    "04": ["OpenAI(", "client.files.create("],
+    "05": ["OpenAI(", "client.fine_tuning.jobs.create("],
+    "06": [
+        "client.fine_tuning.jobs.retrieve(",
+        "client.fine_tuning.jobs.list_events(",
+        "client.files.content(",
+        "client.fine_tuning.jobs.checkpoints.list(",
+    ],
+    "07": ["client.chat.completions.create("],
+}
+MUST_SAY_WHAT_WE_SAW = {"06", "07"}
+
+# A number as prose quotes it: 4.315, 30.50, 1,024, 87%, 12 (single digits are too common to check).
+NUMBER = re.compile(r"(?<![\w.])\d{1,3}(?:,\d{3})+(?:\.\d+)?|(?<![\w.,])\d+\.\d+|(?<![\w.,])\d{2,}")
+ABSOLUTE_PATH = re.compile(r"(?<![\w.:/])/(?:work|tmp|root|home|Users|var/folders|private|opt|mnt|srv)/[\w.-]")
+
+
+def _load(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _source(cell: dict) -> str:
+    src = cell.get("source", "")
+    return "".join(src) if isinstance(src, list) else src
+
+
+def _output_texts(nb: dict) -> list[str]:
+    """Every text a reader sees in the committed outputs (streams, plain text, HTML, errors)."""
+    texts: list[str] = []
+    for cell in nb["cells"]:
+        for out in cell.get("outputs", []):
+            if "text" in out:
+                texts.append("".join(out["text"]) if isinstance(out["text"], list) else out["text"])
+            for mime, value in out.get("data", {}).items():
+                if mime.startswith("text/") or mime.endswith("json"):
+                    texts.append("".join(value) if isinstance(value, list) else json.dumps(value, ensure_ascii=False))
+            if out.get("output_type") == "error":
+                texts.append("\n".join(out.get("traceback", [])))
+    return texts
+
+
+def _numbers(text: str) -> set[str]:
+    return {m.group(0).replace(",", "") for m in NUMBER.finditer(text)}
+
+
+def _key(path: Path) -> str:
+    return path.name[:2]
+
+
+@pytest.mark.parametrize("path", ALL, ids=_key)
+def test_the_taught_calls_stand_in_code_cells(path: Path) -> None:
+    code = "\n".join(_source(c) for c in _load(path)["cells"] if c["cell_type"] == "code")
+    missing = [call for call in TAUGHT_CALLS.get(_key(path), []) if call not in code]
+    assert not missing, f"{path.name}: no code cell makes {missing}"
+
+
+@pytest.mark.parametrize("path", ALL, ids=_key)
+def test_what_we_saw_quotes_the_committed_outputs(path: Path) -> None:
+    nb = _load(path)
+    cells = [c for c in nb["cells"] if c["cell_type"] == "markdown" and "what-we-saw" in c.get("metadata", {}).get("tags", [])]
+    if _key(path) in MUST_SAY_WHAT_WE_SAW:
+        assert cells, f"{path.name}: no markdown cell tagged 'what-we-saw'"
+    printed = set().union(*(_numbers(t) for t in _output_texts(nb))) if cells else set()
+    for cell in cells:
+        quoted = _numbers(_source(cell))
+        assert quoted, f"{path.name}: the 'what-we-saw' cell quotes no number from the run"
+        stray = sorted(quoted - printed)
+        assert not stray, f"{path.name}: 'what-we-saw' quotes {stray}, which no committed output prints"
+
+
+@pytest.mark.parametrize("path", ALL, ids=_key)
+def test_outputs_show_no_absolute_paths(path: Path) -> None:
+    repo = str(NOTEBOOKS.parent)
+    for text in _output_texts(_load(path)):
+        assert repo not in text, f"{path.name}: an output shows the repository's absolute path"
+        hit = ABSOLUTE_PATH.search(text)
+        assert hit is None, f"{path.name}: an output shows a machine path: {text[max(0, hit.start() - 40):hit.end() + 40]!r}"
+
+
+@pytest.mark.parametrize("path", ALL, ids=_key)
+def test_no_test_scaffolding_in_the_lessons(path: Path) -> None:
+    for cell in _load(path)["cells"]:
+        assert "NBVAL_CHECK_OUTPUT" not in _source(cell), f"{path.name}: use the cell tag 'nbval-check-output' instead"
+
+
+def test_the_number_reader_reads_prose_as_written() -> None:
+    """The checker itself: thousands separators, decimals and percentages are read; single digits are not."""
+    assert _numbers("损失从 4.315 降到 4.040，共 1,024 个词元，87% 的回答，第 3 轮") == {"4.315", "4.040", "1024", "87"}
