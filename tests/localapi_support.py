@@ -49,7 +49,7 @@ class Server:
     def log_path(self) -> Path:
         return self.work_dir / "server-test.log"
 
-    def start(self, timeout: float = 60.0) -> "Server":
+    def start(self, timeout: float = 180.0) -> "Server":
         """Start `python -m helpers.localapi serve` and wait for /health."""
         self.work_dir.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "LOCALAPI_KEY": KEY, "LOCALAPI_MODEL_CACHE": str(MODEL_CACHE),

@@ -73,7 +73,7 @@ def test_failing_notebook_is_saved_and_reported(tmp_path: Path, monkeypatch: pyt
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     path = tmp_path / "01_fail.ipynb"
     nbformat.write(nb, path)
-    run = course.execute_notebook(path, tmp_path / "out", timeout=120, env={"WORKBOOK_HEADLESS": "1"})
+    run = course.execute_notebook(path, tmp_path / "out", timeout=600, env={"WORKBOOK_HEADLESS": "1"})
     assert run.error is not None and "train.jsonl:3: bad line" in run.error
     saved = nbformat.read(run.output, as_version=4)
     assert saved.cells[0].outputs[0]["text"] == "hello\n"

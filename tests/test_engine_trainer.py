@@ -118,7 +118,9 @@ def _spec(tmp_path: Path, cache: Path, **kw) -> T.TrainSpec:
 
 def test_training_reports_metrics_checkpoints_and_a_loadable_adapter(tmp_path, engine_cache, tok):
     events: list[dict] = []
-    result = T.train(_spec(tmp_path, engine_cache), events.append, lambda: False)
+    # lr x5: at x20 the random tiny model's loss oscillates, and whether it ends below its start then depends on the
+    # CPU's bf16 rounding (it did not on an AMD EPYC); at x5 it falls steadily by ~0.2 nats in bf16 and fp32 alike.
+    result = T.train(_spec(tmp_path, engine_cache, learning_rate_multiplier=5.0), events.append, lambda: False)
     metrics = [e for e in events if e["type"] == "metrics"]
     assert [m["step"] for m in metrics] == list(range(1, 7)) and {m["total_steps"] for m in metrics} == {6}
     assert all(0 <= m["train_mean_token_accuracy"] <= 1 and m["train_loss"] > 0 for m in metrics)
@@ -133,8 +135,9 @@ def test_training_reports_metrics_checkpoints_and_a_loadable_adapter(tmp_path, e
     stop = M.stop_token_ids(tok)
     per_epoch = sum(len(T.encode_example(tok, chat(q, a)["messages"], 512, stop).input_ids) for q, a in QA)
     assert result.trained_tokens == 2 * per_epoch and not result.cancelled and result.steps == 6
-    assert metrics[-1]["valid_loss"] < result.initial_valid_loss  # it learned (lr x20 on the random tiny model)
-    assert metrics[-1]["train_loss"] < metrics[0]["train_loss"]
+    # it learned: the validation rows are training rows, so their loss falls well beyond rounding noise (~0.2 measured)
+    assert metrics[-1]["valid_loss"] < result.initial_valid_loss - 0.05
+    assert metrics[-1]["train_loss"] < metrics[0]["train_loss"] - 0.05
     meta = json.loads((result.adapter_dir / "train_meta.json").read_text())
     assert meta["base_model"] == "tiny-test" and meta["trained_tokens"] == result.trained_tokens
     tuned = M.load_model("tiny-test", engine_cache, result.adapter_dir)

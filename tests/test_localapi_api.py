@@ -61,7 +61,7 @@ def test_upload_wait_list_content_delete(client, tmp_path):
     first = client.files.create(file=path, purpose="fine-tune")
     assert first.id.startswith("file-") and first.filename == "train.jsonl"
     assert first.bytes == path.stat().st_size and first.purpose == "fine-tune"
-    done = client.files.wait_for_processing(first.id, poll_interval=0.1, max_wait_seconds=10)
+    done = client.files.wait_for_processing(first.id, poll_interval=0.1, max_wait_seconds=120)
     assert done.status == "processed"
     second = client.files.create(file=("valid.jsonl", chat_line("问", "答").encode() + b"\n"), purpose="fine-tune")
     other = client.files.create(file=("notes.jsonl", b'{"x": 1}\n'), purpose="batch")
@@ -219,10 +219,10 @@ def test_models_list_and_get(client):
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
 def test_curl_speaks_to_the_server(server):
     out = subprocess.run(["curl", "-sS", "--max-time", "10", server.base_url + "/models", "-H", f"Authorization: Bearer {KEY}"],
-                         capture_output=True, text=True, check=True, timeout=20).stdout
+                         capture_output=True, text=True, check=True, timeout=180).stdout
     assert {"tiny-test"} <= {m["id"] for m in json.loads(out)["data"]}
     code = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10", server.base_url + "/models"],
-                          capture_output=True, text=True, timeout=20).stdout
+                          capture_output=True, text=True, timeout=180).stdout
     assert code == "401"
 
 

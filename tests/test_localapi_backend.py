@@ -27,7 +27,7 @@ def cfg(tmp_path, monkeypatch):
 
 def test_ensure_server_starts_detached_reuses_and_stops(cfg):
     assert probe(cfg) is None
-    ensure_server(cfg, timeout=60)
+    ensure_server(cfg, timeout=180)
     info = probe(cfg)
     assert info is not None and info["work_dir"] == str(cfg.work_dir)
     pid = info["pid"]

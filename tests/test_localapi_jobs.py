@@ -33,7 +33,7 @@ def client(server):
     return server.client(timeout=120.0)
 
 
-def wait_for(client: openai.OpenAI, job_id: str, until, timeout: float = 120.0):
+def wait_for(client: openai.OpenAI, job_id: str, until, timeout: float = 600.0):
     """Poll a job until `until(job)` holds; return the job and the statuses seen."""
     seen = []
     deadline = time.monotonic() + timeout
@@ -49,7 +49,7 @@ def wait_for(client: openai.OpenAI, job_id: str, until, timeout: float = 120.0):
 
 def upload(client: openai.OpenAI, path) -> str:
     f = client.files.create(file=path, purpose="fine-tune")
-    return client.files.wait_for_processing(f.id, poll_interval=0.2, max_wait_seconds=30).id
+    return client.files.wait_for_processing(f.id, poll_interval=0.2, max_wait_seconds=120).id
 
 
 def test_fine_tune_then_chat_with_the_result(server, client, tmp_path):
@@ -180,7 +180,7 @@ def test_invalid_training_file_fails_in_validating_files(client, tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text("\n".join(lines) + "\n", encoding="utf-8")
     job = client.fine_tuning.jobs.create(model="tiny-test", training_file=upload(client, bad))
-    job, seen = wait_for(client, job.id, lambda j: j.status in TERMINAL, timeout=30)
+    job, seen = wait_for(client, job.id, lambda j: j.status in TERMINAL, timeout=300)
     assert seen == ["validating_files", "failed"] or seen == ["failed"]
     assert job.error.code == "invalid_training_file" and job.error.param == "training_file"
     assert "line 3" in job.error.message and "bad.jsonl" in job.error.message
@@ -216,7 +216,7 @@ def test_restart_in_the_middle_of_a_job(tmp_path):
                  any(e.type == "metrics" for e in client.fine_tuning.jobs.list_events(j.id, limit=3)))
         queued = client.fine_tuning.jobs.create(model="tiny-test", training_file=small, seed=1,
                                                 hyperparameters={"n_epochs": 1})  # the deprecated form still works
-        wait_for(client, queued.id, lambda j: j.status == "queued", timeout=30)
+        wait_for(client, queued.id, lambda j: j.status == "queued", timeout=300)
         info = httpx.get(srv.base_url.replace("/v1", "/local/info"), headers={"Authorization": f"Bearer {KEY}"}, timeout=5).json()
         assert info["training"]["job_id"] == long_job.id
         worker = info["training"]["pid"]
