@@ -38,10 +38,10 @@ CACHE_DIR_NAME = "eval_cache"
 # Huatuo-26M paper (Li et al., 2023, arXiv:2305.01526), Table 7, test set of Huatuo-26M: the two rows we cite.
 PAPER_TABLE7 = pd.DataFrame(
     [
-        {"arm": "论文 Table 7: ChatGPT (API, 未微调)", "BLEU-1": 18.44, "ROUGE-L": 12.46},
-        {"arm": "论文 Table 7: T5 (微调)", "BLEU-1": 26.63, "ROUGE-L": 24.85},
+        {"组": "论文 Table 7: ChatGPT (API, 未微调)", "BLEU-1": 18.44, "ROUGE-L": 12.46},
+        {"组": "论文 Table 7: T5 (微调)", "BLEU-1": 26.63, "ROUGE-L": 24.85},
     ]
-).set_index("arm")
+).set_index("组")
 
 # The walkthrough's example question (its spelling kept as published).
 WALKTHROUGH_QUESTION = "我在体检是正常的，但是去献血医生最是说我的血压高，不能献。血压是130、80这是为什么呢？"
@@ -67,6 +67,8 @@ BASE_ARM = "基础模型 + 系统提示"
 FEW_SHOT_ARM = "基础模型 + 少样本提示"
 TUNED_ARM = "微调模型 + 系统提示"
 REFERENCE_LABEL = "参考回答（医生）"
+QUESTION_COLUMN = "问题"
+ARM_INDEX = "组"
 
 
 class EvaluationError(RuntimeError):
@@ -261,7 +263,7 @@ def run_arms(client: OpenAI, arms: Sequence[Arm], questions: Sequence[str], *, b
 
 def side_by_side(answers: Sequence[Answer], questions: Sequence[str], references: Sequence[str]) -> pd.DataFrame:
     """One row per question (notebook 07's table and flipper): the question, the doctor's answer and each arm's answer."""
-    frame = pd.DataFrame({"question": list(questions), "reference": list(references)})
+    frame = pd.DataFrame({QUESTION_COLUMN: list(questions), REFERENCE_LABEL: list(references)})
     for arm in dict.fromkeys(a.arm for a in answers):
         texts = {a.index: a.text for a in answers if a.arm == arm}
         frame[arm] = [texts.get(i, "") for i in range(len(questions))]
@@ -286,7 +288,7 @@ def arm_metrics(answers: Sequence[Answer], references: Sequence[str],
     for arm in arm_names(answers):
         mine = arm_answers(answers, arm)
         refs = [references[a.index] for a in mine]
-        row: dict[str, Any] = {"arm": arm, **m.score_answers([a.text for a in mine], refs).as_dict()}
+        row: dict[str, Any] = {ARM_INDEX: arm, **m.score_answers([a.text for a in mine], refs).as_dict()}
         row["提示词元（平均）"] = sum(a.prompt_tokens for a in mine) / len(mine)
         row["回答词元（平均）"] = sum(a.completion_tokens for a in mine) / len(mine)
         row["被截断占比"] = sum(a.finish_reason == "length" for a in mine) / len(mine)
@@ -294,7 +296,7 @@ def arm_metrics(answers: Sequence[Answer], references: Sequence[str],
             inp, out = prices[arm]
             row[PRICED_COLUMN] = 1000 * (row["提示词元（平均）"] * inp + row["回答词元（平均）"] * out) / 1_000_000
         rows.append(row)
-    return pd.DataFrame(rows).set_index("arm")
+    return pd.DataFrame(rows).set_index(ARM_INDEX)
 
 
 PRICED_COLUMN = "每千次请求美元（按价目表计算）"
@@ -312,7 +314,7 @@ def metric_intervals(answers: Sequence[Answer], references: Sequence[str], *, re
         intervals = m.score_intervals(stats, resamples=resamples, seed=seed)
         for name in INTERVAL_METRICS:
             low, high = intervals[name]
-            rows.append({"组": arm, "指标": name, "值": point[name], "95% 区间下限": low, "95% 区间上限": high})
+            rows.append({ARM_INDEX: arm, "指标": name, "值": point[name], "95% 区间下限": low, "95% 区间上限": high})
     return pd.DataFrame(rows)
 
 
@@ -325,8 +327,8 @@ def metric_table(intervals: pd.DataFrame) -> pd.DataFrame:
     """metric_intervals as a reader's table (notebook 07): metrics as rows, arms as columns, 'value [low, high]' cells."""
     cells = intervals.assign(text=[interval_text(v, lo, hi) for v, lo, hi in
                                    zip(intervals["值"], intervals["95% 区间下限"], intervals["95% 区间上限"])])
-    table = cells.pivot(index="指标", columns="组", values="text")
-    return table.loc[list(dict.fromkeys(intervals["指标"])), list(dict.fromkeys(intervals["组"]))]
+    table = cells.pivot(index="指标", columns=ARM_INDEX, values="text")
+    return table.loc[list(dict.fromkeys(intervals["指标"])), list(dict.fromkeys(intervals[ARM_INDEX]))]
 
 
 def paired_rouge_l(answers: Sequence[Answer], references: Sequence[str], tuned_arm: str = TUNED_ARM,
@@ -347,8 +349,19 @@ def paired_rouge_l(answers: Sequence[Answer], references: Sequence[str], tuned_a
                      "负": result.losses, "胜率（平局算半）": result.win_rate,
                      "胜率 95% 区间": f"[{result.win_rate_ci[0]:.2f}, {result.win_rate_ci[1]:.2f}]",
                      "ROUGE-L 平均差": result.mean_difference,
-                     "平均差 95% 区间": f"[{result.mean_difference_ci[0]:.2f}, {result.mean_difference_ci[1]:.2f}]"})
+                     "平均差 95% 区间": f"[{result.mean_difference_ci[0]:.2f}, {result.mean_difference_ci[1]:.2f}]",
+                     "结论": verdict(result.win_rate_ci)})
     return pd.DataFrame(rows).set_index("对比")
+
+
+def verdict(win_rate_ci: tuple[float, float]) -> str:
+    """Notebook 07's reading of a win-rate interval: does it exclude 0.5 (no better, no worse)?"""
+    low, high = win_rate_ci
+    if low > 0.5:
+        return "区间不含 0.5：微调组更好，差别大于随机波动"
+    if high < 0.5:
+        return "区间不含 0.5：微调组更差，差别大于随机波动"
+    return "区间含 0.5：这些题分不出高下"
 
 
 def style_table(answers: Sequence[Answer], references: Sequence[str], *, resamples: int = m.BOOTSTRAP_RESAMPLES,
@@ -359,14 +372,14 @@ def style_table(answers: Sequence[Answer], references: Sequence[str], *, resampl
     rows = []
     for name, texts in groups.items():
         style = m.style_measures(texts, resamples=resamples, seed=seed)
-        row: dict[str, Any] = {"组": name}
+        row: dict[str, Any] = {ARM_INDEX: name}
         for label, share, (low, high) in [("用 Markdown", style.markdown, style.markdown_ci),
                                            ("开头问候（你好/您好）", style.greeting, style.greeting_ci),
                                            ("结尾建议或祝福", style.closing, style.closing_ci)]:
             row[f"{label} %"] = interval_text(100 * share, 100 * low, 100 * high, digits=0)
         row.update({"字数 P10": style.length_p10, "字数中位数": style.length_median, "字数 P90": style.length_p90})
         rows.append(row)
-    return pd.DataFrame(rows).set_index("组")
+    return pd.DataFrame(rows).set_index(ARM_INDEX)
 
 
 def claims_check(metrics: pd.DataFrame, few_shot_arm: str = FEW_SHOT_ARM,

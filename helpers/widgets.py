@@ -128,10 +128,10 @@ def job_progress() -> Any:
 
 
 def comparison_flipper(table: Any, max_chars: int = 300, headless: bool | None = None) -> None:
-    """Flip through notebook 07's side-by-side answers, one question per page (plain first page headless)."""
+    """Flip through notebook 07's side-by-side answers (first column: the question), one question per page (plain first page headless)."""
     def render(i: int) -> str:
         row = table.iloc[i]
-        parts = [f"问：{row['question']}"]
+        parts = [f"问：{row.iloc[0]}"]
         for column in table.columns[1:]:
             text = re.sub(r"\s*\n\s*", "\n", str(row[column])).strip() or "（空回答）"  # blank-line runs hid the other arms
             parts.append(f"【{column}】{text[:max_chars]}{'…' if len(text) > max_chars else ''}")
@@ -157,7 +157,7 @@ class BlindPair:
 
 
 def blind_pairs(table: Any, arm_x: str, arm_y: str, seed: int = 42, n: int | None = None) -> list[BlindPair]:
-    """The first n rows of notebook 07's side-by-side table as A/B pairs, each pair's order drawn from a seeded coin."""
+    """The first n rows of notebook 07's side-by-side table (first column: the question) as A/B pairs in seeded random order."""
     for arm in (arm_x, arm_y):
         if arm not in table.columns:
             raise KeyError(f"no column {arm!r} in the answers table (columns: {', '.join(map(str, table.columns))})")
@@ -166,7 +166,7 @@ def blind_pairs(table: Any, arm_x: str, arm_y: str, seed: int = 42, n: int | Non
     for i in range(len(table) if n is None else min(n, len(table))):
         row = table.iloc[i]
         first, second = (arm_x, arm_y) if rng.random() < 0.5 else (arm_y, arm_x)
-        pairs.append(BlindPair(i, str(row["question"]), (str(row[first]), str(row[second])), (first, second)))
+        pairs.append(BlindPair(i, str(row.iloc[0]), (str(row[first]), str(row[second])), (first, second)))
     return pairs
 
 

@@ -92,7 +92,7 @@ def test_tables_and_claims(tmp_path) -> None:
     fake = FakeChat()
     answers = evaluation.run_arms(fake.client(), _arms(), QUESTIONS, base_url="u", cache=None)
     table = evaluation.side_by_side(answers, QUESTIONS, REFERENCES)
-    assert list(table.columns) == ["question", "reference", evaluation.BASE_ARM, evaluation.FEW_SHOT_ARM, evaluation.TUNED_ARM]
+    assert list(table.columns) == [evaluation.QUESTION_COLUMN, evaluation.REFERENCE_LABEL, evaluation.BASE_ARM, evaluation.FEW_SHOT_ARM, evaluation.TUNED_ARM]
     assert table.loc[0, evaluation.BASE_ARM] == QUESTIONS[0][::-1]
     prices = {evaluation.BASE_ARM: (1.0, 2.0), evaluation.FEW_SHOT_ARM: (1.0, 2.0), evaluation.TUNED_ARM: (6.0, 12.0)}
     metrics = evaluation.arm_metrics(answers, REFERENCES, prices)
@@ -119,6 +119,9 @@ def test_intervals_paired_and_style_tables() -> None:
     paired = evaluation.paired_rouge_l(answers, REFERENCES, resamples=50, seed=1)
     # every arm answers with the reversed question, so each question is a tie: win rate exactly one half
     assert list(paired["平"]) == [3, 3] and list(paired["胜率（平局算半）"]) == [0.5, 0.5]
+    assert paired["结论"].iloc[0].startswith("区间含 0.5")
+    assert evaluation.verdict((0.6, 0.9)).startswith("区间不含 0.5：微调组更好")
+    assert evaluation.verdict((0.1, 0.4)).startswith("区间不含 0.5：微调组更差")
     style = evaluation.style_table(answers, REFERENCES, resamples=50, seed=1)
     assert style.index[0] == evaluation.REFERENCE_LABEL and len(style) == 4
     assert style.loc[evaluation.REFERENCE_LABEL, "用 Markdown %"] == "0 [0, 0]"

@@ -83,7 +83,7 @@ def test_pager_empty_and_row_text_shortens_long_answers(capsys):
 def _answers_table():
     import pandas as pd
 
-    return pd.DataFrame({"question": [f"问题{i}" for i in range(8)], "reference": ["医生"] * 8,
+    return pd.DataFrame({"问题": [f"问题{i}" for i in range(8)], "参考回答": ["医生"] * 8,
                          "基础模型": [f"基础{i}" for i in range(8)], "微调模型": [f"微调{i}" for i in range(8)]})
 
 
