@@ -160,7 +160,7 @@ class Answer:
 
 
 class ResponseCache:
-    """Chat answers on disk, one JSON file per request hash."""
+    """Chat answers on disk, one JSON file per request hash (notebook 07 re-runs without sending anything twice)."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
@@ -300,7 +300,7 @@ def arm_metrics(answers: Sequence[Answer], references: Sequence[str],
 
 
 PRICED_COLUMN = "每千次请求美元（按价目表计算）"
-INTERVAL_METRICS = ("BLEU-1", "BLEU-4", "GLEU", "ROUGE-1", "ROUGE-2", "ROUGE-L", "Distinct-1", "Distinct-2")
+INTERVAL_METRICS = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "GLEU", "ROUGE-1", "ROUGE-2", "ROUGE-L", "Distinct-1", "Distinct-2")
 
 
 def metric_intervals(answers: Sequence[Answer], references: Sequence[str], *, resamples: int = m.BOOTSTRAP_RESAMPLES,
