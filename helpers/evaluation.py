@@ -1,4 +1,4 @@
-"""Compare the base model and the fine-tuned model on held-out questions, measured and cached.
+"""Compare the base model and the fine-tuned model on held-out questions, measured and cached (taught in notebook 07).
 
 Three arms answer the same questions:
 
@@ -8,13 +8,15 @@ Three arms answer the same questions:
 
 Requests run concurrently in a bounded thread pool; the SDK retries 429/5xx answers (honouring
 `retry-after`); every answer is cached on disk under a hash of the request, so re-running the
-comparison sends nothing that was already answered.
+comparison sends nothing that was already answered. Notebook 07 makes one `client.chat.completions.create`
+call per arm itself, in a cell, before `run_arms` sends the held-out set.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import threading
 import time
@@ -29,17 +31,17 @@ from openai import OpenAI
 
 from helpers.config import Config
 from helpers.data import DataError, read_jsonl
-from helpers.metrics import score_answers
+from helpers import metrics as m
 
 CACHE_DIR_NAME = "eval_cache"
 
 # Huatuo-26M paper (Li et al., 2023, arXiv:2305.01526), Table 7, test set of Huatuo-26M: the two rows we cite.
 PAPER_TABLE7 = pd.DataFrame(
     [
-        {"arm": "论文 Table 7: ChatGPT (API, 未微调)", "BLEU-1": 18.44, "ROUGE-L": 12.46},
-        {"arm": "论文 Table 7: T5 (微调)", "BLEU-1": 26.63, "ROUGE-L": 24.85},
+        {"组": "论文 Table 7: ChatGPT (API, 未微调)", "BLEU-1": 18.44, "ROUGE-L": 12.46},
+        {"组": "论文 Table 7: T5 (微调)", "BLEU-1": 26.63, "ROUGE-L": 24.85},
     ]
-).set_index("arm")
+).set_index("组")
 
 # The walkthrough's example question (its spelling kept as published).
 WALKTHROUGH_QUESTION = "我在体检是正常的，但是去献血医生最是说我的血压高，不能献。血压是130、80这是为什么呢？"
@@ -60,12 +62,21 @@ BASE_INFERENCE_PRICES: dict[str, tuple[float, float, str]] = {
 REFERENCE_PRICE_MODEL = "gpt-3.5-turbo-0613"
 
 
+# The arms' display names (Chinese labels in notebook 07's tables and in compare_metrics.csv).
+BASE_ARM = "基础模型 + 系统提示"
+FEW_SHOT_ARM = "基础模型 + 少样本提示"
+TUNED_ARM = "微调模型 + 系统提示"
+REFERENCE_LABEL = "参考回答（医生）"
+QUESTION_COLUMN = "问题"
+ARM_INDEX = "组"
+
+
 class EvaluationError(RuntimeError):
     """Some requests of the comparison failed even after the SDK's retries, or its inputs are missing."""
 
 
 def load_rows(path: Path) -> list[dict[str, Any]]:
-    """Rows of a JSONL file; a missing file or a bad line raises EvaluationError naming file and line."""
+    """Rows of a JSONL file (notebook 07 reads the held-out and training rows); a bad line raises EvaluationError naming it."""
     path = Path(path)
     if not path.is_file():
         raise EvaluationError(f"{path} does not exist: run notebooks 02 and 03 first")
@@ -76,7 +87,7 @@ def load_rows(path: Path) -> list[dict[str, Any]]:
 
 
 def training_system_prompt(train_path: Path) -> str:
-    """The system prompt the model was fine-tuned with: the first example's system message."""
+    """The system prompt the model was fine-tuned with: the first example's system message (notebook 07)."""
     rows = load_rows(train_path)
     for n, row in enumerate(rows, start=1):
         for message in row.get("messages", []):
@@ -88,7 +99,7 @@ def training_system_prompt(train_path: Path) -> str:
 
 @dataclass(frozen=True)
 class Arm:
-    """One way of asking: a model, a system prompt and optional few-shot (question, answer) pairs."""
+    """One way of asking in notebook 07: a model, a system prompt and optional few-shot (question, answer) pairs."""
 
     name: str
     model: str
@@ -104,14 +115,14 @@ class Arm:
 
 
 def few_shot_examples(rows: Sequence[dict[str, str]], k: int = 3, max_answer_chars: int = 300) -> tuple[tuple[str, str], ...]:
-    """The first k training rows (Huatuo schema) as few-shot pairs, long answers cut at max_answer_chars."""
+    """The first k training rows (Huatuo schema) as notebook 07's few-shot pairs, answers cut at max_answer_chars."""
     if len(rows) < k:
         raise EvaluationError(f"need {k} training rows for the few-shot prompt, got {len(rows)}")
     return tuple((r["questions"], r["answers"][:max_answer_chars]) for r in rows[:k])
 
 
 def arm_prices(cfg: Config, arms: Sequence[Arm]) -> tuple[dict[str, tuple[float, float]], str]:
-    """USD per 1M (input, output) tokens for each arm, and the model whose prices they are.
+    """USD per 1M (input, output) tokens for each arm from the price table, and the model whose prices they are (notebook 07).
 
     Remote: the configured base model's prices (base arms) and its fine-tuned price row (fine-tuned arm).
     Local: the walkthrough's gpt-3.5-turbo-0613 prices, so its "6-8x" claim can be checked on our token counts.
@@ -127,11 +138,11 @@ def arm_prices(cfg: Config, arms: Sequence[Arm]) -> tuple[dict[str, tuple[float,
 
 
 def make_arms(base_model: str, fine_tuned_model: str, system_prompt: str, examples: tuple[tuple[str, str], ...]) -> list[Arm]:
-    """The three arms of the comparison, in display order."""
+    """The three arms of notebook 07's comparison, in display order."""
     return [
-        Arm("base + system prompt", base_model, system_prompt),
-        Arm("base + few-shot prompt", base_model, system_prompt, examples),
-        Arm("fine-tuned + system prompt", fine_tuned_model, system_prompt),
+        Arm(BASE_ARM, base_model, system_prompt),
+        Arm(FEW_SHOT_ARM, base_model, system_prompt, examples),
+        Arm(TUNED_ARM, fine_tuned_model, system_prompt),
     ]
 
 
@@ -149,7 +160,7 @@ class Answer:
 
 
 class ResponseCache:
-    """Chat answers on disk, one JSON file per request hash."""
+    """Chat answers on disk, one JSON file per request hash (notebook 07 re-runs without sending anything twice)."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
@@ -175,7 +186,7 @@ class ResponseCache:
 
 def ask(client: OpenAI, cache: ResponseCache | None, base_url: str, model: str, messages: list[dict[str, str]],
         max_tokens: int, temperature: float = 0.0, seed: int = 42) -> tuple[dict[str, Any], bool]:
-    """One chat completion, from the cache when the same request was answered before; returns (record, cached)."""
+    """One chat completion (the call notebook 07 shows in a cell), from the cache when asked before; returns (record, cached)."""
     request = {"base_url": base_url, "model": model, "messages": messages, "max_tokens": max_tokens,
                "temperature": temperature, "seed": seed}
     key = ResponseCache.key(request)
@@ -192,10 +203,35 @@ def ask(client: OpenAI, cache: ResponseCache | None, base_url: str, model: str, 
     return record, False
 
 
+def text_token_counts(client: OpenAI, model: str, texts: Sequence[str], *, base_url: str, cache: ResponseCache | None,
+                      workers: int = 8, seed: int = 42) -> list[int]:
+    """Each text's length in the model's own tokens, read from the API's usage numbers (notebook 07 sizes max_tokens).
+
+    The client cannot load the server's tokenizer, but every chat answer reports `usage.prompt_tokens`, counted
+    by the model that runs it: a one-token request with the text as the user message, minus the same request
+    with an empty message, is the text's token count (the chat template's tokens cancel out). Cached like answers.
+    """
+    def prompt_tokens(text: str) -> int:
+        record, _ = ask(client, cache, base_url, model, [{"role": "user", "content": text}], max_tokens=1, seed=seed)
+        return int(record["prompt_tokens"])
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        counts = list(pool.map(prompt_tokens, ["", *texts]))
+    return [max(c - counts[0], 0) for c in counts[1:]]
+
+
+def token_budget(counts: Sequence[int], quantile: float = 0.9, cap: int = 512) -> int:
+    """max_tokens for notebook 07: the given quantile of the reference answers' token counts, at most `cap`."""
+    if not counts:
+        raise EvaluationError("no reference answers to size max_tokens from")
+    ranked = sorted(counts)
+    return max(1, min(cap, ranked[min(len(ranked) - 1, math.ceil(quantile * len(ranked)) - 1)]))
+
+
 def run_arms(client: OpenAI, arms: Sequence[Arm], questions: Sequence[str], *, base_url: str, cache: ResponseCache | None,
              max_tokens: int = 128, workers: int = 8, seed: int = 42,
              on_done: Callable[[int, int], None] | None = None) -> list[Answer]:
-    """Every arm on every question through a pool of `workers` threads; raise EvaluationError listing failures."""
+    """Every arm on every question through a pool of `workers` threads (notebook 07); raise EvaluationError listing failures."""
     tasks = [(arm, i, q) for arm in arms for i, q in enumerate(questions)]
     done = 0
     lock = threading.Lock()
@@ -226,45 +262,142 @@ def run_arms(client: OpenAI, arms: Sequence[Arm], questions: Sequence[str], *, b
 
 
 def side_by_side(answers: Sequence[Answer], questions: Sequence[str], references: Sequence[str]) -> pd.DataFrame:
-    """One row per question: the question, the doctor's answer and each arm's answer."""
-    frame = pd.DataFrame({"question": list(questions), "reference": list(references)})
+    """One row per question (notebook 07's table and flipper): the question, the doctor's answer and each arm's answer."""
+    frame = pd.DataFrame({QUESTION_COLUMN: list(questions), REFERENCE_LABEL: list(references)})
     for arm in dict.fromkeys(a.arm for a in answers):
         texts = {a.index: a.text for a in answers if a.arm == arm}
         frame[arm] = [texts.get(i, "") for i in range(len(questions))]
     return frame
 
 
+def arm_answers(answers: Sequence[Answer], arm: str) -> list[Answer]:
+    """One arm's answers in question order."""
+    return sorted((a for a in answers if a.arm == arm), key=lambda a: a.index)
+
+
+def arm_names(answers: Sequence[Answer]) -> list[str]:
+    """The arms present, in the order they were asked."""
+    return list(dict.fromkeys(a.arm for a in answers))
+
+
 def arm_metrics(answers: Sequence[Answer], references: Sequence[str],
                 prices: dict[str, tuple[float, float]] | None = None) -> pd.DataFrame:
-    """Per arm: the Huatuo-26M metrics, mean prompt/completion tokens and (given per-1M prices) cost per 1,000 requests."""
+    """Per arm (notebook 07): the Huatuo-26M metrics, mean prompt/answer tokens, the share cut at max_tokens and
+    (given per-1M prices from the price table) the cost per 1,000 requests computed from those prices."""
     rows = []
-    for arm in dict.fromkeys(a.arm for a in answers):
-        mine = sorted((a for a in answers if a.arm == arm), key=lambda a: a.index)
+    for arm in arm_names(answers):
+        mine = arm_answers(answers, arm)
         refs = [references[a.index] for a in mine]
-        row: dict[str, Any] = {"arm": arm, **score_answers([a.text for a in mine], refs).as_dict()}
-        row["prompt tokens"] = sum(a.prompt_tokens for a in mine) / len(mine)
-        row["completion tokens"] = sum(a.completion_tokens for a in mine) / len(mine)
-        row["cut at max_tokens"] = sum(a.finish_reason == "length" for a in mine)
+        row: dict[str, Any] = {ARM_INDEX: arm, **m.score_answers([a.text for a in mine], refs).as_dict()}
+        row["提示词元（平均）"] = sum(a.prompt_tokens for a in mine) / len(mine)
+        row["回答词元（平均）"] = sum(a.completion_tokens for a in mine) / len(mine)
+        row["被截断占比"] = sum(a.finish_reason == "length" for a in mine) / len(mine)
         if prices and arm in prices:
             inp, out = prices[arm]
-            row["USD / 1k requests"] = 1000 * (row["prompt tokens"] * inp + row["completion tokens"] * out) / 1_000_000
+            row[PRICED_COLUMN] = 1000 * (row["提示词元（平均）"] * inp + row["回答词元（平均）"] * out) / 1_000_000
         rows.append(row)
-    return pd.DataFrame(rows).set_index("arm")
+    return pd.DataFrame(rows).set_index(ARM_INDEX)
 
 
-def claims_check(metrics: pd.DataFrame, few_shot_arm: str = "base + few-shot prompt",
-                 tuned_arm: str = "fine-tuned + system prompt", base_arm: str = "base + system prompt") -> pd.DataFrame:
-    """The walkthrough's two claims, measured: prompt size saved, and the per-request price ratio."""
-    rows = [{"claim": "prompt tokens: fine-tuned + short prompt vs few-shot prompt",
-             "measured": f"{100 * (1 - metrics.loc[tuned_arm, 'prompt tokens'] / metrics.loc[few_shot_arm, 'prompt tokens']):.0f}% smaller",
-             "walkthrough says": "up to 90% smaller"}]
-    if "USD / 1k requests" in metrics.columns:
-        cost = metrics["USD / 1k requests"]
-        rows.append({"claim": "cost per request: fine-tuned vs base, same short prompt",
-                     "measured": f"{cost[tuned_arm] / cost[base_arm]:.1f}×", "walkthrough says": "6–8× the price"})
-        rows.append({"claim": "cost per request: fine-tuned + short prompt vs base + few-shot prompt",
-                     "measured": f"{cost[tuned_arm] / cost[few_shot_arm]:.1f}×", "walkthrough says": "(not discussed)"})
-    return pd.DataFrame(rows).set_index("claim")
+PRICED_COLUMN = "每千次请求美元（按价目表计算）"
+INTERVAL_METRICS = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "GLEU", "ROUGE-1", "ROUGE-2", "ROUGE-L", "Distinct-1", "Distinct-2")
+
+
+def metric_intervals(answers: Sequence[Answer], references: Sequence[str], *, resamples: int = m.BOOTSTRAP_RESAMPLES,
+                     seed: int = m.BOOTSTRAP_SEED) -> pd.DataFrame:
+    """Notebook 07's metric table: one row per (arm, metric) with the value and its 95% bootstrap interval over questions."""
+    rows = []
+    for arm in arm_names(answers):
+        mine = arm_answers(answers, arm)
+        stats = [m.answer_stats(a.text, references[a.index]) for a in mine]
+        point = m.scores_from_stats(stats).as_dict()
+        intervals = m.score_intervals(stats, resamples=resamples, seed=seed)
+        for name in INTERVAL_METRICS:
+            low, high = intervals[name]
+            rows.append({ARM_INDEX: arm, "指标": name, "值": point[name], "95% 区间下限": low, "95% 区间上限": high})
+    return pd.DataFrame(rows)
+
+
+def interval_text(value: float, low: float, high: float, digits: int = 2) -> str:
+    """'14.39 [12.10, 16.80]': a value with its interval, as notebook 07 prints it."""
+    return f"{value:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def metric_table(intervals: pd.DataFrame) -> pd.DataFrame:
+    """metric_intervals as a reader's table (notebook 07): metrics as rows, arms as columns, 'value [low, high]' cells."""
+    cells = intervals.assign(text=[interval_text(v, lo, hi) for v, lo, hi in
+                                   zip(intervals["值"], intervals["95% 区间下限"], intervals["95% 区间上限"])])
+    table = cells.pivot(index="指标", columns=ARM_INDEX, values="text")
+    return table.loc[list(dict.fromkeys(intervals["指标"])), list(dict.fromkeys(intervals[ARM_INDEX]))]
+
+
+def paired_rouge_l(answers: Sequence[Answer], references: Sequence[str], tuned_arm: str = TUNED_ARM,
+                   base_arms: Sequence[str] = (BASE_ARM, FEW_SHOT_ARM), *, resamples: int = m.BOOTSTRAP_RESAMPLES,
+                   seed: int = m.BOOTSTRAP_SEED) -> pd.DataFrame:
+    """Notebook 07's paired comparison: the fine-tuned arm against each base arm, question by question, on ROUGE-L.
+
+    A question is a win when the fine-tuned answer's ROUGE-L is higher, a tie when equal (counted as half a win).
+    """
+    def per_question(arm: str) -> list[float]:
+        return [100 * m.rouge_l(a.text, references[a.index]) for a in arm_answers(answers, arm)]
+
+    tuned = per_question(tuned_arm)
+    rows = []
+    for base in base_arms:
+        result = m.paired_comparison(tuned, per_question(base), resamples=resamples, seed=seed)
+        rows.append({"对比": f"{tuned_arm} vs {base}", "题数": result.n, "胜": result.wins, "平": result.ties,
+                     "负": result.losses, "胜率（平局算半）": result.win_rate,
+                     "胜率 95% 区间": f"[{result.win_rate_ci[0]:.2f}, {result.win_rate_ci[1]:.2f}]",
+                     "ROUGE-L 平均差": result.mean_difference,
+                     "平均差 95% 区间": f"[{result.mean_difference_ci[0]:.2f}, {result.mean_difference_ci[1]:.2f}]",
+                     "结论": verdict(result.win_rate_ci)})
+    return pd.DataFrame(rows).set_index("对比")
+
+
+def verdict(win_rate_ci: tuple[float, float]) -> str:
+    """Notebook 07's reading of a win-rate interval: does it exclude 0.5 (no better, no worse)?"""
+    low, high = win_rate_ci
+    if low > 0.5:
+        return "区间不含 0.5：微调组更好，差别大于随机波动"
+    if high < 0.5:
+        return "区间不含 0.5：微调组更差，差别大于随机波动"
+    return "区间含 0.5：这些题分不出高下"
+
+
+def style_table(answers: Sequence[Answer], references: Sequence[str], *, resamples: int = m.BOOTSTRAP_RESAMPLES,
+                seed: int = m.BOOTSTRAP_SEED) -> pd.DataFrame:
+    """Notebook 07's style measures per arm and for the references themselves (first row), shares in percent."""
+    groups = {REFERENCE_LABEL: list(references)}
+    groups.update({arm: [a.text for a in arm_answers(answers, arm)] for arm in arm_names(answers)})
+    rows = []
+    for name, texts in groups.items():
+        style = m.style_measures(texts, resamples=resamples, seed=seed)
+        row: dict[str, Any] = {ARM_INDEX: name}
+        for label, share, (low, high) in [("用 Markdown", style.markdown, style.markdown_ci),
+                                           ("开头问候（你好/您好）", style.greeting, style.greeting_ci),
+                                           ("结尾建议或祝福", style.closing, style.closing_ci)]:
+            row[f"{label} %"] = interval_text(100 * share, 100 * low, 100 * high, digits=0)
+        row.update({"字数 P10": style.length_p10, "字数中位数": style.length_median, "字数 P90": style.length_p90})
+        rows.append(row)
+    return pd.DataFrame(rows).set_index(ARM_INDEX)
+
+
+def claims_check(metrics: pd.DataFrame, few_shot_arm: str = FEW_SHOT_ARM,
+                 tuned_arm: str = TUNED_ARM, base_arm: str = BASE_ARM) -> pd.DataFrame:
+    """The walkthrough's two claims (notebook 07): prompt size saved (measured tokens) and the price ratio (price table)."""
+    prompt = metrics["提示词元（平均）"]
+    rows = [{"说法": "提示词元：微调模型 + 短提示 vs 少样本提示",
+             "我们的数字": f"少 {100 * (1 - prompt[tuned_arm] / prompt[few_shot_arm]):.0f}%",
+             "依据": "实测（API 报告的 prompt_tokens）", "原文": "最多少 90%"}]
+    if PRICED_COLUMN in metrics.columns:
+        cost = metrics[PRICED_COLUMN]
+        rows.append({"说法": "每次请求费用：微调模型 vs 基础模型，同样的短提示",
+                     "我们的数字": f"{cost[tuned_arm] / cost[base_arm]:.1f}×",
+                     "依据": "按价目表计算（实测词元数 × 价目表单价）", "原文": "6–8 倍"})
+        rows.append({"说法": "每次请求费用：微调模型 + 短提示 vs 基础模型 + 少样本提示",
+                     "我们的数字": f"{cost[tuned_arm] / cost[few_shot_arm]:.1f}×",
+                     "依据": "按价目表计算（实测词元数 × 价目表单价）", "原文": "（未讨论）"})
+    return pd.DataFrame(rows).set_index("说法")
 
 
 def answers_to_records(answers: Sequence[Answer]) -> list[dict[str, Any]]:
@@ -273,7 +406,7 @@ def answers_to_records(answers: Sequence[Answer]) -> list[dict[str, Any]]:
 
 
 def save_comparison(work_dir: Path, metrics: pd.DataFrame, table: pd.DataFrame) -> list[Path]:
-    """Write the metrics and the side-by-side answers as UTF-8 CSV into the work folder (the course report reads them)."""
+    """Write notebook 07's metrics and side-by-side answers as UTF-8 CSV into the work folder (the course report reads them)."""
     paths = []
     for frame, name, keep_index in [(metrics, "compare_metrics.csv", True), (table, "compare_answers.csv", False)]:
         path = Path(work_dir) / name
@@ -285,5 +418,5 @@ def save_comparison(work_dir: Path, metrics: pd.DataFrame, table: pd.DataFrame) 
 
 
 def with_paper_rows(metrics: pd.DataFrame, columns: Sequence[str] = ("BLEU-1", "ROUGE-L")) -> pd.DataFrame:
-    """Our arms' BLEU-1 and ROUGE-L next to the two cited rows of the paper's Table 7."""
+    """Our arms' BLEU-1 and ROUGE-L next to the two cited rows of the paper's Table 7 (notebook 07)."""
     return pd.concat([metrics[list(columns)].round(2), PAPER_TABLE7[list(columns)]])

@@ -83,7 +83,7 @@ def test_pool_is_bounded_and_concurrent() -> None:
 def test_failures_are_reported_together_and_successes_cached(tmp_path) -> None:
     fake = FakeChat(fail_model="ft:base:local:x:1")
     cache = evaluation.ResponseCache(tmp_path / "cache")
-    with pytest.raises(evaluation.EvaluationError, match="3 of 9 requests failed .*fine-tuned"):
+    with pytest.raises(evaluation.EvaluationError, match="3 of 9 requests failed .*微调模型"):
         evaluation.run_arms(fake.client(), _arms(), QUESTIONS, base_url="u", cache=cache)
     assert len(list((tmp_path / "cache").glob("*.json"))) == 6
 
@@ -92,16 +92,53 @@ def test_tables_and_claims(tmp_path) -> None:
     fake = FakeChat()
     answers = evaluation.run_arms(fake.client(), _arms(), QUESTIONS, base_url="u", cache=None)
     table = evaluation.side_by_side(answers, QUESTIONS, REFERENCES)
-    assert list(table.columns) == ["question", "reference", "base + system prompt", "base + few-shot prompt", "fine-tuned + system prompt"]
-    assert table.loc[0, "base + system prompt"] == QUESTIONS[0][::-1]
-    prices = {"base + system prompt": (1.0, 2.0), "base + few-shot prompt": (1.0, 2.0), "fine-tuned + system prompt": (6.0, 12.0)}
+    assert list(table.columns) == [evaluation.QUESTION_COLUMN, evaluation.REFERENCE_LABEL, evaluation.BASE_ARM, evaluation.FEW_SHOT_ARM, evaluation.TUNED_ARM]
+    assert table.loc[0, evaluation.BASE_ARM] == QUESTIONS[0][::-1]
+    prices = {evaluation.BASE_ARM: (1.0, 2.0), evaluation.FEW_SHOT_ARM: (1.0, 2.0), evaluation.TUNED_ARM: (6.0, 12.0)}
     metrics = evaluation.arm_metrics(answers, REFERENCES, prices)
-    assert metrics.loc["base + few-shot prompt", "prompt tokens"] > metrics.loc["base + system prompt", "prompt tokens"]
-    expected = 1000 * (metrics.loc["base + system prompt", "prompt tokens"] * 1 + metrics.loc["base + system prompt", "completion tokens"] * 2) / 1e6
-    assert metrics.loc["base + system prompt", "USD / 1k requests"] == pytest.approx(expected)
+    base = metrics.loc[evaluation.BASE_ARM]
+    assert metrics.loc[evaluation.FEW_SHOT_ARM, "提示词元（平均）"] > base["提示词元（平均）"]
+    expected = 1000 * (base["提示词元（平均）"] * 1 + base["回答词元（平均）"] * 2) / 1e6
+    assert base[evaluation.PRICED_COLUMN] == pytest.approx(expected)
+    assert base["被截断占比"] == 0.0  # the fake answers all finish with "stop"
     claims = evaluation.claims_check(metrics)
-    assert claims.iloc[0]["measured"].endswith("% smaller")
-    assert claims.iloc[1]["measured"] == "6.0×"
+    assert claims.iloc[0]["我们的数字"].startswith("少 ") and claims.iloc[0]["依据"].startswith("实测")
+    assert claims.iloc[1]["我们的数字"] == "6.0×" and claims.iloc[1]["依据"].startswith("按价目表计算")
+
+
+def test_intervals_paired_and_style_tables() -> None:
+    fake = FakeChat()
+    answers = evaluation.run_arms(fake.client(), _arms(), QUESTIONS, base_url="u", cache=None)
+    intervals = evaluation.metric_intervals(answers, REFERENCES, resamples=50, seed=1)
+    assert len(intervals) == 3 * len(evaluation.INTERVAL_METRICS)
+    assert ((intervals["95% 区间下限"] <= intervals["值"] + 1e-9) & (intervals["值"] <= intervals["95% 区间上限"] + 1e-9)).all()
+    table = evaluation.metric_table(intervals)
+    assert list(table.columns) == [evaluation.BASE_ARM, evaluation.FEW_SHOT_ARM, evaluation.TUNED_ARM]
+    assert list(table.index) == list(evaluation.INTERVAL_METRICS)
+    assert evaluation.interval_text(14.386, 12.1, 16.8) == "14.39 [12.10, 16.80]"
+    paired = evaluation.paired_rouge_l(answers, REFERENCES, resamples=50, seed=1)
+    # every arm answers with the reversed question, so each question is a tie: win rate exactly one half
+    assert list(paired["平"]) == [3, 3] and list(paired["胜率（平局算半）"]) == [0.5, 0.5]
+    assert paired["结论"].iloc[0].startswith("区间含 0.5")
+    assert evaluation.verdict((0.6, 0.9)).startswith("区间不含 0.5：微调组更好")
+    assert evaluation.verdict((0.1, 0.4)).startswith("区间不含 0.5：微调组更差")
+    style = evaluation.style_table(answers, REFERENCES, resamples=50, seed=1)
+    assert style.index[0] == evaluation.REFERENCE_LABEL and len(style) == 4
+    assert style.loc[evaluation.REFERENCE_LABEL, "用 Markdown %"] == "0 [0, 0]"
+
+
+def test_token_counts_come_from_usage_and_budget_is_the_quantile(tmp_path) -> None:
+    fake = FakeChat()  # its prompt_tokens are the prompt's characters
+    cache = evaluation.ResponseCache(tmp_path / "cache")
+    counts = evaluation.text_token_counts(fake.client(), "base", ["一二三", "一" * 10], base_url="u", cache=cache, workers=2)
+    assert counts == [3, 10]
+    assert fake.requests == 3  # the empty baseline plus one per text
+    evaluation.text_token_counts(fake.client(), "base", ["一二三", "一" * 10], base_url="u", cache=cache)
+    assert fake.requests == 3  # cached
+    assert evaluation.token_budget(list(range(1, 101)), 0.9) == 90
+    assert evaluation.token_budget([5, 1000], 0.9, cap=256) == 256
+    with pytest.raises(evaluation.EvaluationError, match="no reference answers"):
+        evaluation.token_budget([])
 
 
 def test_system_prompt_read_from_training_file_and_bad_lines_named(tmp_path) -> None:
@@ -126,9 +163,9 @@ def test_arm_prices_local_uses_walkthrough_model_remote_uses_configured(tmp_path
     arms = _arms()
     prices, model = evaluation.arm_prices(cfg, arms)
     assert model == "gpt-3.5-turbo-0613"
-    assert prices["fine-tuned + system prompt"][0] / prices["base + system prompt"][0] == 8.0  # the walkthrough's "6-8x"
+    assert prices[evaluation.TUNED_ARM][0] / prices[evaluation.BASE_ARM][0] == 8.0  # the walkthrough's "6-8x"
     remote = dataclasses.replace(cfg, backend="remote", base_model="gpt-4o-mini-2024-07-18")
     prices, model = evaluation.arm_prices(remote, arms)
-    assert model == "gpt-4o-mini-2024-07-18" and prices["base + few-shot prompt"] == (0.15, 0.60)
+    assert model == "gpt-4o-mini-2024-07-18" and prices[evaluation.FEW_SHOT_ARM] == (0.15, 0.60)
     with pytest.raises(evaluation.EvaluationError, match="BASE_INFERENCE_PRICES"):
         evaluation.arm_prices(dataclasses.replace(remote, base_model="babbage-002"), arms)

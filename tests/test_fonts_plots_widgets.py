@@ -1,4 +1,4 @@
-"""CJK font set-up and glyph check, plots, the pager widget, and the notebook set-up cell."""
+"""CJK font set-up and glyph check, plots, the pager, comparison flipper and blind review widgets, and the notebook set-up cell."""
 
 from __future__ import annotations
 
@@ -78,6 +78,68 @@ def test_pager_empty_and_row_text_shortens_long_answers(capsys):
     assert "没有可显示的条目" in capsys.readouterr().out
     text = widgets.row_text({"questions": "q", "answers": "长" * 1000}, max_chars=10)
     assert text.endswith("…（共 1000 字）") and text.count("长") == 10
+
+
+def _answers_table():
+    import pandas as pd
+
+    return pd.DataFrame({"问题": [f"问题{i}" for i in range(8)], "参考回答": ["医生"] * 8,
+                         "基础模型": [f"基础{i}" for i in range(8)], "微调模型": [f"微调{i}" for i in range(8)]})
+
+
+def test_comparison_flipper_headless_prints_every_arm_of_the_first_question(capsys):
+    assert widgets.comparison_flipper(_answers_table(), headless=True) is None
+    out = capsys.readouterr().out
+    assert out.startswith("三组回答对比 · 第 1 / 8 条\n问：问题0")
+    assert "【基础模型】基础0" in out and "【微调模型】微调0" in out and "问题1" not in out
+
+
+def test_blind_pairs_order_is_seeded_and_mixed():
+    pairs = widgets.blind_pairs(_answers_table(), "基础模型", "微调模型", seed=3)
+    assert [p.arms for p in pairs] == [p.arms for p in widgets.blind_pairs(_answers_table(), "基础模型", "微调模型", seed=3)]
+    assert {p.arms for p in pairs} == {("基础模型", "微调模型"), ("微调模型", "基础模型")}  # both orders occur in 8 coin flips
+    for p in pairs:  # each answer stays with its own arm and question
+        assert p.answers == tuple(f"{'基础' if arm == '基础模型' else '微调'}{p.index}" for arm in p.arms)
+    assert len(widgets.blind_pairs(_answers_table(), "基础模型", "微调模型", n=3)) == 3
+    with pytest.raises(KeyError, match="no column 'x'"):
+        widgets.blind_pairs(_answers_table(), "x", "微调模型")
+
+
+def test_blind_review_tally_and_reveal():
+    pairs = widgets.blind_pairs(_answers_table(), "基础模型", "微调模型", seed=3, n=3)
+    review = widgets.BlindReview(pairs)
+    review.vote(0, "A")
+    review.vote(1, "B")
+    assert not review.done()
+    review.vote(2, "tie")
+    assert review.done()
+    expected = {"基础模型": 0, "微调模型": 0, "平局": 1}
+    expected[pairs[0].arms[0]] += 1
+    expected[pairs[1].arms[1]] += 1
+    assert review.tally() == expected
+    text = review.reveal()
+    assert f"A = {pairs[0].arms[0]}，B = {pairs[0].arms[1]}；你选 A" in text and "你平局" in text
+    with pytest.raises(ValueError, match="choice must be one of"):
+        review.vote(0, "C")
+    with pytest.raises(IndexError):
+        review.vote(3, "A")
+    assert "回答 A" in widgets.pair_text(pairs[0]) and "基础模型" not in widgets.pair_text(pairs[0])
+
+
+def test_blind_review_headless_is_skipped_and_says_so(capsys):
+    assert widgets.blind_review(_answers_table(), "基础模型", "微调模型", n=5, headless=True) is None
+    assert "跳过" in capsys.readouterr().out
+
+
+def test_blind_review_widget_buttons_vote_and_reveal():
+    review = widgets.BlindReview(widgets.blind_pairs(_answers_table(), "基础模型", "微调模型", seed=1, n=2))
+    box = widgets.blind_review_widget(review)
+    a_button, b_button, tie_button, where = box.children[0].children
+    assert where.value == "第 1 / 2 题" and "问题0" in box.children[1].value
+    a_button.click()
+    tie_button.click()
+    assert review.done() and a_button.disabled
+    assert "你选 A" in box.children[2].value and "你平局" in box.children[2].value
 
 
 def test_setup_notebook_prints_config_and_versions(tmp_path, monkeypatch, capsys):

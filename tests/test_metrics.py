@@ -84,3 +84,88 @@ def test_score_answers_collects_everything() -> None:
 def test_mismatched_lengths_raise_clear_error() -> None:
     with pytest.raises(metrics.MetricsError, match="2 hypotheses but 1 references"):
         metrics.corpus_bleu(["a", "b"], ["a"])
+
+
+# ---------------------------------------------------------------- bootstrap intervals, paired comparison, style
+
+
+def test_stats_path_gives_the_same_scores_as_the_texts() -> None:
+    direct = {"BLEU-1": metrics.corpus_bleu(HYPS, REFS, 1), "BLEU-4": metrics.corpus_bleu(HYPS, REFS, 4),
+              "GLEU": metrics.corpus_gleu(HYPS, REFS), "Distinct-2": metrics.distinct_n(HYPS, 2)}
+    scores = metrics.score_answers(HYPS, REFS).as_dict()
+    for name, value in direct.items():
+        assert scores[name] == pytest.approx(value, abs=1e-9)
+
+
+def test_resamples_are_deterministic_and_seed_dependent() -> None:
+    a = metrics.resample_indices(5, 20, seed=1)
+    assert a.shape == (20, 5) and a.min() >= 0 and a.max() <= 4
+    assert (a == metrics.resample_indices(5, 20, seed=1)).all()
+    assert not (a == metrics.resample_indices(5, 20, seed=2)).all()
+
+
+def test_mean_interval_known_cases() -> None:
+    # every value the same: every resample has the same mean, the interval is that point
+    assert metrics.mean_interval([0.3] * 10) == pytest.approx((0.3, 0.3))
+    # half zeros, half ones: the interval brackets 0.5, lies inside [0, 1], and is not degenerate
+    low, high = metrics.mean_interval([0.0, 1.0] * 25)
+    assert 0 <= low < 0.5 < high <= 1
+    assert metrics.mean_interval([0.0, 1.0] * 25) == (low, high)  # deterministic
+
+
+def test_bootstrap_interval_of_a_corpus_metric_contains_the_point_estimate() -> None:
+    hyps, refs = HYPS * 4, REFS[1:] + REFS[:1] + REFS * 3
+    stats = [metrics.answer_stats(h, r) for h, r in zip(hyps, refs)]
+    point = metrics.scores_from_stats(stats).as_dict()
+    intervals = metrics.score_intervals(stats, resamples=300, seed=3)
+    assert set(intervals) == set(point)
+    for name, (low, high) in intervals.items():
+        assert low <= point[name] + 1e-9 and point[name] - 1e-9 <= high, name
+    assert intervals == metrics.score_intervals(stats, resamples=300, seed=3)
+    assert metrics.bootstrap_interval(stats, lambda s: metrics.scores_from_stats(s).rouge_l, resamples=300, seed=3) == \
+        pytest.approx(intervals["ROUGE-L"])
+
+
+def test_paired_comparison_counts_ties_as_half() -> None:
+    result = metrics.paired_comparison([0.5, 0.2, 0.3, 0.0], [0.1, 0.2, 0.4, 0.0], resamples=200, seed=0)
+    assert (result.wins, result.ties, result.losses, result.n) == (1, 2, 1, 4)
+    assert result.win_rate == pytest.approx((1 + 2 / 2) / 4)
+    assert result.mean_difference == pytest.approx((0.4 + 0 - 0.1 + 0) / 4)
+    assert result.win_rate_ci[0] <= result.win_rate <= result.win_rate_ci[1]
+    assert result.mean_difference_ci[0] <= result.mean_difference <= result.mean_difference_ci[1]
+    assert result == metrics.paired_comparison([0.5, 0.2, 0.3, 0.0], [0.1, 0.2, 0.4, 0.0], resamples=200, seed=0)
+
+
+def test_paired_comparison_all_wins_and_mismatch() -> None:
+    result = metrics.paired_comparison([1.0] * 6, [0.0] * 6)
+    assert result.win_rate == 1.0 and result.win_rate_ci == (1.0, 1.0)
+    with pytest.raises(metrics.MetricsError, match="3 scores for arm A but 2 for arm B"):
+        metrics.paired_comparison([1, 2, 3], [1, 2])
+
+
+def test_markdown_greeting_and_closing_detectors() -> None:
+    assert metrics.has_markdown("可能原因：\n- 感冒\n- 过敏")
+    assert metrics.has_markdown("1. 多喝水\n2. 休息")
+    assert metrics.has_markdown("**注意**：及时就医")
+    assert metrics.has_markdown("## 建议\n多休息")
+    assert not metrics.has_markdown("你好，考虑是感冒。建议多喝水，1、注意休息。")
+    assert metrics.opens_with_greeting("你好，根据你的描述……")
+    assert metrics.opens_with_greeting("病情分析：您好，这种情况……")
+    assert not metrics.opens_with_greeting("这种情况多见于感冒，一般一周左右会好。你好")
+    assert metrics.last_sentence("考虑是感冒。建议多喝水！") == "建议多喝水！"
+    assert metrics.closes_with_advice("考虑是感冒。建议多喝水。")
+    assert metrics.closes_with_advice("考虑是感冒。祝早日康复！")
+    assert not metrics.closes_with_advice("建议多喝水。这是病毒引起的。")
+    assert metrics.last_sentence("   ") == ""
+
+
+def test_style_measures_by_hand() -> None:
+    texts = ["你好，考虑是感冒。建议多喝水。", "- 感冒\n- 过敏", "这是" + "长" * 98]
+    style = metrics.style_measures(texts, resamples=100, seed=0)
+    assert style.markdown == pytest.approx(1 / 3)
+    assert style.greeting == pytest.approx(1 / 3)
+    assert style.closing == pytest.approx(1 / 3)
+    assert style.length_median == pytest.approx(15)  # lengths 15, 6 (spaces and line breaks not counted) and 100
+    assert style.markdown_ci[0] <= style.markdown <= style.markdown_ci[1]
+    with pytest.raises(metrics.MetricsError):
+        metrics.style_measures([])
