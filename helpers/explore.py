@@ -8,10 +8,11 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from helpers.clean import is_template_only
+from helpers.clean import FORM_LABEL, is_template_only
 from helpers.tokens import count_unique_texts
 
-LONG_ANSWER_CHARS = 2000
+LONG_ANSWER_CHARS = 1000  # longer than almost every forum answer: encyclopedia text
+SHORT_ANSWER_CHARS = 10  # a term, not an answer: '脓毒症'
 
 
 def length_table(rows: Sequence[dict[str, str]], encoding: str = "o200k_base") -> pd.DataFrame:
@@ -39,9 +40,11 @@ def quirk_census(rows: Sequence[dict[str, str]]) -> dict[str, int]:
         "问题相同、答案不同的多余行": sum(n - 1 for n in question_counts.values()) - sum(n - 1 for n in pair_counts.values()),
         "首尾有空白": sum((q, a) != (r["questions"], r["answers"]) for (q, a), r in zip(stripped, rows)),
         "问题为空": sum(not q for q, _ in stripped),
-        "空模板问题": sum(is_template_only(q) for q, _ in stripped),
+        "问诊表单格式的问题": sum(bool(FORM_LABEL.search(q)) for q, _ in stripped),
+        "空的问诊表单": sum(is_template_only(q) for q, _ in stripped),
         "答案为空": sum(not a for _, a in stripped),
-        f"答案超过 {LONG_ANSWER_CHARS} 字": sum(len(a) > LONG_ANSWER_CHARS for _, a in stripped),
+        f"答案不到 {SHORT_ANSWER_CHARS} 字": sum(0 < len(a) < SHORT_ANSWER_CHARS for _, a in stripped),
+        f"答案超过 {LONG_ANSWER_CHARS:,} 字": sum(len(a) > LONG_ANSWER_CHARS for _, a in stripped),
         "含半角标点 , ? !": half_width,
     }
 
