@@ -176,7 +176,7 @@ def sha256_file(path: Path) -> str:
 
 def check_vendored(path: Path = VENDORED_PATH, expected: str = VENDORED_SHA256) -> None:
     """Raise DataError unless the vendored test set is byte-identical to the published file (its SHA-256)."""
-    shown = _shown(path)
+    shown = shown_path(path)
     if not Path(path).is_file():
         raise DataError(f"{shown}: the vendored Huatuo-26M test set is missing: restore it with `git checkout -- {shown}`")
     actual = sha256_file(path)
@@ -185,7 +185,7 @@ def check_vendored(path: Path = VENDORED_PATH, expected: str = VENDORED_SHA256) 
                         f"restore it with `git checkout -- {shown}`, or point HUATUO_PATH at your own edited copy")
 
 
-def _shown(path: Path) -> str:
+def shown_path(path: Path) -> str:
     """A path relative to the repository when it lies inside it (messages and outputs never show machine paths)."""
     path = Path(path)
     return str(path.relative_to(REPO_ROOT)) if path.is_absolute() and path.is_relative_to(REPO_ROOT) else str(path)
@@ -202,7 +202,7 @@ def load_huatuo(cfg: Config) -> Dataset:
         if cfg.data_source == "vendored":
             check_vendored(cfg.data_path)
         rows, blank = read_rows_file(cfg.data_path)
-        return Dataset(rows, cfg.data_source, _shown(cfg.data_path), blank)
+        return Dataset(rows, cfg.data_source, shown_path(cfg.data_path), blank)
     if cfg.data_source == "hub":
         return Dataset(load_hub(), "hub", HUATUO_HUB_ID)
     raise DataError(f"unknown data source {cfg.data_source!r}: use vendored, fixture (HUATUO_SOURCE), path (HUATUO_PATH) or hub")

@@ -156,6 +156,11 @@ def test_explore_census_lengths_and_longest():
     table = explore.length_table(rows)
     assert list(table.columns) == ["q_chars", "a_chars", "q_tokens", "a_tokens"] and table["a_chars"].max() == 12000
     assert explore.longest(rows, 1)[0] == (8, 12000, "很长")
+    assert explore.repeated_questions(rows)["头疼怎么办？"] == [0, 1, 2]
+    assert explore.count_containing(rows, ["血压", "头疼", "无"]) == {"血压": 1, "头疼": 3, "无": 0}
+    labelled = [{"questions": "q" * 255, "answers": "病情分析：多休息。"}, {"questions": "q", "answers": "分析：无"}]
+    census = explore.quirk_census(labelled)
+    assert census["问题正好 255 字（被来源截断）"] == 1 and census["答案以“病情分析：”之类的标签开头"] == 1
     assert explore.seeded_examples(rows, 3, seed=1) == explore.seeded_examples(rows, 3, seed=1)
 
 
@@ -257,9 +262,9 @@ def test_load_huatuo_vendored_is_the_default_and_checked(tmp_path, monkeypatch):
 
 
 def test_real_rows_clean_as_notebook_02_says():
-    """On the real file: the three empty forms and three repeated questions go, nothing else but the over-long row."""
+    """On the real file: the three empty forms and three repeated questions go, and at 4,096 tokens the one over-long row."""
     rows, _ = data.read_rows_file(VENDORED_PATH)
-    result = clean.clean_rows(rows, model="smollm2-135m-instruct")
+    result = clean.clean_rows(rows, model="smollm2-135m-instruct", max_tokens=4096)
     counts = result.counts()
     assert counts[clean.TEMPLATE_ONLY] == 3 and counts[clean.DUPLICATE_QUESTION] == 3 and counts[clean.EXACT_DUPLICATE] == 0
     assert counts[clean.EMPTY_QUESTION] == counts[clean.EMPTY_ANSWER] == 0 and counts[clean.OVER_LIMIT] == 1
