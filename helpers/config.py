@@ -24,6 +24,11 @@ DEFAULT_REMOTE_MODEL = "gpt-4o-mini-2024-07-18"
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 HUATUO_HUB_ID = "FreedomIntelligence/huatuo26M-testdatasets"
 HUATUO_HUB_FILE = "test_datasets.jsonl"  # the data file in that dataset repository (its one split, "test")
+# The real test set, vendored byte for byte (Apache-2.0, see data/README.md): the local backend's default data.
+VENDORED_PATH = REPO_ROOT / "data" / "huatuo26M_test_datasets.jsonl"
+VENDORED_SHA256 = "79a587b05bbcdc9935b70c4a46c8c9db8b9b1d4e5150b78d6dcc3a6132a24050"
+FIXTURE_PATH = REPO_ROOT / "data" / "huatuo_fixture.jsonl"  # synthetic rows for the tests (data/make_fixture.py)
+DATA_SOURCES = ("vendored", "fixture", "hub")  # the values of HUATUO_SOURCE
 
 
 class ConfigError(ValueError):
@@ -39,8 +44,8 @@ class Config:
     api_key: str = field(repr=False)
     api_key_source: str  # where the key came from, for display: never the key itself
     base_model: str  # the model to fine-tune and to compare against
-    data_source: str  # "fixture", "hub" or "path"
-    data_path: Path | None  # the JSONL when data_source is "path" or "fixture"
+    data_source: str  # "vendored" (the real test set in data/), "fixture" (synthetic, for tests), "hub" or "path"
+    data_path: Path | None  # the JSONL when data_source is "vendored", "fixture" or "path"
     seed: int
     n_train: int
     n_valid: int
@@ -65,7 +70,9 @@ class Config:
 
     def describe(self) -> str:
         """A short, secret-free summary for the first cell of each notebook (paths inside the repository relative to it)."""
-        data = self.data_source if self.data_path is None else f"{self.data_source} ({_display(self.data_path)})"
+        label = {"vendored": "vendored (real Huatuo-26M test set)", "fixture": "fixture (synthetic, for tests)"}
+        name = label.get(self.data_source, self.data_source)
+        data = name if self.data_path is None else f"{name}: {_display(self.data_path)}"
         return "\n".join(
             [
                 f"backend     : {self.backend}  ({self.base_url})",
@@ -195,10 +202,10 @@ def load_config(env_file: Path | None = None) -> Config:
     if huatuo_path:
         data_source, data_path = "path", huatuo_file(Path(huatuo_path).expanduser().resolve(), huatuo_path)
     else:
-        if source not in {"", "fixture", "hub"}:
-            raise ConfigError(f"HUATUO_SOURCE={source!r}: use 'fixture' or 'hub' (or set HUATUO_PATH)")
-        data_source = source or ("hub" if backend == "remote" else "fixture")
-        data_path = REPO_ROOT / "data" / "huatuo_fixture.jsonl" if data_source == "fixture" else None
+        if source and source not in DATA_SOURCES:
+            raise ConfigError(f"HUATUO_SOURCE={source!r}: use 'vendored', 'fixture' or 'hub' (or set HUATUO_PATH)")
+        data_source = source or ("hub" if backend == "remote" else "vendored")
+        data_path = {"vendored": VENDORED_PATH, "fixture": FIXTURE_PATH}.get(data_source)
 
     return Config(
         backend=backend,

@@ -1,7 +1,11 @@
-"""Loading the Huatuo-26M test set (fixture, a local JSONL, or the hub) and reading/writing JSONL files."""
+"""Loading the Huatuo-26M test set (the vendored copy, the synthetic fixture, a local JSONL, or the hub) and reading/writing JSONL files.
+
+Taught in notebook 01 (`load_huatuo`); notebooks 02 and 03 read and write their files with it.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Iterable
@@ -9,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from helpers.config import HUATUO_HUB_ID, Config
+from helpers.config import HUATUO_HUB_ID, REPO_ROOT, VENDORED_PATH, VENDORED_SHA256, Config
 
 FIELDS = ("questions", "answers")
 BOM = b"\xef\xbb\xbf"  # a UTF-8 byte order mark: accepted at the start of a data file
@@ -24,7 +28,7 @@ class Dataset:
     """The rows of the Huatuo test set as loaded, and where they came from."""
 
     rows: list[dict[str, str]]
-    source: str  # "fixture", "path" or "hub"
+    source: str  # "vendored", "fixture", "path" or "hub"
     origin: str  # the file path or the hub id
     blank_lines: int = 0  # blank lines in the file (not rows; shown so that nothing disappears unseen)
 
@@ -156,18 +160,49 @@ def load_hub(hub_id: str = HUATUO_HUB_ID, split: str = "test", timeout: float = 
         ds = load_dataset(hub_id)
     except Exception as exc:  # network, authentication, cache: all mean "not available now"
         raise DataError(f"could not load {hub_id} from the Hugging Face hub ({type(exc).__name__}: {exc}); "
-                        "without internet unset HUATUO_SOURCE (bundled fixture) or set HUATUO_PATH to a local copy") from exc
+                        "without internet unset HUATUO_SOURCE (the vendored copy in data/) or set HUATUO_PATH to a local copy") from exc
     part = ds[split] if split in ds else ds[next(iter(ds))]
     return check_rows(list(part), f"{hub_id} ({split})")
 
 
+def sha256_file(path: Path) -> str:
+    """The SHA-256 of a file's bytes, as hex."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_vendored(path: Path = VENDORED_PATH, expected: str = VENDORED_SHA256) -> None:
+    """Raise DataError unless the vendored test set is byte-identical to the published file (its SHA-256)."""
+    shown = shown_path(path)
+    if not Path(path).is_file():
+        raise DataError(f"{shown}: the vendored Huatuo-26M test set is missing: restore it with `git checkout -- {shown}`")
+    actual = sha256_file(path)
+    if actual != expected:
+        raise DataError(f"{shown}: sha256 {actual[:12]}… is not the published test set's {expected[:12]}… (the file was edited): "
+                        f"restore it with `git checkout -- {shown}`, or point HUATUO_PATH at your own edited copy")
+
+
+def shown_path(path: Path) -> str:
+    """A path relative to the repository when it lies inside it (messages and outputs never show machine paths)."""
+    path = Path(path)
+    return str(path.relative_to(REPO_ROOT)) if path.is_absolute() and path.is_relative_to(REPO_ROOT) else str(path)
+
+
 def load_huatuo(cfg: Config) -> Dataset:
-    """The rows cfg.data_source names: the bundled fixture, HUATUO_PATH, or the hub. No silent fallback."""
-    if cfg.data_source in ("fixture", "path"):
+    """The rows cfg.data_source names: the vendored test set (checksum verified), the fixture, HUATUO_PATH, or the hub.
+
+    No silent fallback: a missing or edited file is an error. Taught in notebook 01.
+    """
+    if cfg.data_source in ("vendored", "fixture", "path"):
         if cfg.data_path is None:
             raise DataError(f"data source {cfg.data_source!r} needs a file path (HUATUO_PATH)")
+        if cfg.data_source == "vendored":
+            check_vendored(cfg.data_path)
         rows, blank = read_rows_file(cfg.data_path)
-        return Dataset(rows, cfg.data_source, str(cfg.data_path), blank)
+        return Dataset(rows, cfg.data_source, shown_path(cfg.data_path), blank)
     if cfg.data_source == "hub":
         return Dataset(load_hub(), "hub", HUATUO_HUB_ID)
-    raise DataError(f"unknown data source {cfg.data_source!r}: use fixture, path (HUATUO_PATH) or hub (HUATUO_SOURCE=hub)")
+    raise DataError(f"unknown data source {cfg.data_source!r}: use vendored, fixture (HUATUO_SOURCE), path (HUATUO_PATH) or hub")

@@ -45,7 +45,8 @@ def test_defaults_to_local_backend_with_generated_key(env, tmp_path):
     assert cfg.backend == "local" and cfg.is_local
     assert cfg.base_url == "http://127.0.0.1:8765/v1"
     assert cfg.base_model == config.DEFAULT_LOCAL_MODEL
-    assert cfg.data_source == "fixture" and cfg.data_path.name == "huatuo_fixture.jsonl"
+    assert cfg.data_source == "vendored" and cfg.data_path == config.VENDORED_PATH
+    assert "data source : vendored (real Huatuo-26M test set): data/huatuo26M_test_datasets.jsonl" in cfg.describe()
     key_file = tmp_path / "work" / "localapi" / "api_key"
     assert key_file.read_text(encoding="utf-8").strip() == cfg.api_key
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
@@ -102,7 +103,7 @@ def test_huatuo_path_must_exist(env, tmp_path):
     [
         ("WORKBOOK_N_TRAIN", "many", "not a whole number"),
         ("WORKBOOK_N_TRAIN", "5", "at least 10"),
-        ("HUATUO_SOURCE", "web", "fixture"),
+        ("HUATUO_SOURCE", "web", "'vendored', 'fixture' or 'hub'"),
         ("FINETUNE_BACKEND", "cloud", "local"),
     ],
 )
@@ -148,3 +149,14 @@ def test_huatuo_path_may_name_a_downloaded_folder(env, tmp_path):
     (folder / "test_datasets.jsonl").write_text('{"questions": "q", "answers": "a"}\n', encoding="utf-8")
     cfg = load_config(no_env_file(tmp_path))
     assert cfg.data_source == "path" and cfg.data_path == (folder / "test_datasets.jsonl").resolve()
+
+
+@pytest.mark.parametrize(("source", "name"), [("fixture", "huatuo_fixture.jsonl"), ("vendored", "huatuo26M_test_datasets.jsonl"),
+                                              ("hub", None)])
+def test_huatuo_source_names_the_data(env, tmp_path, source, name):
+    env.setenv("HUATUO_SOURCE", source)
+    cfg = load_config(no_env_file(tmp_path))
+    assert cfg.data_source == source and (cfg.data_path.name if cfg.data_path else None) == name
+    env.setenv("OPENAI_API_KEY", "sk-test-remote")
+    env.setenv("FINETUNE_BACKEND", "remote")
+    assert load_config(no_env_file(tmp_path)).data_source == source  # an explicit choice holds on either backend

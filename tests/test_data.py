@@ -1,4 +1,4 @@
-"""Data loading, JSONL I/O, the bundled fixture, cleaning and the split."""
+"""Data loading, JSONL I/O, the vendored test set, the synthetic fixture, cleaning and the split."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from dataclasses import replace
 import pytest
 
 from helpers import clean, data, split
-from helpers.config import REPO_ROOT, load_config
+from helpers.config import FIXTURE_PATH, REPO_ROOT, VENDORED_PATH, VENDORED_SHA256, load_config
 
-FIXTURE = REPO_ROOT / "data" / "huatuo_fixture.jsonl"
+FIXTURE = FIXTURE_PATH
 
 
 def test_fixture_schema_and_size():
@@ -151,11 +151,16 @@ def test_explore_census_lengths_and_longest():
     rows = rows_with_quirks()
     census = explore.quirk_census(rows)
     assert census["行数"] == 9 and census["完全重复的多余行"] == 1 and census["问题相同、答案不同的多余行"] == 1
-    assert census["首尾有空白"] == 2 and census["空模板问题"] == 2 and census["问题为空"] == 1 and census["答案为空"] == 1
-    assert census["答案超过 2000 字"] == 1
+    assert census["首尾有空白"] == 2 and census["空的问诊表单"] == 2 and census["问题为空"] == 1 and census["答案为空"] == 1
+    assert census["问诊表单格式的问题"] == 3 and census["答案超过 1,000 字"] == 1 and census["答案不到 10 字"] == 7
     table = explore.length_table(rows)
     assert list(table.columns) == ["q_chars", "a_chars", "q_tokens", "a_tokens"] and table["a_chars"].max() == 12000
     assert explore.longest(rows, 1)[0] == (8, 12000, "很长")
+    assert explore.repeated_questions(rows)["头疼怎么办？"] == [0, 1, 2]
+    assert explore.count_containing(rows, ["血压", "头疼", "无"]) == {"血压": 1, "头疼": 3, "无": 0}
+    labelled = [{"questions": "q" * 255, "answers": "病情分析：多休息。"}, {"questions": "q", "answers": "分析：无"}]
+    census = explore.quirk_census(labelled)
+    assert census["问题正好 255 字（被来源截断）"] == 1 and census["答案以“病情分析：”之类的标签开头"] == 1
     assert explore.seeded_examples(rows, 3, seed=1) == explore.seeded_examples(rows, 3, seed=1)
 
 
@@ -191,6 +196,9 @@ def test_read_split_back_and_missing(tmp_path):
     ("患者性别:女患者年龄:23问题描述:", True),
     ("患者性别:女患者年龄:23问题描述:头疼三天", False),
     ("头疼三天，问题描述得不清楚吗", False),
+    ("患者性别:患者年龄:主要症状:发病时间:化验检查结果:", True),  # another form of the real set, all labels
+    ("主要症状:血精发病时间:2007年2月化验检查结果:精囊炎", False),
+    ("病情描述（主要症状、发病时间）:曾经治疗情况和效果:想得到怎样的帮助:", True),
     ("   ", False),  # empty, not a template: counted as an empty question
 ])
 def test_is_template_only(question, expected):
@@ -226,3 +234,38 @@ def test_huatuo_file_counts_blank_lines_and_reads_json_arrays(tmp_path):
     array.write_text('[{"questions": "问", "answers": 1}]', encoding="utf-8")
     with pytest.raises(data.DataError, match=r"rows.json: row 1: answers must be a string, got a number"):
         data.read_rows_file(array)
+
+
+def test_vendored_file_is_the_published_test_set():
+    """The copy in data/ is byte-identical to the published file: 6,000 rows in the Huatuo schema, Apache-2.0 beside it."""
+    assert data.sha256_file(VENDORED_PATH) == VENDORED_SHA256
+    rows, blank = data.read_rows_file(VENDORED_PATH)
+    assert (len(rows), blank) == (6000, 0)
+    assert "Apache License" in (VENDORED_PATH.parent / "LICENSE").read_text(encoding="utf-8")
+    readme = (VENDORED_PATH.parent / "README.md").read_text(encoding="utf-8")
+    assert VENDORED_SHA256 in readme and "Apache-2.0" in readme
+
+
+def test_load_huatuo_vendored_is_the_default_and_checked(tmp_path, monkeypatch):
+    for name in ("HUATUO_PATH", "HUATUO_SOURCE", "OPENAI_BASE_URL", "OPENAI_API_KEY", "FINETUNE_BACKEND"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("WORKBOOK_WORK_DIR", str(tmp_path / "work"))
+    cfg = load_config(tmp_path / "no.env")
+    ds = data.load_huatuo(cfg)
+    assert (ds.source, len(ds.rows), ds.origin) == ("vendored", 6000, "data/huatuo26M_test_datasets.jsonl")
+    edited = tmp_path / "huatuo26M_test_datasets.jsonl"
+    edited.write_bytes(VENDORED_PATH.read_bytes().replace("头痛".encode(), "头疼".encode(), 1))
+    with pytest.raises(data.DataError, match=r"huatuo26M_test_datasets.jsonl: sha256 .* \(the file was edited\): restore it"):
+        data.load_huatuo(replace(cfg, data_path=edited))
+    with pytest.raises(data.DataError, match="missing"):
+        data.load_huatuo(replace(cfg, data_path=tmp_path / "gone.jsonl"))
+
+
+def test_real_rows_clean_as_notebook_02_says():
+    """On the real file: the three empty forms and three repeated questions go, and at 4,096 tokens the one over-long row."""
+    rows, _ = data.read_rows_file(VENDORED_PATH)
+    result = clean.clean_rows(rows, model="smollm2-135m-instruct", max_tokens=4096)
+    counts = result.counts()
+    assert counts[clean.TEMPLATE_ONLY] == 3 and counts[clean.DUPLICATE_QUESTION] == 3 and counts[clean.EXACT_DUPLICATE] == 0
+    assert counts[clean.EMPTY_QUESTION] == counts[clean.EMPTY_ANSWER] == 0 and counts[clean.OVER_LIMIT] == 1
+    assert len(result.rows) == 5993 and len({r["questions"] for r in result.rows}) == 5993

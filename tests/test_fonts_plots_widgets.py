@@ -149,6 +149,7 @@ def test_setup_notebook_prints_config_and_versions(tmp_path, monkeypatch, capsys
     monkeypatch.setenv("LOCALAPI_KEY", "secret-key-not-to-print")
     for name in ("OPENAI_BASE_URL", "OPENAI_API_KEY", "FINETUNE_BACKEND", "HUATUO_PATH"):
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HUATUO_SOURCE", "fixture")
     cfg = setup_notebook("01")
     out = capsys.readouterr().out
     assert cfg.backend == "local" and "notebook    : 01" in out and "data source : fixture" in out
