@@ -182,3 +182,29 @@ def test_huatuo_path_may_name_a_downloaded_folder(env, tmp_path):
     (folder / "test_datasets.jsonl").write_text('{"questions": "q", "answers": "a"}\n', encoding="utf-8")
     cfg = load_config(no_env_file(tmp_path))
     assert cfg.data_source == "path" and cfg.data_path == (folder / "test_datasets.jsonl").resolve()
+
+
+def test_setup_notebook_overrides_replace_fields(env, tmp_path, monkeypatch, capsys):
+    from helpers import notebook
+
+    monkeypatch.setattr(notebook, "load_config", lambda: load_config(no_env_file(tmp_path)))
+    cfg = notebook.setup_notebook("02", seed=7, n_train=200, base_model="tiny-test", request_timeout=30)
+    assert (cfg.seed, cfg.n_train, cfg.base_model, cfg.request_timeout) == (7, 200, "tiny-test", 30.0)
+    out = capsys.readouterr().out
+    assert "overrides   : seed=7, n_train=200" in out and "seed=7" in out.split("sizes")[1]
+    assert notebook.setup_notebook("02").seed == 42  # nothing sticks between calls
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"sede": 7}, "sede=7, which is no setting"),
+    ({"n_train": 5}, "n_train=5: must be at least 10"),
+    ({"seed": "7"}, "seed='7': must be a whole number"),
+    ({"n_epochs": True}, "n_epochs=True: must be a whole number"),
+    ({"api_key": "x"}, "api_key cannot be changed in setup_notebook"),
+    ({"base_model": " "}, "base_model=' ': must not be empty"),
+])
+def test_setup_notebook_bad_override_names_the_field(env, tmp_path, overrides, message):
+    from helpers.notebook import apply_overrides
+
+    with pytest.raises(ConfigError, match=message):
+        apply_overrides(load_config(no_env_file(tmp_path)), **overrides)
