@@ -341,3 +341,24 @@ def test_full_validation_merged_from_checkpoints_and_summarised(capsys) -> None:
     out = capsys.readouterr().out
     assert "第 1 步 2.000 → 第 4 步 1.000（最后 5 步平均 1.438）" in out
     assert "第 1 轮末（第 2 步）1.800，第 2 轮末（第 4 步）1.600" in out
+
+
+def test_training_curves_draw_full_and_batch_validation_apart() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import pandas as pd
+
+    from helpers.fonts import setup_cjk_font
+    from helpers.plots import plot_training_curves
+
+    setup_cjk_font()
+    results = pd.DataFrame({"step": [1, 2, 3, 4], "train_loss": [2.0, 1.5, 1.25, 1.0], "valid_loss": [None, 1.9, None, 1.7],
+                            "full_valid_loss": [None, 1.8, None, 1.6], "train_accuracy": [0.1, 0.2, 0.3, 0.4]})
+    fig = plot_training_curves(results)
+    loss_ax, acc_ax = fig.axes
+    lines = {line.get_label(): list(line.get_ydata()) for line in loss_ax.get_lines()}
+    assert lines == {"训练损失（每步一个批次）": [2.0, 1.5, 1.25, 1.0], "验证损失（一个批次）": [1.9, 1.7],
+                     "完整验证集损失（每轮末）": [1.8, 1.6]}
+    assert loss_ax.get_xlabel() == "训练步" and loss_ax.get_ylabel() == "损失" and fig._suptitle.get_text() == "微调作业：损失与词元准确率"
+    assert [line.get_label() for line in acc_ax.get_lines()] == ["训练词元准确率"]
