@@ -72,11 +72,11 @@ def token_histogram(token_counts: Sequence[int], limit: int | None, encoding: st
 # validation set, once per epoch) and batch validation (a few examples, more often) are separate series.
 CURVES = {
     "train_loss": ("训练损失（每步一个批次）", "training loss (one batch per step)", "-", "#4C72B0"),
-    "valid_loss": ("验证损失（一个批次）", "validation loss (one batch)", "o", "#DD8452"),
+    "valid_loss": ("批次验证损失（一个批次）", "validation loss (one batch)", "o", "#DD8452"),
     "full_valid_loss": ("完整验证集损失（每轮末）", "full validation loss (end of each epoch)", "s-", "#C44E52"),
     "train_accuracy": ("训练词元准确率", "training token accuracy", "-", "#4C72B0"),
     "train_mean_token_accuracy": ("训练词元准确率", "training token accuracy", "-", "#4C72B0"),
-    "valid_mean_token_accuracy": ("验证词元准确率（一个批次）", "validation token accuracy (one batch)", "o", "#DD8452"),
+    "valid_mean_token_accuracy": ("批次验证词元准确率（一个批次）", "validation token accuracy (one batch)", "o", "#DD8452"),
     "full_valid_mean_token_accuracy": ("完整验证集词元准确率（每轮末）", "full validation token accuracy (end of each epoch)", "s-", "#C44E52"),
 }
 

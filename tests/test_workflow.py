@@ -358,7 +358,7 @@ def test_training_curves_draw_full_and_batch_validation_apart() -> None:
     fig = plot_training_curves(results)
     loss_ax, acc_ax = fig.axes
     lines = {line.get_label(): list(line.get_ydata()) for line in loss_ax.get_lines()}
-    assert lines == {"训练损失（每步一个批次）": [2.0, 1.5, 1.25, 1.0], "验证损失（一个批次）": [1.9, 1.7],
+    assert lines == {"训练损失（每步一个批次）": [2.0, 1.5, 1.25, 1.0], "批次验证损失（一个批次）": [1.9, 1.7],
                      "完整验证集损失（每轮末）": [1.8, 1.6]}
     assert loss_ax.get_xlabel() == "训练步" and loss_ax.get_ylabel() == "损失" and fig._suptitle.get_text() == "微调作业：损失与词元准确率"
     assert [line.get_label() for line in acc_ax.get_lines()] == ["训练词元准确率"]
