@@ -41,7 +41,7 @@ OVERRIDABLE: dict[str, tuple[type, float | None]] = {
 
 
 def apply_overrides(cfg: Config, **overrides: Any) -> Config:
-    """`cfg` with some fields replaced (dataclasses.replace); ConfigError naming the field when one is unknown or invalid."""
+    """setup_notebook's overrides (every notebook's first cell): `cfg` with fields replaced; ConfigError naming a bad field."""
     for name, value in overrides.items():
         if name not in OVERRIDABLE:
             known = ", ".join(OVERRIDABLE)
@@ -63,7 +63,7 @@ def apply_overrides(cfg: Config, **overrides: Any) -> Config:
 
 
 def setup_notebook(nb_id: str, **overrides: Any) -> Config:
-    """Load the configuration (with the given field overrides), make tiktoken and the CJK font work offline, print what this run will use."""
+    """The first cell of notebooks 01-07: load the configuration (plus field overrides), ready tiktoken and the CJK font offline, print what this run uses."""
     cfg = apply_overrides(load_config(), **overrides)
     ensure_tiktoken()
     font = setup_cjk_font()
