@@ -31,6 +31,9 @@ FIXTURE_PATH = REPO_ROOT / "data" / "huatuo_fixture.jsonl"  # synthetic rows for
 DATA_SOURCES = ("vendored", "fixture", "hub")  # the values of HUATUO_SOURCE
 
 
+BACKEND_CHOICES = {"", "local", "openai", "remote"}  # "remote" is an older name for "openai"
+
+
 class ConfigError(ValueError):
     """A setting in the environment or `.env` is missing or invalid."""
 
@@ -40,6 +43,7 @@ class Config:
     """Resolved settings for one run of the course (the API key is never shown in repr)."""
 
     backend: str  # "local" (our offline server) or "remote" (OpenAI or a compatible provider)
+    backend_reason: str  # which setting chose the backend, for the first cell
     base_url: str
     api_key: str = field(repr=False)
     api_key_source: str  # where the key came from, for display: never the key itself
@@ -76,6 +80,7 @@ class Config:
         return "\n".join(
             [
                 f"backend     : {self.backend}  ({self.base_url})",
+                f"because     : {self.backend_reason}",
                 f"api key     : {self.api_key_source}",
                 f"base model  : {self.base_model}",
                 f"data source : {data}",
@@ -163,6 +168,22 @@ def huatuo_file(path: Path, given: str) -> Path:
     raise ConfigError(f"HUATUO_PATH={given!r} is a folder with {names}: set it to the test set's JSONL file itself")
 
 
+def choose_backend(forced: str, base_url: str) -> tuple[str, str]:
+    """("local" | "remote", why): remote only when FINETUNE_BACKEND=openai/remote or OPENAI_BASE_URL is not loopback."""
+    forced = forced.strip().lower()
+    if forced not in BACKEND_CHOICES:
+        raise ConfigError(f"FINETUNE_BACKEND={forced!r}: use 'local' or 'openai' ('remote' is accepted too)")
+    if forced == "local":
+        return "local", "FINETUNE_BACKEND=local"
+    if forced in {"openai", "remote"}:
+        return "remote", f"FINETUNE_BACKEND={forced}"
+    if base_url and not is_loopback_url(base_url):
+        return "remote", "OPENAI_BASE_URL points at another machine"
+    if base_url:
+        return "local", "OPENAI_BASE_URL points at this machine"
+    return "local", "the default: neither FINETUNE_BACKEND=openai nor a remote OPENAI_BASE_URL is set (an exported OPENAI_API_KEY alone does not switch)"
+
+
 def load_config(env_file: Path | None = None) -> Config:
     """Resolve the course configuration from the environment and `.env`."""
     load_dotenv_file(env_file)
@@ -172,25 +193,18 @@ def load_config(env_file: Path | None = None) -> Config:
 
     base_url = os.environ.get("OPENAI_BASE_URL", "").strip().rstrip("/")
     env_key = os.environ.get("OPENAI_API_KEY", "").strip()
-    forced = os.environ.get("FINETUNE_BACKEND", "").strip().lower()
-    if forced not in {"", "local", "remote"}:
-        raise ConfigError(f"FINETUNE_BACKEND={forced!r}: use 'local' or 'remote'")
-
-    if forced == "local" or (not forced and not base_url and not env_key) or (base_url and is_loopback_url(base_url) and forced != "remote"):
-        backend = "local"
+    backend, reason = choose_backend(os.environ.get("FINETUNE_BACKEND", ""), base_url)
+    if backend == "local":
         base_url = base_url if base_url and is_loopback_url(base_url) else f"http://127.0.0.1:{port}/v1"
-        if env_key and os.environ.get("OPENAI_BASE_URL"):
-            api_key, key_source = env_key, "OPENAI_API_KEY"
-        else:
-            api_key, key_source = read_or_create_local_key(work_dir)
+        # Our server's key is LOCALAPI_KEY or the stored one: an exported OPENAI_API_KEY is never sent to it.
+        api_key, key_source = read_or_create_local_key(work_dir)
         default_model = DEFAULT_LOCAL_MODEL
     else:
-        backend = "remote"
         base_url = base_url or OPENAI_BASE_URL
         if not env_key:
             raise ConfigError(
-                "OPENAI_BASE_URL is set but OPENAI_API_KEY is not: put the key in the environment or in "
-                "the git-ignored .env file (or unset OPENAI_BASE_URL to use the local backend)"
+                f"the remote backend is chosen ({reason}) but OPENAI_API_KEY is not set: put the key in the environment "
+                "or in the git-ignored .env file (or set FINETUNE_BACKEND=local)"
             )
         api_key, key_source = env_key, "OPENAI_API_KEY"
         default_model = DEFAULT_REMOTE_MODEL
@@ -209,6 +223,7 @@ def load_config(env_file: Path | None = None) -> Config:
 
     return Config(
         backend=backend,
+        backend_reason=reason,
         base_url=base_url,
         api_key=api_key,
         api_key_source=key_source,

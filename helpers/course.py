@@ -95,8 +95,10 @@ def _figure_png(results_csv: Path) -> str | None:
     import matplotlib
 
     matplotlib.use("Agg")
+    from helpers.fonts import setup_cjk_font
     from helpers.plots import plot_training_curves
 
+    setup_cjk_font()  # the curves' labels are Chinese
     fig = plot_training_curves(pd.read_csv(results_csv))
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")

@@ -1,11 +1,18 @@
-"""The first cell of every notebook: `cfg = setup_notebook("NN")`."""
+"""The first cell of every notebook: `cfg = setup_notebook("NN")`, or `setup_notebook("02", seed=7)` to change a setting.
+
+A reader changes a setting either in that call (`seed=7`, `n_train=200`, `n_epochs=2`,
+`base_model="tiny-test"`, …: the names of `Config`'s fields) or with a `%env NAME=value` line
+before it (`%env WORKBOOK_SEED=7`; the README lists every variable).
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import platform
 from importlib import metadata
+from typing import Any
 
-from helpers.config import Config, load_config
+from helpers.config import Config, ConfigError, load_config
 from helpers.fonts import setup_cjk_font
 from helpers.tokens import encoding_for_model, ensure_tiktoken
 
@@ -26,13 +33,44 @@ def package_versions(names: tuple[str, ...]) -> dict[str, str]:
     return versions
 
 
-def setup_notebook(nb_id: str) -> Config:
-    """Load the configuration, make tiktoken and the CJK font work offline, print what this run will use."""
-    cfg = load_config()
+# Fields a notebook may override, with their type and smallest value (the same bounds as their variables).
+OVERRIDABLE: dict[str, tuple[type, float | None]] = {
+    "seed": (int, 0), "n_train": (int, 10), "n_valid": (int, 1), "n_heldout": (int, 1), "n_epochs": (int, 1),
+    "base_model": (str, None), "request_timeout": (float, 1), "allow_new_job": (bool, None), "confirm_cost": (bool, None),
+}
+
+
+def apply_overrides(cfg: Config, **overrides: Any) -> Config:
+    """setup_notebook's overrides (every notebook's first cell): `cfg` with fields replaced; ConfigError naming a bad field."""
+    for name, value in overrides.items():
+        if name not in OVERRIDABLE:
+            known = ", ".join(OVERRIDABLE)
+            if name in {f.name for f in dataclasses.fields(Config)}:
+                raise ConfigError(f"{name} cannot be changed in setup_notebook (it comes from the environment or .env); "
+                                  f"these can: {known}")
+            raise ConfigError(f"setup_notebook got {name}={value!r}, which is no setting; use one of {known}")
+        kind, minimum = OVERRIDABLE[name]
+        ok = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            ok = True
+        if not ok:
+            raise ConfigError(f"{name}={value!r}: must be {'a whole number' if kind is int else kind.__name__}")
+        if minimum is not None and value < minimum:
+            raise ConfigError(f"{name}={value!r}: must be at least {minimum:g}")
+        if kind is str and not value.strip():
+            raise ConfigError(f"{name}={value!r}: must not be empty")
+    return dataclasses.replace(cfg, **{k: float(v) if OVERRIDABLE[k][0] is float else v for k, v in overrides.items()})
+
+
+def setup_notebook(nb_id: str, **overrides: Any) -> Config:
+    """The first cell of notebooks 01-07: load the configuration (plus field overrides), ready tiktoken and the CJK font offline, print what this run uses."""
+    cfg = apply_overrides(load_config(), **overrides)
     ensure_tiktoken()
     font = setup_cjk_font()
     names = BASE_PACKAGES + (MODEL_PACKAGES if nb_id[:2] in MODEL_NOTEBOOKS else ())
     print(f"notebook    : {nb_id}")
+    if overrides:
+        print("overrides   : " + ", ".join(f"{k}={v!r}" for k, v in overrides.items()) + "  (set in this cell)")
     print(cfg.describe())
     print(f"tokens      : {encoding_for_model(cfg.base_model).label()}")
     print(f"CJK font    : {font.describe()}")

@@ -66,29 +66,46 @@ def token_histogram(token_counts: Sequence[int], limit: int | None, encoding: st
     return fig
 
 
-# ---------------------------------------------------------------- training curves (notebook 06, course report; agent C)
+# ---------------------------------------------------------------- training curves (notebook 06, course report)
+
+# Each result column: its Chinese and English label and how it is drawn. Full validation (the whole
+# validation set, once per epoch) and batch validation (a few examples, more often) are separate series.
+CURVES = {
+    "train_loss": ("训练损失（每步一个批次）", "training loss (one batch per step)", "-", "#4C72B0"),
+    "valid_loss": ("批次验证损失（一个批次）", "validation loss (one batch)", "o", "#DD8452"),
+    "full_valid_loss": ("完整验证集损失（每轮末）", "full validation loss (end of each epoch)", "s-", "#C44E52"),
+    "train_accuracy": ("训练词元准确率", "training token accuracy", "-", "#4C72B0"),
+    "train_mean_token_accuracy": ("训练词元准确率", "training token accuracy", "-", "#4C72B0"),
+    "valid_mean_token_accuracy": ("批次验证词元准确率（一个批次）", "validation token accuracy (one batch)", "o", "#DD8452"),
+    "full_valid_mean_token_accuracy": ("完整验证集词元准确率（每轮末）", "full validation token accuracy (end of each epoch)", "s-", "#C44E52"),
+}
 
 
-def plot_training_curves(results: "pd.DataFrame", title: str = "fine-tuning job: loss and token accuracy"):
-    """Train/valid loss and token accuracy per step from a job's result CSV; returns the matplotlib figure."""
+def plot_training_curves(results: "pd.DataFrame", title: str = "微调作业：损失与词元准确率"):
+    """Notebook 06: loss and token accuracy per step from a job's results (full_valid_* as their own series); returns the figure."""
     import matplotlib.pyplot as plt
 
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.6))
-    panels = [(ax_loss, "loss", ["train_loss", "valid_loss", "full_valid_loss"]),
-              (ax_acc, "token accuracy", ["train_accuracy", "train_mean_token_accuracy", "valid_mean_token_accuracy",
-                                          "full_valid_mean_token_accuracy"])]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
+    panels = [(ax_loss, cjk_label("损失", "loss"), ["train_loss", "valid_loss", "full_valid_loss"]),
+              (ax_acc, cjk_label("词元准确率", "token accuracy"),
+               ["train_accuracy", "train_mean_token_accuracy", "valid_mean_token_accuracy", "full_valid_mean_token_accuracy"])]
+    drawn: set[str] = set()
     for ax, label, columns in panels:
         for column in columns:
-            if column in results.columns:
-                series = results[["step", column]].dropna()
-                if not series.empty:
-                    style = "-" if column.startswith("train") else "o--"
-                    ax.plot(series["step"], series[column], style, label=column, markersize=4)
-        ax.set_xlabel("step")
+            if column not in results.columns:
+                continue
+            series = results[["step", column]].dropna()
+            zh, en, style, color = CURVES[column]
+            if series.empty or zh in drawn:  # train_accuracy and train_mean_token_accuracy: one series
+                continue
+            drawn.add(zh)
+            ax.plot(series["step"], series[column], style, label=cjk_label(zh, en), color=color,
+                    markersize=6 if column.startswith("full") else 4, alpha=0.6 if style == "o" else 1.0)
+        ax.set_xlabel(cjk_label("训练步", "step"))
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
-    fig.suptitle(title)
+    fig.suptitle(cjk_label(title, "fine-tuning job: loss and token accuracy"))
     fig.tight_layout()
     return fig

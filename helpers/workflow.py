@@ -125,9 +125,17 @@ class Upload:
     reused: bool
 
 
-def upload_name(path: Path, digest: str) -> str:
-    """The name a file is uploaded under: its stem plus the start of its content hash."""
-    return f"{path.stem}-{digest[:12]}{path.suffix}"
+def upload_name(path: Path) -> str:
+    """Notebook 04: the name a file is uploaded under, its stem plus the start of its content hash (train-1ea326543a23.jsonl)."""
+    path = Path(path)
+    return f"{path.stem}-{hashlib.sha256(_read_training_file(path)).hexdigest()[:12]}{path.suffix}"
+
+
+def _read_training_file(path: Path) -> bytes:
+    """The bytes of a file notebook 03 wrote, with advice when it is missing."""
+    if not Path(path).is_file():
+        raise WorkflowError(f"{Path(path).name} does not exist in the work folder: run notebook 03 first to write the fine-tuning files")
+    return Path(path).read_bytes()
 
 
 def _list_files(client: OpenAI, purpose: str) -> list[Any]:
@@ -145,34 +153,58 @@ def _find_upload(files: Iterable[Any], file_id: str | None, name: str, size: int
     return max(matches, key=lambda f: f.created_at) if matches else None
 
 
-def upload_file(client: OpenAI, cfg: Config, path: Path, purpose: str = "fine-tune", retries: int = 5) -> Upload:
-    """Upload a file once: reuse the upload recorded for the same bytes if the API still lists it."""
-    path = Path(path)
-    if not path.is_file():
-        raise WorkflowError(f"{path} does not exist: run notebook 03 first to write the fine-tuning files")
-    data = path.read_bytes()
+def find_upload(client: OpenAI, cfg: Config, path: Path, purpose: str = "fine-tune") -> Any | None:
+    """Notebook 04: the API's file holding these bytes (the id recorded in run_state.json, else the hashed name), or None."""
+    data = _read_training_file(path)
     digest = hashlib.sha256(data).hexdigest()
-    name = upload_name(path, digest)
     recorded = load_state(cfg).get("uploads", {}).get(digest, {})
-    found = _find_upload(_list_files(client, purpose), recorded.get("file_id"), name, len(data))
-    reused = found is not None
+    return _find_upload(_list_files(client, purpose), recorded.get("file_id"), upload_name(path), len(data))
+
+
+def create_once(client: OpenAI, create: Callable[[OpenAI], Any], find: Callable[[], Any | None], *, what: str,
+                retries: int = 5) -> Any:
+    """Notebooks 04 and 05: call `create(client)` with the SDK's own retries off; after a lost answer, `find()` before sending again.
+
+    A create whose answer was lost (timeout, 429, 5xx) may still have reached the server; the SDK
+    would simply send it again (a second upload, a second paid job). Here each retry first asks
+    `find()` whether the object exists now, and returns it if so.
+    """
+    once = client.with_options(max_retries=0)
     for attempt in range(retries + 1):
-        if found is not None:
-            break
         try:
-            found = client.with_options(max_retries=0).files.create(file=(name, data, "application/jsonl"), purpose=purpose)
+            return create(once)
         except TRANSIENT_ERRORS as exc:
             if attempt == retries:
-                raise WorkflowError(f"uploading {path} failed {retries + 1} times (last: {exc}); re-run the cell") from exc
+                raise WorkflowError(f"{what} failed {retries + 1} times (last: {exc}); re-run the cell") from exc
             time.sleep(min(2**attempt, 10))
-            # The upload may have arrived although the answer did not: look before sending it again.
-            found = _find_upload(_list_files(client, purpose), None, name, len(data))
-    update_state(cfg, uploads={digest: {"file_id": found.id, "filename": name, "path": str(path), "bytes": len(data)}})
-    return Upload(found.id, name, digest, len(data), getattr(found, "status", "processed") or "processed", reused)
+            found = find()
+            if found is not None:
+                return found
+    raise AssertionError("unreachable")
+
+
+def record_upload(cfg: Config, path: Path, file: Any, *, reused: bool) -> Upload:
+    """Notebook 04: note the upload in run_state.json (content hash -> file id) and return it as an Upload."""
+    data = _read_training_file(path)
+    digest = hashlib.sha256(data).hexdigest()
+    update_state(cfg, uploads={digest: {"file_id": file.id, "filename": file.filename, "path": Path(path).name, "bytes": len(data)}})
+    return Upload(file.id, file.filename, digest, len(data), getattr(file, "status", "processed") or "processed", reused)
+
+
+def upload_file(client: OpenAI, cfg: Config, path: Path, purpose: str = "fine-tune", retries: int = 5) -> Upload:
+    """Notebooks 04 and 05 in one call: find_upload, else files.create through create_once, then record_upload."""
+    path = Path(path)
+    found = find_upload(client, cfg, path, purpose)
+    reused = found is not None
+    if found is None:
+        name, data = upload_name(path), _read_training_file(path)
+        found = create_once(client, lambda c: c.files.create(file=(name, data, "application/jsonl"), purpose=purpose),
+                            lambda: find_upload(client, cfg, path, purpose), what=f"uploading {path.name}", retries=retries)
+    return record_upload(cfg, path, found, reused=reused)
 
 
 def files_table(client: OpenAI, purpose: str = "fine-tune") -> pd.DataFrame:
-    """The API's list of uploaded files of one purpose, newest first, as a table."""
+    """Notebook 04: the API's list of uploaded files of one purpose, newest first, as a table."""
     rows = [{"id": f.id, "filename": f.filename, "bytes": f.bytes, "status": f.status,
              "created": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(f.created_at))} for f in _list_files(client, purpose)]
     frame = pd.DataFrame(rows, columns=["id", "filename", "bytes", "status", "created"])
@@ -180,7 +212,7 @@ def files_table(client: OpenAI, purpose: str = "fine-tune") -> pd.DataFrame:
 
 
 def wait_for_processing(client: OpenAI, file_id: str, timeout: float = 600.0, interval: float = 1.0) -> Any:
-    """Wait until an uploaded file is `processed`; raise FileProcessingError on `error`, PollTimeout after `timeout` s."""
+    """Notebook 04: wait until an uploaded file is `processed`; raise FileProcessingError on `error`, PollTimeout after `timeout` s."""
     deadline = time.monotonic() + timeout
     while True:
         f = client.files.retrieve(file_id)
@@ -230,7 +262,7 @@ class JobPlan:
         return self.metadata["run_id"]
 
     def create_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for `client.fine_tuning.jobs.create`."""
+        """Notebook 05: the keyword arguments for `client.fine_tuning.jobs.create`."""
         hyper = {"n_epochs": self.n_epochs, "batch_size": self.batch_size, "learning_rate_multiplier": self.learning_rate_multiplier}
         kwargs: dict[str, Any] = {
             "model": self.model,
@@ -247,7 +279,7 @@ class JobPlan:
 
 def plan_job(cfg: Config, train: Upload, valid: Upload | None, *, suffix: str = "huatuo", batch_size: int | str = "auto",
              learning_rate_multiplier: float | str = "auto", n_epochs: int | None = None) -> JobPlan:
-    """The job for these uploads and the configured base model, epochs and seed."""
+    """Notebook 05: the job for these uploads and the configured base model, epochs and seed."""
     return JobPlan(model=cfg.base_model, training_file=train.file_id, validation_file=valid.file_id if valid else None,
                    n_epochs=n_epochs or cfg.n_epochs, batch_size=batch_size, learning_rate_multiplier=learning_rate_multiplier,
                    seed=cfg.seed, suffix=suffix, train_sha256=train.sha256, valid_sha256=valid.sha256 if valid else None)
@@ -264,13 +296,13 @@ def list_jobs(client: OpenAI, max_jobs: int = 1000, metadata: dict[str, str] | N
 
 
 def find_jobs(client: OpenAI, run_id: str) -> list[Any]:
-    """The jobs launched for this run identity, newest first."""
+    """Notebook 05: the jobs launched for this run identity, newest first."""
     listed = list_jobs(client, metadata={"run_id": run_id})
     return [j for j in listed if (j.metadata or {}).get("run_id") == run_id]  # also where the filter is ignored
 
 
 def confirm_cost(cfg: Config, estimate_usd: float | None, ask: Callable[[str], str] | None = None) -> None:
-    """On a remote backend, require FINETUNE_CONFIRM=1 or an interactive 'yes'; raise CostNotConfirmed otherwise."""
+    """Notebook 05: on a remote backend, require FINETUNE_CONFIRM=1 or an interactive 'yes'; raise CostNotConfirmed otherwise."""
     if cfg.is_local or cfg.confirm_cost:
         return
     cost = "unknown (run notebook 03 for an estimate)" if estimate_usd is None else f"about ${estimate_usd:.2f}"
@@ -292,6 +324,34 @@ def _stdin_available() -> bool:
 
 
 @dataclass
+class JobLookup:
+    """Notebook 05: what the API lists for a plan's identity, and the job to reuse (None: create one)."""
+
+    run_id: str
+    job: Any | None
+    existing: list[Any]  # every job with this identity, newest first
+
+
+def find_job(client: OpenAI, cfg: Config, plan: JobPlan) -> JobLookup:
+    """Notebook 05: the newest job with the plan's run_id unless it failed/was cancelled or FINETUNE_NEW_JOB=1."""
+    existing = find_jobs(client, plan.run_id)
+    usable = [j for j in existing if j.status not in STOPPED]
+    return JobLookup(plan.run_id, usable[0] if usable and not cfg.allow_new_job else None, existing)
+
+
+def find_new_job(client: OpenAI, lookup: JobLookup) -> Any | None:
+    """Notebook 05: a job with the lookup's identity that was not there at lookup time (a create whose answer was lost)."""
+    known = {j.id for j in lookup.existing}
+    fresh = [j for j in find_jobs(client, lookup.run_id) if j.id not in known]
+    return fresh[0] if fresh else None
+
+
+def record_job(cfg: Config, job: Any, run_id: str) -> None:
+    """Notebook 05: note the job id in run_state.json for notebook 06."""
+    update_state(cfg, job={"id": job.id, "run_id": run_id})
+
+
+@dataclass
 class LaunchResult:
     """The job to follow and how it was chosen."""
 
@@ -302,45 +362,37 @@ class LaunchResult:
 
 def find_or_create_job(client: OpenAI, cfg: Config, plan: JobPlan, *, estimate_usd: float | None = None,
                        ask: Callable[[str], str] | None = None, retries: int = 5) -> LaunchResult:
-    """Reuse the newest job with the plan's identity unless it failed/was cancelled or FINETUNE_NEW_JOB=1; else create one."""
-    existing = find_jobs(client, plan.run_id)
-    usable = [j for j in existing if j.status not in STOPPED]
-    if usable and not cfg.allow_new_job:
-        update_state(cfg, job={"id": usable[0].id, "run_id": plan.run_id})
-        return LaunchResult(usable[0], True, existing[1:] if existing[0] is usable[0] else existing)
+    """Notebook 05 in one call: find_job, else confirm_cost and jobs.create through create_once, then record_job."""
+    lookup = find_job(client, cfg, plan)
+    if lookup.job is not None:
+        record_job(cfg, lookup.job, plan.run_id)
+        return LaunchResult(lookup.job, True, [j for j in lookup.existing if j.id != lookup.job.id])
     confirm_cost(cfg, estimate_usd, ask)
-    known = {j.id for j in existing}
-    job = None
-    for attempt in range(retries + 1):
-        try:
-            job = client.with_options(max_retries=0).fine_tuning.jobs.create(**plan.create_kwargs())
-            break
-        except TRANSIENT_ERRORS as exc:
-            if attempt == retries:
-                raise WorkflowError(f"creating the job failed {retries + 1} times (last: {exc}); re-run the cell") from exc
-            time.sleep(min(2**attempt, 10))
-            # The job may exist although the answer was lost: look before creating another.
-            fresh = [j for j in find_jobs(client, plan.run_id) if j.id not in known]
-            if fresh:
-                job = fresh[0]
-                break
-    update_state(cfg, job={"id": job.id, "run_id": plan.run_id})
-    return LaunchResult(job, False, existing)
+    kwargs = plan.create_kwargs()
+    job = create_once(client, lambda c: c.fine_tuning.jobs.create(**kwargs), lambda: find_new_job(client, lookup),
+                      what="creating the job", retries=retries)
+    record_job(cfg, job, plan.run_id)
+    return LaunchResult(job, False, lookup.existing)
+
+
+def recorded_job_id(cfg: Config) -> str:
+    """Notebook 06: the id of the job notebook 05 launched or reused on this backend (from run_state.json)."""
+    job_id = load_state(cfg).get("job", {}).get("id")
+    if not job_id:
+        raise WorkflowError(f"no job recorded in the work folder's {STATE_FILE} for {cfg.base_url}: run notebook 05 first")
+    return job_id
 
 
 def current_job(client: OpenAI, cfg: Config) -> Any:
     """The job recorded by notebook 05 for this backend, fetched fresh from the API."""
-    job_id = load_state(cfg).get("job", {}).get("id")
-    if not job_id:
-        raise WorkflowError(f"no job recorded in {cfg.work_dir / STATE_FILE} for {cfg.base_url}: run notebook 05 first")
-    return client.fine_tuning.jobs.retrieve(job_id)
+    return client.fine_tuning.jobs.retrieve(recorded_job_id(cfg))
 
 
 # ---------------------------------------------------------------- polling
 
 
 class PlainProgress:
-    """Progress as plain text lines (headless runs, logs): one line per status change and per 10% of the steps."""
+    """Notebook 06 (headless): progress as plain text lines, one per status change and per 10% of the steps."""
 
     def __init__(self, print_fn: Callable[[str], None] = print) -> None:
         self._print = print_fn
@@ -351,8 +403,8 @@ class PlainProgress:
         """Print a line when the status changed or the step count crossed another tenth of the total."""
         bucket = int(10 * step / total) if step is not None and total else -1
         if status != self._status or bucket > self._bucket:
-            where = f"step {step}/{total} ({100 * step / total:.0f}%)" if bucket >= 0 else "no steps yet"
-            self._print(f"progress: {status}, {where}")
+            where = f"第 {step}/{total} 步（{100 * step / total:.0f}%）" if bucket >= 0 else "还没有训练步"
+            self._print(f"进度：{status}，{where}")
         self._status, self._bucket = status, max(bucket, self._bucket)
 
     def close(self, status: str) -> None:
@@ -392,14 +444,24 @@ class EventLog:
 
 
 def format_event(event: Any) -> str:
-    """One line for an event: time, level, message."""
+    """Notebook 06: one line for an event: time, level, message."""
     stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(event.created_at))
     return f"{stamp} [{event.level}] {event.message}"
 
 
+def event_worth_printing(event: Any, every: int) -> bool:
+    """Notebook 06's log: every message, warning and validation, the first and last step, and every `every`-th step."""
+    data = event.data if isinstance(event.data, dict) else {}
+    if event.type != "metrics" or event.level != "info" or "step" not in data:
+        return True
+    step, total = int(data["step"]), data.get("total_steps")
+    return "valid_loss" in data or "full_valid_loss" in data or step == 1 or step % max(every, 1) == 0 or step == total
+
+
 def poll_job(client: OpenAI, job_id: str, *, timeout: float = 3600.0, interval: float = 2.0, progress: Any = None,
-             print_fn: Callable[[str], None] = print, page_size: int = 100) -> Any:
-    """Follow a job until it ends, printing each new event once; return it on success, raise JobFailed/JobCancelled/PollTimeout."""
+             print_fn: Callable[[str], None] = print, page_size: int = 100, log_every: int = 1) -> Any:
+    """Notebook 06: follow a job until it ends, printing each new event once (steps: every `log_every`-th, see
+    event_worth_printing); return it on success, raise JobFailed/JobCancelled/PollTimeout."""
     progress = progress or PlainProgress(print_fn)
     log = EventLog(client, job_id, page_size)
     deadline = time.monotonic() + timeout
@@ -409,7 +471,8 @@ def poll_job(client: OpenAI, job_id: str, *, timeout: float = 3600.0, interval: 
             job = client.fine_tuning.jobs.retrieve(job_id)
             status = job.status
             for event in log.new_events():
-                print_fn(format_event(event))
+                if event_worth_printing(event, log_every):
+                    print_fn(format_event(event))
             progress.update(job.status, log.step, log.total_steps)
             if job.status not in IN_PROGRESS:
                 break
@@ -448,11 +511,9 @@ def decode_result_bytes(raw: bytes) -> str:
     return decoded
 
 
-def download_results(client: OpenAI, cfg: Config, job: Any) -> pd.DataFrame:
-    """The job's result CSV (step, losses, token accuracies) as a DataFrame, also saved to the work folder."""
-    if not job.result_files:
-        raise WorkflowError(f"job {job.id} has no result file (status '{job.status}'); wait until it succeeded")
-    text = decode_result_bytes(client.files.content(job.result_files[0]).content)
+def read_results(cfg: Config, raw: bytes) -> pd.DataFrame:
+    """Notebook 06: the bytes of a job's result file (from client.files.content) as a DataFrame, also saved as results.csv."""
+    text = decode_result_bytes(raw)
     frame = pd.read_csv(io.StringIO(text))
     out = cfg.work_dir / RESULTS_CSV
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -462,17 +523,82 @@ def download_results(client: OpenAI, cfg: Config, job: Any) -> pd.DataFrame:
     return frame
 
 
-def list_checkpoints(client: OpenAI, job_id: str) -> pd.DataFrame:
-    """The job's checkpoints (step, model id, metrics), oldest first."""
+def download_results(client: OpenAI, cfg: Config, job: Any) -> pd.DataFrame:
+    """Notebook 06 in one call: client.files.content of the job's first result file, read by read_results."""
+    if not job.result_files:
+        raise WorkflowError(f"job {job.id} has no result file (status '{job.status}'); wait until it succeeded")
+    return read_results(cfg, client.files.content(job.result_files[0]).content)
+
+
+def checkpoints_table(checkpoints: Iterable[Any]) -> pd.DataFrame:
+    """Notebook 06: checkpoints (from client.fine_tuning.jobs.checkpoints.list) as a table: step, model id, metrics; oldest first."""
     rows = []
-    for ckpt in client.fine_tuning.jobs.checkpoints.list(job_id, limit=100):
+    for ckpt in checkpoints:
         metrics = ckpt.metrics.model_dump(exclude_none=True) if ckpt.metrics is not None else {}
         rows.append({"step": ckpt.step_number, "model": ckpt.fine_tuned_model_checkpoint, **{k: v for k, v in metrics.items() if k != "step"}})
     return pd.DataFrame(rows).sort_values("step").reset_index(drop=True) if rows else pd.DataFrame(columns=["step", "model"])
 
 
+def list_checkpoints(client: OpenAI, job_id: str) -> pd.DataFrame:
+    """Notebook 06 in one call: client.fine_tuning.jobs.checkpoints.list, as checkpoints_table."""
+    return checkpoints_table(client.fine_tuning.jobs.checkpoints.list(job_id, limit=100))
+
+
+FULL_VALID_COLUMNS = ("full_valid_loss", "full_valid_mean_token_accuracy")
+
+
+def with_full_validation(results: pd.DataFrame, checkpoints: pd.DataFrame) -> pd.DataFrame:
+    """Notebook 06: the result rows with the checkpoints' full validation metrics merged in by step (OpenAI keeps them there)."""
+    merged = results.copy()
+    for column in FULL_VALID_COLUMNS:
+        if column not in checkpoints.columns:
+            continue
+        by_step = checkpoints.set_index(checkpoints["step"].astype(int))[column]
+        from_checkpoints = merged["step"].astype(int).map(by_step)
+        merged[column] = merged[column].fillna(from_checkpoints) if column in merged.columns else from_checkpoints
+    return merged
+
+
+@dataclass
+class TrainingSummary:
+    """Notebook 06: the numbers its closing paragraph quotes, rounded as printed."""
+
+    first_step: int
+    last_step: int
+    first_train_loss: float
+    last_train_loss: float
+    mean_train_loss_last5: float
+    full_valid_loss: list[tuple[int, float]]  # (step, loss) at each epoch end
+
+    def lines(self) -> list[str]:
+        """The summary as printed, one fact per line."""
+        out = [f"训练损失：第 {self.first_step} 步 {self.first_train_loss:.3f} → 第 {self.last_step} 步 {self.last_train_loss:.3f}"
+               f"（最后 5 步平均 {self.mean_train_loss_last5:.3f}）"]
+        if self.full_valid_loss:
+            per_epoch = "，".join(f"第 {i} 轮末（第 {step} 步）{loss:.3f}" for i, (step, loss) in enumerate(self.full_valid_loss, 1))
+            out.append(f"完整验证集损失：{per_epoch}")
+        else:
+            out.append("完整验证集损失：结果里没有（没有验证文件，或服务器没有报告）")
+        return out
+
+
+def training_summary(results: pd.DataFrame, print_fn: Callable[[str], None] | None = print) -> TrainingSummary:
+    """Notebook 06: train loss first to last step and full validation loss per epoch, printed with 3 decimals."""
+    train = results[["step", "train_loss"]].dropna()
+    if train.empty:
+        raise WorkflowError("the result file has no train_loss rows: is the job finished?")
+    full = results[["step", "full_valid_loss"]].dropna() if "full_valid_loss" in results.columns else results.iloc[0:0]
+    summary = TrainingSummary(int(train["step"].iloc[0]), int(train["step"].iloc[-1]), round(float(train["train_loss"].iloc[0]), 3),
+                              round(float(train["train_loss"].iloc[-1]), 3), round(float(train["train_loss"].tail(5).mean()), 3),
+                              [(int(r.step), round(float(r.full_valid_loss), 3)) for r in full.itertuples()])
+    if print_fn is not None:
+        for line in summary.lines():
+            print_fn(line)
+    return summary
+
+
 def store_fine_tuned_model(cfg: Config, job: Any) -> str:
-    """Record the fine-tuned model id (and the job's trained_tokens) for notebook 07."""
+    """Notebook 06: record the fine-tuned model id (and the job's trained_tokens) for notebook 07."""
     if not job.fine_tuned_model:
         raise WorkflowError(f"job {job.id} has no fine-tuned model yet (status '{job.status}')")
     update_state(cfg, job={"id": job.id, "fine_tuned_model": job.fine_tuned_model, "trained_tokens": job.trained_tokens})
@@ -491,7 +617,7 @@ def load_fine_tuned_model(cfg: Config) -> str:
 
 
 def load_train_stats(cfg: Config) -> dict[str, Any]:
-    """Notebook 03's `train_stats.json` (token counts and the cost estimate)."""
+    """Notebook 05: read notebook 03's `train_stats.json` (token counts and the cost estimate)."""
     path = cfg.work_dir / "train_stats.json"
     if not path.is_file():
         raise WorkflowError(f"{path} does not exist: run notebook 03 first")

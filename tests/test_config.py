@@ -63,22 +63,56 @@ def test_key_never_in_repr_or_description(env, tmp_path):
     assert cfg.api_key_source == "LOCALAPI_KEY"
 
 
-def test_remote_backend_from_environment(env, tmp_path):
-    env.setenv("OPENAI_API_KEY", "sk-test-remote")
+def test_an_exported_openai_key_alone_keeps_the_local_backend_and_key(env, tmp_path):
+    env.setenv("OPENAI_API_KEY", "sk-test-not-real")
     cfg = load_config(no_env_file(tmp_path))
-    assert cfg.backend == "remote"
-    assert cfg.base_url == config.OPENAI_BASE_URL
+    assert cfg.backend == "local" and cfg.base_url == "http://127.0.0.1:8765/v1"
+    assert cfg.api_key != "sk-test-not-real" and cfg.api_key.startswith("local-")
+    assert "OPENAI_API_KEY alone does not switch" in cfg.describe()
+    assert "sk-test-not-real" not in cfg.describe()
+
+
+@pytest.mark.parametrize("choice", ["openai", "remote", "OpenAI"])
+def test_remote_backend_needs_an_explicit_choice(env, tmp_path, choice):
+    env.setenv("OPENAI_API_KEY", "sk-test-remote")
+    env.setenv("FINETUNE_BACKEND", choice)
+    cfg = load_config(no_env_file(tmp_path))
+    assert cfg.backend == "remote" and not cfg.is_local
+    assert cfg.base_url == config.OPENAI_BASE_URL and cfg.api_key == "sk-test-remote"
     assert cfg.base_model == config.DEFAULT_REMOTE_MODEL
     assert cfg.data_source == "hub" and cfg.data_path is None
+    assert f"because     : FINETUNE_BACKEND={choice.lower()}" in cfg.describe()
+
+
+def test_remote_base_url_chooses_remote_also_from_dotenv(env, tmp_path):
+    dotenv = tmp_path / ".env"
+    dotenv.write_text("OPENAI_BASE_URL=https://api.example.com/v1\nOPENAI_API_KEY=sk-from-dotenv\n", encoding="utf-8")
+    try:
+        cfg = load_config(dotenv)
+        assert (cfg.backend, cfg.base_url, cfg.api_key) == ("remote", "https://api.example.com/v1", "sk-from-dotenv")
+        assert "OPENAI_BASE_URL points at another machine" in cfg.describe()
+    finally:
+        os.environ.pop("OPENAI_BASE_URL", None)
+        os.environ.pop("OPENAI_API_KEY", None)
+
+
+def test_forced_local_ignores_a_remote_url_and_its_key(env, tmp_path):
+    env.setenv("OPENAI_BASE_URL", "https://api.example.com/v1")
+    env.setenv("OPENAI_API_KEY", "sk-remote")
+    env.setenv("FINETUNE_BACKEND", "local")
+    cfg = load_config(no_env_file(tmp_path))
+    assert (cfg.backend, cfg.base_url) == ("local", "http://127.0.0.1:8765/v1") and cfg.api_key != "sk-remote"
 
 
 def test_loopback_base_url_counts_as_local(env, tmp_path):
     env.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9999/v1")
-    env.setenv("OPENAI_API_KEY", "the-test-key")
+    env.setenv("OPENAI_API_KEY", "not-our-servers-key")
+    env.setenv("LOCALAPI_KEY", "the-local-key")
     cfg = load_config(no_env_file(tmp_path))
     assert cfg.backend == "local"
     assert cfg.base_url == "http://127.0.0.1:9999/v1"
-    assert cfg.api_key == "the-test-key"
+    assert cfg.api_key == "the-local-key" and cfg.api_key_source == "LOCALAPI_KEY"
+    assert "points at this machine" in cfg.describe()
 
 
 def test_remote_base_url_without_key_is_a_clear_error(env, tmp_path):
@@ -160,3 +194,29 @@ def test_huatuo_source_names_the_data(env, tmp_path, source, name):
     env.setenv("OPENAI_API_KEY", "sk-test-remote")
     env.setenv("FINETUNE_BACKEND", "remote")
     assert load_config(no_env_file(tmp_path)).data_source == source  # an explicit choice holds on either backend
+
+
+def test_setup_notebook_overrides_replace_fields(env, tmp_path, monkeypatch, capsys):
+    from helpers import notebook
+
+    monkeypatch.setattr(notebook, "load_config", lambda: load_config(no_env_file(tmp_path)))
+    cfg = notebook.setup_notebook("02", seed=7, n_train=200, base_model="tiny-test", request_timeout=30)
+    assert (cfg.seed, cfg.n_train, cfg.base_model, cfg.request_timeout) == (7, 200, "tiny-test", 30.0)
+    out = capsys.readouterr().out
+    assert "overrides   : seed=7, n_train=200" in out and "seed=7" in out.split("sizes")[1]
+    assert notebook.setup_notebook("02").seed == 42  # nothing sticks between calls
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"sede": 7}, "sede=7, which is no setting"),
+    ({"n_train": 5}, "n_train=5: must be at least 10"),
+    ({"seed": "7"}, "seed='7': must be a whole number"),
+    ({"n_epochs": True}, "n_epochs=True: must be a whole number"),
+    ({"api_key": "x"}, "api_key cannot be changed in setup_notebook"),
+    ({"base_model": " "}, "base_model=' ': must not be empty"),
+])
+def test_setup_notebook_bad_override_names_the_field(env, tmp_path, overrides, message):
+    from helpers.notebook import apply_overrides
+
+    with pytest.raises(ConfigError, match=message):
+        apply_overrides(load_config(no_env_file(tmp_path)), **overrides)

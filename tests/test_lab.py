@@ -38,7 +38,7 @@ def test_remote_env_leaves_the_api_settings_alone(tmp_path: Path, monkeypatch: p
     """With a remote backend nothing local is pinned: the SDK reads OPENAI_* as the reader set them."""
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
-    monkeypatch.delenv("FINETUNE_BACKEND", raising=False)
+    monkeypatch.setenv("FINETUNE_BACKEND", "openai")  # an exported key alone keeps the local backend
     cfg = load_config(env_file=tmp_path / "no.env")
     env = lab.lab_env(cfg, "tok", base_env={"OPENAI_API_KEY": "sk-test"})
     assert cfg.backend == "remote"

@@ -216,8 +216,8 @@ def test_poll_prints_each_event_once_across_pages_and_stops_on_success(api, clie
     messages = [line.split("] ", 1)[1] for line in lines if "] " in line]
     assert messages == [f"early {i}" for i in range(5)] + ["Step 1/3", "Step 2/3", "Step 3/3"]
     assert final.status == "succeeded"
-    assert "progress: validating_files, no steps yet" in lines
-    assert any(line.startswith("progress: succeeded, step 3/3 (100%)") for line in lines)
+    assert "进度：validating_files，还没有训练步" in lines
+    assert any(line.startswith("进度：succeeded，第 3/3 步（100%）") for line in lines)
 
 
 def test_plain_progress_prints_status_changes_and_tenths() -> None:
@@ -227,7 +227,7 @@ def test_plain_progress_prints_status_changes_and_tenths() -> None:
     progress.update("queued", None, None)
     for step in range(1, 101):
         progress.update("running", step, 100)
-    assert lines[0] == "progress: queued, no steps yet"
+    assert lines[0] == "进度：queued，还没有训练步"
     assert len(lines) == 1 + 11  # steps 1 (status change), 10, 20, ..., 100
 
 
@@ -275,3 +275,90 @@ def test_fine_tuned_model_stored_for_notebook_07(api, client, cfg, tmp_path) -> 
     workflow.store_fine_tuned_model(cfg, job)
     assert workflow.load_fine_tuned_model(cfg) == "ft:tiny-test:local:huatuo:abc"
     assert workflow.current_job(client, cfg).id == job.id
+
+
+def test_find_or_create_here_as_notebook_04_writes_it(api, client, cfg, tmp_path) -> None:
+    """The notebook's own cell: find_upload, else files.create through create_once (lost answer looked up), record_upload."""
+    path = _jsonl(tmp_path, "train.jsonl", '{"messages": []}\n')
+    assert workflow.find_upload(client, cfg, path) is None
+    api.fail_next = [500]  # the server stores the file, then the answer is lost
+    f = workflow.create_once(client, lambda client: client.files.create(file=(workflow.upload_name(path), path.read_bytes(),
+                             "application/jsonl"), purpose="fine-tune"),
+                             find=lambda: workflow.find_upload(client, cfg, path), what="uploading train.jsonl")
+    up = workflow.record_upload(cfg, path, f, reused=False)
+    assert len(api.files) == 1 and up.file_id == api.files[0]["id"] and up.filename == workflow.upload_name(path)
+    assert workflow.find_upload(client, cfg, path).id == up.file_id  # the second run finds it
+
+
+def test_create_once_gives_up_with_advice(api, client, cfg) -> None:
+    def always_down(c):
+        raise openai.APIConnectionError(request=httpx.Request("POST", "http://127.0.0.1:9/v1/files"))
+
+    with pytest.raises(workflow.WorkflowError, match="uploading x failed 3 times .* re-run the cell"):
+        workflow.create_once(client, always_down, find=lambda: None, what="uploading x", retries=2)
+
+
+def test_job_find_or_create_here_as_notebook_05_writes_it(api, client, cfg, tmp_path) -> None:
+    job_plan = _plan(cfg, client, tmp_path)
+    plan = job_plan.create_kwargs()
+    lookup = workflow.find_job(client, cfg, job_plan)
+    assert lookup.job is None and lookup.existing == []
+    api.fail_next = [502]
+    job = workflow.create_once(client, lambda client: client.fine_tuning.jobs.create(**plan),
+                               find=lambda: workflow.find_new_job(client, lookup), what="creating the job")
+    workflow.record_job(cfg, job, job_plan.run_id)
+    assert len(api.jobs) == 1 and job.id == api.jobs[0]["id"] and workflow.recorded_job_id(cfg) == job.id
+    assert workflow.find_job(client, cfg, job_plan).job.id == job.id
+    assert workflow.find_job(client, dataclasses.replace(cfg, allow_new_job=True), job_plan).job is None
+
+
+def _event(step: int, total: int = 75, level: str = "info", **data):
+    return type("E", (), {"type": "metrics", "level": level, "data": {"step": step, "total_steps": total, **data}})()
+
+
+def test_log_shows_every_fifth_step_and_every_validation_and_warning() -> None:
+    shown = [s for s in range(1, 76) if workflow.event_worth_printing(_event(s), 5)]
+    assert shown == [1] + list(range(5, 76, 5))
+    assert workflow.event_worth_printing(_event(13, valid_loss=1.9), 5)
+    assert workflow.event_worth_printing(_event(13, level="warn"), 5)
+    message = type("E", (), {"type": "message", "level": "info", "data": None})()
+    assert workflow.event_worth_printing(message, 5)
+    assert all(workflow.event_worth_printing(_event(s), 1) for s in range(1, 76))
+
+
+def test_full_validation_merged_from_checkpoints_and_summarised(capsys) -> None:
+    import pandas as pd
+
+    results = pd.DataFrame({"step": [1, 2, 3, 4], "train_loss": [2.0, 1.5, 1.25, 1.0], "valid_loss": [None, 1.9, None, 1.7]})
+    checkpoints = pd.DataFrame({"step": [2, 4], "model": ["m:ckpt-step-2", "m:ckpt-step-4"], "full_valid_loss": [1.8, 1.6],
+                                "full_valid_mean_token_accuracy": [0.5, 0.6]})
+    merged = workflow.with_full_validation(results, checkpoints)
+    assert list(merged["full_valid_loss"].fillna(-1)) == [-1, 1.8, -1, 1.6]
+    assert list(merged["valid_loss"].fillna(-1)) == [-1, 1.9, -1, 1.7]  # the batch loss is kept apart
+    assert "full_valid_loss" not in results.columns
+    summary = workflow.training_summary(merged)
+    assert (summary.first_train_loss, summary.last_train_loss, summary.full_valid_loss) == (2.0, 1.0, [(2, 1.8), (4, 1.6)])
+    out = capsys.readouterr().out
+    assert "第 1 步 2.000 → 第 4 步 1.000（最后 5 步平均 1.438）" in out
+    assert "第 1 轮末（第 2 步）1.800，第 2 轮末（第 4 步）1.600" in out
+
+
+def test_training_curves_draw_full_and_batch_validation_apart() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import pandas as pd
+
+    from helpers.fonts import setup_cjk_font
+    from helpers.plots import plot_training_curves
+
+    setup_cjk_font()
+    results = pd.DataFrame({"step": [1, 2, 3, 4], "train_loss": [2.0, 1.5, 1.25, 1.0], "valid_loss": [None, 1.9, None, 1.7],
+                            "full_valid_loss": [None, 1.8, None, 1.6], "train_accuracy": [0.1, 0.2, 0.3, 0.4]})
+    fig = plot_training_curves(results)
+    loss_ax, acc_ax = fig.axes
+    lines = {line.get_label(): list(line.get_ydata()) for line in loss_ax.get_lines()}
+    assert lines == {"训练损失（每步一个批次）": [2.0, 1.5, 1.25, 1.0], "批次验证损失（一个批次）": [1.9, 1.7],
+                     "完整验证集损失（每轮末）": [1.8, 1.6]}
+    assert loss_ax.get_xlabel() == "训练步" and loss_ax.get_ylabel() == "损失" and fig._suptitle.get_text() == "微调作业：损失与词元准确率"
+    assert [line.get_label() for line in acc_ax.get_lines()] == ["训练词元准确率"]
