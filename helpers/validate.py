@@ -134,7 +134,7 @@ def check_example(example: Any) -> list[tuple[str, str]]:
     return out
 
 
-def _declared_functions(tools: Any) -> tuple[set[str], list[tuple[str, str]]]:
+def declared_functions(tools: Any) -> tuple[set[str], list[tuple[str, str]]]:
     """The function names a `tools` list declares, and its problems (OpenAI: type 'function', a valid unique name)."""
     if not isinstance(tools, list):
         return set(), [("bad_tools", f"'tools' must be an array, got {json_type(tools)}")]
@@ -163,7 +163,7 @@ def check_tool_use(example: dict, messages: list) -> list[tuple[str, str]]:
                                      for m in messages)
     if not uses:
         return []
-    names, out = _declared_functions(example.get("tools", []))
+    names, out = declared_functions(example.get("tools", []))
     parallel = example.get("parallel_tool_calls", True)
     if not isinstance(parallel, bool):
         out.append(("bad_parallel_tool_calls", f"'parallel_tool_calls' must be true or false, got {json.dumps(parallel)}"))

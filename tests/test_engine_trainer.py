@@ -253,3 +253,22 @@ def test_shared_prefix_pass_gives_the_same_loss(engine_cache, tok):
     assert float(shared[0]) == pytest.approx(float(plain[0]), rel=1e-5)
     single = T.collate(examples[:1], tok.pad_token_id, "cpu")
     assert T.shared_prefix_length(single) == 0
+
+
+def test_init_adapter_starts_from_the_saved_lora_weights_exactly(tmp_path, engine_cache):
+    from safetensors.torch import load_file
+
+    first = T.train(_spec(tmp_path, engine_cache, n_epochs=1, valid_path=None, save_checkpoints=False),
+                    lambda e: None, lambda: False)
+    saved = load_file(str(first.adapter_dir / "adapter_model.safetensors"))
+    loaded = M.load_model("tiny-test", engine_cache)
+    model = T.add_lora(loaded.model, T.DEFAULT_LORA_RANK, 99, "fp32", first.adapter_dir)
+    state = {k: v for k, v in model.state_dict().items() if "lora_" in k}
+    assert len(state) == len(saved) > 0
+    for name, tensor in saved.items():
+        live = next(v for k, v in state.items() if k.replace(".default", "") == name)
+        assert torch.equal(live.float(), tensor.float()), name
+    assert all(p.requires_grad for n, p in model.named_parameters() if "lora_" in n)  # trainable, not frozen
+    fresh = T.add_lora(M.load_model("tiny-test", engine_cache).model, T.DEFAULT_LORA_RANK, 99, "fp32")
+    b_fresh = [v for k, v in fresh.state_dict().items() if "lora_B" in k]
+    assert all(float(v.abs().sum()) == 0 for v in b_fresh)  # a new adapter starts at zero: the loaded one did not

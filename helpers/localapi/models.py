@@ -247,9 +247,24 @@ def ensure_converted(model_id: str, cache_dir: Path) -> Path | str:
     return target
 
 
+_IMPORT_LOCK = threading.Lock()  # transformers' lazy module is not safe to resolve from two threads at once
+
+
+def import_transformers() -> Any:
+    """Import transformers and peft once per process, under a lock (the generator's warm-up and a job's validation
+    thread may get there at the same time; concurrent first imports of transformers fail with ImportError)."""
+    with _IMPORT_LOCK:
+        import peft  # noqa: F401
+        import transformers
+
+        transformers.AutoModelForCausalLM, transformers.AutoTokenizer  # noqa: B018  (resolve the lazy names now)
+        return transformers
+
+
 @lru_cache(maxsize=8)
 def _tokenizer_cached(model_id: str, cache_dir: str) -> Any:
     """Process-wide tokenizer cache (tokenizers are read-only after loading)."""
+    import_transformers()
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(ensure_converted(model_id, Path(cache_dir)))
