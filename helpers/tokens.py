@@ -293,12 +293,14 @@ OPENAI_TOKEN_LIMITS: tuple[tuple[str, int], ...] = (
 # Our local models: the course applies the limit of the walkthrough's gpt-3.5-turbo-0613 (counted with o200k_base,
 # an estimate), the same for every local model so the sample does not depend on which one runs the course.
 LOCAL_TOKEN_LIMIT = 4_096
-# Every model's per-example limit is at most this (the largest OpenAI publishes): the check when no model is known.
+# Every model's per-example limit is at most this (the largest OpenAI publishes): the validator's check when the model
+# or its limit is unknown.
 MAX_EXAMPLE_TOKENS = 65_536
 
 
-def token_limit(model: str) -> int:
-    """The per-example token limit for a model: OpenAI's published one, LOCAL_TOKEN_LIMIT for local ids, else MAX_EXAMPLE_TOKENS."""
+def token_limit(model: str) -> int | None:
+    """The per-example token limit for a model: OpenAI's published one, LOCAL_TOKEN_LIMIT for local ids, None if unknown
+    (the validator then checks MAX_EXAMPLE_TOKENS)."""
     choice = encoding_for_model(model)
     if choice.estimate:
         return LOCAL_TOKEN_LIMIT
@@ -306,7 +308,7 @@ def token_limit(model: str) -> int:
     for prefix, limit in OPENAI_TOKEN_LIMITS:
         if base.startswith(prefix):
             return limit
-    return MAX_EXAMPLE_TOKENS
+    return None
 
 
 @dataclass(frozen=True)

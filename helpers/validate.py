@@ -317,7 +317,7 @@ def validate_bytes(data: bytes, path: Path | str = "<bytes>", model: str | None 
                    training: TrainingCounter | None = None) -> ValidationReport:
     """Validate the content of a chat JSONL given as bytes (see validate_file)."""
     choice = encoding_for_model(model or "")
-    limit = (max_tokens or (token_limit(model) if model else MAX_EXAMPLE_TOKENS)) if check_token_limit else None
+    limit = (max_tokens or (token_limit(model) if model else None) or MAX_EXAMPLE_TOKENS) if check_token_limit else None
     report = ValidationReport(Path(path), model, choice.encoding, limit)
     report.training_length = training.max_len if training else None
     problems, warnings = report.problems, report.warnings
