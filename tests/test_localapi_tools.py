@@ -123,7 +123,7 @@ def test_a_fine_tuned_model_is_the_base_of_a_new_job_and_training_continues_from
 
 
 def test_response_builder_turns_the_templates_call_syntax_into_openai_tool_calls():
-    from helpers.localapi.app import chat_completion_object
+    from helpers.localapi.chat import completion_object as chat_completion_object
     from helpers.localapi.generate import Choice, Usage
 
     text = ('<tool_call>\n{"name": "get_current_weather", "arguments": {"location": "上海", "format": "celsius"}}\n</tool_call>\n'

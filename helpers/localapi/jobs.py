@@ -18,20 +18,24 @@ import logging
 import multiprocessing as mp
 import os
 import queue as queue_mod
+import re
+import secrets
 import shutil
 import threading
 import time
-import traceback
-from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from helpers.localapi import schemas
+from helpers.localapi.errors import bad_request
 from helpers.localapi.storage import Storage, new_id, now
+from helpers.localapi.worker import Checkpoint, Error, Message, Metrics, Result, WorkerRecord, worker_main
 
 log = logging.getLogger("helpers.localapi.jobs")
 
 ACTIVE = ("validating_files", "queued", "running")
 RESULT_COLUMNS = ["step", "train_loss", "train_accuracy", "valid_loss", "valid_mean_token_accuracy"]
+MAX_SUFFIX = 64
 
 
 class ValidationFailed(Exception):
@@ -40,6 +44,80 @@ class ValidationFailed(Exception):
     def __init__(self, code: str, message: str, param: str, problem: str | None = None) -> None:
         super().__init__(message)
         self.code, self.message, self.param, self.problem = code, message, param, problem
+
+
+# ---- job requests ------------------------------------------------------------------------------
+def check_metadata(metadata: dict[str, str] | None) -> None:
+    """OpenAI's metadata limits: 16 pairs, keys up to 64 characters, values up to 512."""
+    if metadata is None:
+        return
+    if len(metadata) > 16:
+        raise bad_request("metadata may have at most 16 key-value pairs.", param="metadata")
+    for key, value in metadata.items():
+        if len(key) > 64:
+            raise bad_request(f"metadata key {key[:70]!r} is longer than 64 characters.", param="metadata")
+        if len(value) > 512:
+            raise bad_request(f"metadata value of {key!r} is longer than 512 characters.", param="metadata")
+
+
+def check_hyperparameters(hp: schemas.Hyperparameters, where: str) -> dict:
+    """Range checks of supervised hyperparameters; returns them as a dict ("auto" kept)."""
+    if hp.n_epochs != "auto" and not 1 <= hp.n_epochs <= 50:
+        raise bad_request(f"{where}.n_epochs must be 'auto' or between 1 and 50.", param=f"{where}.n_epochs")
+    if hp.batch_size != "auto" and not 1 <= hp.batch_size <= 256:
+        raise bad_request(f"{where}.batch_size must be 'auto' or between 1 and 256.", param=f"{where}.batch_size")
+    if hp.learning_rate_multiplier != "auto" and not 0 < hp.learning_rate_multiplier <= 10:
+        raise bad_request(f"{where}.learning_rate_multiplier must be 'auto' or in (0, 10].",
+                          param=f"{where}.learning_rate_multiplier")
+    return {"n_epochs": hp.n_epochs, "batch_size": hp.batch_size, "learning_rate_multiplier": hp.learning_rate_multiplier}
+
+
+def requested_hyperparameters(body: schemas.JobCreate) -> dict:
+    """The supervised hyperparameters of a request (in `method` or the deprecated top level), checked."""
+    if body.method is not None and body.hyperparameters is not None:
+        raise bad_request("Specify hyperparameters inside 'method' only; the top-level 'hyperparameters' is deprecated "
+                          "and cannot be combined with 'method'.", param="hyperparameters")
+    hp = schemas.Hyperparameters()
+    where = "hyperparameters"
+    if body.method is not None:
+        if body.method.type != "supervised":
+            raise bad_request(f"Fine-tuning method '{body.method.type}' is not supported by the local server; use "
+                              "'supervised'.", param="method.type")
+        where = "method.supervised.hyperparameters"
+        if body.method.supervised is not None and body.method.supervised.hyperparameters is not None:
+            hp = body.method.supervised.hyperparameters
+    elif body.hyperparameters is not None:
+        hp = body.hyperparameters
+    return check_hyperparameters(hp, where)
+
+
+def new_job_row(body: schemas.JobCreate, storage: Storage, base_models: list[str]) -> dict:
+    """Validate a job request against what the server has; the new row in `validating_files`."""
+    if body.model not in base_models and storage.get_model(body.model) is None:  # ft: models continue training
+        raise bad_request(f"Model {body.model} is not available for fine-tuning on the local server; use one of: "
+                          f"{', '.join(base_models)}, or a fine-tuned model or checkpoint of this server.",
+                          param="model", code="model_not_available")
+    for param in ("training_file", "validation_file"):
+        file_id = getattr(body, param)
+        if file_id is None:
+            continue
+        row = storage.get_file(file_id)
+        if row is None:
+            raise bad_request(f"invalid {param}: {file_id} (no such file)", param=param, code="invalid_file_id")
+        if row["purpose"] != "fine-tune":
+            raise bad_request(f"File {file_id} has purpose '{row['purpose']}'; fine-tuning needs purpose 'fine-tune'.",
+                              param=param, code="invalid_file_purpose")
+    if body.suffix is not None and (len(body.suffix) > MAX_SUFFIX or not re.fullmatch(r"[A-Za-z0-9_.\-]*", body.suffix)):
+        raise bad_request(f"suffix must be at most {MAX_SUFFIX} characters of letters, digits, '-', '_' and '.'.",
+                          param="suffix")
+    check_metadata(body.metadata)
+    if body.integrations:
+        raise bad_request("Integrations (e.g. wandb) are not supported by the local server.", param="integrations")
+    hyper = requested_hyperparameters(body)
+    seed = body.seed if body.seed is not None else secrets.randbelow(2**31)
+    return {"id": new_id("ftjob-"), "created_at": now(), "model": body.model, "training_file": body.training_file,
+            "validation_file": body.validation_file, "suffix": body.suffix, "seed": seed, "metadata": body.metadata,
+            "hyperparameters": hyper, "status": "validating_files", "result_files": []}
 
 
 def fine_tuned_model_id(base: str, suffix: str | None, job_id: str) -> str:
@@ -103,54 +181,6 @@ def _fmt(value: Any) -> str:
     return "" if value is None else f"{float(value):.6g}"
 
 
-def worker_main(spec: dict, events: Any, stop: Any, parent_pid: int) -> None:
-    """Entry point of the training process: run the trainer, report its events and its result over `events`."""
-    import signal
-
-    from helpers.localapi import trainer
-    from helpers.localapi.threads import limit_torch_threads
-
-    limit_torch_threads()
-    # Ctrl-C in the server's terminal reaches the whole process group: the server stops the job itself
-    # (should_stop), so the worker must not die half-way with a KeyboardInterrupt.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-    def should_stop() -> bool:
-        return stop.is_set() or os.getppid() != parent_pid
-
-    try:
-        result = trainer.train(trainer.TrainSpec(**spec), on_event=events.put, should_stop=should_stop)
-        payload = asdict(result) if is_dataclass(result) else dict(vars(result))
-        events.put({"type": "result", "result": _plain(payload), "stopped": should_stop()})
-    except BaseException as exc:  # report everything, including KeyboardInterrupt, then exit non-zero
-        events.put({"type": "error", "message": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()})
-        _flush(events, parent_pid)
-        raise SystemExit(1) from None
-    _flush(events, parent_pid)
-
-
-def _flush(events: Any, parent_pid: int) -> None:
-    """Deliver what is queued before exiting, unless the server is gone (then nobody reads: do not hang)."""
-    if os.getppid() == parent_pid:
-        events.close()
-        events.join_thread()
-    else:
-        events.cancel_join_thread()
-
-
-def _plain(value: Any) -> Any:
-    """Paths and dataclasses as JSON-friendly values."""
-    if isinstance(value, Path):
-        return str(value)
-    if is_dataclass(value) and not isinstance(value, type):
-        return _plain(asdict(value))
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
-
 class JobManager:
     """Owns the job queue: validation threads, one scheduler thread, one training process at a time."""
 
@@ -199,6 +229,13 @@ class JobManager:
         return {"job_id": job_id, "pid": proc.pid}
 
     # ---- API operations ----------------------------------------------------------------
+    def create(self, row: dict) -> dict:
+        """Store a new job (a checked `new_job_row`), say so in its events, and start validating its files."""
+        self.storage.add_job(row)
+        self.storage.add_event(row["id"], f"Created fine-tuning job: {row['id']}")
+        self.submit(row["id"])
+        return self.storage.get_job(row["id"])
+
     def submit(self, job_id: str) -> None:
         """A new job: validate its files in the background."""
         self._spawn_validation(job_id)
@@ -366,7 +403,7 @@ class JobManager:
         return f"{file_id} ({row['filename']})" if row else file_id
 
     @staticmethod
-    def _drain(events: Any) -> dict | None:
+    def _drain(events: Any) -> WorkerRecord | None:
         try:
             return events.get(timeout=0.5)
         except queue_mod.Empty:
@@ -387,62 +424,62 @@ class JobManager:
             self._fail(job_id, "training_crashed", f"The training process exited unexpectedly (exit code {exitcode}); "
                        "see server.log in the server's work folder.")
 
-    def _handle(self, job: dict, run: "_Run", msg: dict) -> bool:
-        """Apply one message from the worker; True when the job is over."""
+    def _handle(self, job: dict, run: "_Run", msg: WorkerRecord) -> bool:
+        """Apply one record from the worker; True when the job is over."""
         job_id = job["id"]
-        kind = msg.get("type")
         cancelled = self._cancelled(job_id)
-        if kind == "metrics":
-            if cancelled:
-                return False
-            data = {k: msg[k] for k in ("step", "total_steps", "train_loss", "train_mean_token_accuracy",
-                                         "valid_loss", "valid_mean_token_accuracy") if msg.get(k) is not None}
-            for k in ("full_valid_loss", "full_valid_mean_token_accuracy", "epoch"):
-                if msg.get(k) is not None:
-                    data[k] = msg[k]
-            run.metrics.append(data)
-            step, total = int(msg["step"]), int(msg["total_steps"])
-            elapsed = time.time() - run.started
-            eta = int(time.time() + elapsed / max(step, 1) * (total - step))
-            self.storage.update_job(job_id, step=step, total_steps=total, estimated_finish=eta)
-            text = f"Step {step}/{total}: training loss={msg['train_loss']:.4f}"
-            if msg.get("valid_loss") is not None:
-                text += f", validation loss={msg['valid_loss']:.4f}"
-            self.storage.add_event(job_id, text, type_="metrics", data=data)
-        elif kind == "checkpoint":
-            if cancelled:
-                return False
-            step = int(msg["step"])
-            base = base_and_adapter(self.storage, job["model"])[0]
-            model_id = fine_tuned_model_id(base, job["suffix"], job_id) + f":ckpt-step-{step}"
-            metrics = {"step": float(step), **{k: v for k, v in (msg.get("metrics") or {}).items() if v is not None}}
-            self.storage.add_checkpoint({"id": new_id("ftckpt_"), "job_id": job_id, "created_at": now(),
-                                         "step_number": step, "model_id": model_id, "metrics": metrics,
-                                         "path": str(msg["path"])})
-            self.storage.add_model({"id": model_id, "created": now(), "kind": "checkpoint", "base_model": base,
-                                    "adapter_dir": str(msg["path"]), "job_id": job_id})
-            epoch = f" (end of epoch {msg['epoch']})" if msg.get("epoch") is not None else ""
-            self.storage.add_event(job_id, f"Checkpoint created at step {step}{epoch} with Snapshot ID: {model_id}",
-                                   data={"step": step, "checkpoint": model_id})
-        elif kind == "message":
+        if isinstance(msg, Metrics):
             if not cancelled:
-                self.storage.add_event(job_id, str(msg.get("message", "")), level=str(msg.get("level", "info")))
-        elif kind == "error":
+                self._record_metrics(job_id, run, msg)
+        elif isinstance(msg, Checkpoint):
+            if not cancelled:
+                self._record_checkpoint(job, msg)
+        elif isinstance(msg, Message):
+            if not cancelled:
+                self.storage.add_event(job_id, msg.message, level=msg.level)
+        elif isinstance(msg, Error):
             run.done = True
-            log.error("job %s failed in training:\n%s", job_id, msg.get("traceback", ""))
+            log.error("job %s failed in training:\n%s", job_id, msg.traceback)
             if not cancelled:
-                self._fail(job_id, "training_failed", f"Training failed: {msg.get('message')}")
+                self._fail(job_id, "training_failed", f"Training failed: {msg.message}")
             return True
-        elif kind == "result":
+        elif isinstance(msg, Result):
             run.done = True
             if cancelled:
                 return True
-            if msg.get("stopped") or msg["result"].get("cancelled"):
+            if msg.stopped or msg.result.get("cancelled"):
                 self._after_exit(job_id, 0)
                 return True
-            self._succeed(job, run, msg["result"])
+            self._succeed(job, run, msg.result)
             return True
         return False
+
+    def _record_metrics(self, job_id: str, run: "_Run", msg: Metrics) -> None:
+        """A step's metrics: the job's progress, a `metrics` event, a row of the result CSV."""
+        data = msg.data()
+        run.metrics.append(data)
+        step, total = msg.step, msg.total_steps
+        elapsed = time.time() - run.started
+        eta = int(time.time() + elapsed / max(step, 1) * (total - step))
+        self.storage.update_job(job_id, step=step, total_steps=total, estimated_finish=eta)
+        text = f"Step {step}/{total}: training loss={msg.train_loss:.4f}"
+        if msg.valid_loss is not None:
+            text += f", validation loss={msg.valid_loss:.4f}"
+        self.storage.add_event(job_id, text, type_="metrics", data=data)
+
+    def _record_checkpoint(self, job: dict, msg: Checkpoint) -> None:
+        """A checkpoint: its row, its model id, its event."""
+        job_id, step = job["id"], msg.step
+        base = base_and_adapter(self.storage, job["model"])[0]
+        model_id = fine_tuned_model_id(base, job["suffix"], job_id) + f":ckpt-step-{step}"
+        metrics = {"step": float(step), **{k: v for k, v in msg.metrics.items() if v is not None}}
+        self.storage.add_checkpoint({"id": new_id("ftckpt_"), "job_id": job_id, "created_at": now(),
+                                     "step_number": step, "model_id": model_id, "metrics": metrics, "path": msg.path})
+        self.storage.add_model({"id": model_id, "created": now(), "kind": "checkpoint", "base_model": base,
+                                "adapter_dir": msg.path, "job_id": job_id})
+        epoch = f" (end of epoch {msg.epoch})" if msg.epoch is not None else ""
+        self.storage.add_event(job_id, f"Checkpoint created at step {step}{epoch} with Snapshot ID: {model_id}",
+                               data={"step": step, "checkpoint": model_id})
 
     def _succeed(self, job: dict, run: "_Run", result: dict) -> None:
         job_id = job["id"]

@@ -149,3 +149,24 @@ def discard(up: Upload) -> None:
             os.unlink(up.tmp_path)
         except FileNotFoundError:
             pass
+
+
+UPLOAD_PURPOSES = {"fine-tune", "assistants", "batch", "vision", "user_data", "evals"}
+
+
+def check_upload(up: Upload) -> tuple[str, str]:
+    """The (purpose, filename) of a parsed `POST /v1/files` form, checked as OpenAI checks them."""
+    purpose = up.fields.get("purpose", "").strip()
+    if up.tmp_path is None:
+        raise bad_request("Missing required parameter: 'file'.", param="file")
+    if not purpose:
+        raise bad_request("Missing required parameter: 'purpose'.", param="purpose")
+    if purpose not in UPLOAD_PURPOSES:
+        raise bad_request(f"'{purpose}' is not one of {sorted(UPLOAD_PURPOSES)} - 'purpose'", param="purpose")
+    filename = safe_filename(up.filename or "")
+    if purpose == "fine-tune" and not filename.lower().endswith(".jsonl"):
+        raise bad_request(f"Invalid file format for Fine-Tuning API. Must be .jsonl (got {filename!r}).",
+                          param="file")
+    if up.size == 0:
+        raise bad_request("File is empty.", param="file")
+    return purpose, filename

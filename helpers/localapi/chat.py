@@ -1,0 +1,170 @@
+"""Chat completions: what a request may ask of the local engine, and the `chat.completion` objects it answers with.
+
+The router (`routers/chat.py`) parses the body and calls `prepare` (validation: sampling ranges, unsupported
+features, the model, roles and content parts), then `engine.complete`/`engine.stream`, then `completion_object`
+or `sse_chunks` to shape the answer. Everything a chat request can do on this server is in this file.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+from helpers.localapi import schemas, toolcalls
+from helpers.localapi.errors import bad_request
+
+log = logging.getLogger("helpers.localapi.chat")
+
+MAX_N = 8
+
+
+@dataclass
+class ChatRequest:
+    """A checked chat request: the flattened messages and the sampling parameters for the engine."""
+
+    model: str
+    resolved: Any  # engine.ResolvedModel
+    messages: list[dict]
+    params: dict[str, Any]
+    stream: bool
+    include_usage: bool
+
+
+def prepare(body: schemas.ChatCreate, default_max_tokens: int, resolve: Callable[[str], Any]) -> ChatRequest:
+    """Check a chat request as OpenAI checks it (parameters, then the model, then the messages)."""
+    params = chat_params(body, default_max_tokens)
+    resolved = resolve(body.model)
+    messages = [flatten_message(m, i) for i, m in enumerate(body.messages)]
+    include_usage = bool(body.stream_options and body.stream_options.include_usage)
+    return ChatRequest(body.model, resolved, messages, params, bool(body.stream), include_usage)
+
+
+def flatten_message(message: schemas.ChatMessage, index: int) -> dict:
+    """A chat message as {role, content: str} (plus tool calls / tool_call_id); text parts are joined, others refused."""
+    role = message.role
+    if role not in ("system", "developer", "user", "assistant", "tool"):
+        raise bad_request(f"Invalid value: '{role}'. Supported roles on the local server are 'system', 'developer', "
+                          "'user', 'assistant' and 'tool'.", param=f"messages.[{index}].role", code="invalid_value")
+    try:
+        tool_fields = toolcalls.request_message(message.model_dump(), index)
+    except ValueError as exc:
+        raise bad_request(f"{exc}.", param=f"messages.[{index}]") from None
+    content = message.content
+    if isinstance(content, list):
+        texts = []
+        for part in content:
+            if part.get("type") != "text" or not isinstance(part.get("text"), str):
+                raise bad_request(f"Only text content parts are supported by the local server "
+                                  f"(messages[{index}] has type {part.get('type')!r}).",
+                                  param=f"messages.[{index}].content")
+            texts.append(part["text"])
+        content = "".join(texts)
+    if content is None and "tool_calls" not in tool_fields:
+        raise bad_request(f"messages[{index}].content is required.", param=f"messages.[{index}].content")
+    return {"role": "system" if role == "developer" else role, "content": content, **tool_fields}
+
+
+def chat_params(body: schemas.ChatCreate, default_max_tokens: int) -> dict:
+    """The sampling parameters of a chat request, checked as OpenAI checks them."""
+    if not body.messages:
+        raise bad_request("[] is too short - 'messages'", param="messages")
+    n = 1 if body.n is None else body.n
+    if not 1 <= n <= MAX_N:
+        raise bad_request(f"n must be between 1 and {MAX_N} on the local server.", param="n")
+    temperature = 1.0 if body.temperature is None else body.temperature
+    if not 0 <= temperature <= 2:
+        raise bad_request(f"{temperature} is not in [0, 2] - 'temperature'", param="temperature")
+    top_p = 1.0 if body.top_p is None else body.top_p
+    if not 0 < top_p <= 1:
+        raise bad_request(f"{top_p} is not in (0, 1] - 'top_p'", param="top_p")
+    limit = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
+    if limit is not None and limit < 1:
+        raise bad_request(f"max_tokens must be at least 1 (got {limit}).", param="max_tokens")
+    stop = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
+    if len(stop) > 4:
+        raise bad_request("stop may hold at most 4 sequences.", param="stop")
+    try:
+        tools = toolcalls.request_tools(body.tools, body.tool_choice)
+    except ValueError as exc:
+        raise bad_request(f"Invalid 'tools': {exc}.", param="tools") from None
+    if tools and body.stream:
+        raise bad_request("Streaming with tools is not supported by the local server; use stream=false.", param="stream")
+    if body.top_logprobs is not None and not body.logprobs:
+        raise bad_request("logprobs must be true when top_logprobs is set.", param="logprobs")
+    if body.top_logprobs is not None and not 0 <= body.top_logprobs <= 20:
+        raise bad_request(f"{body.top_logprobs} is not in [0, 20] - 'top_logprobs'", param="top_logprobs")
+    if body.response_format and body.response_format.get("type", "text") != "text":
+        raise bad_request("Only response_format type 'text' is supported by the local server.", param="response_format")
+    return {"max_tokens": limit or default_max_tokens, "temperature": temperature, "top_p": top_p,
+            "seed": body.seed, "stop": [s for s in stop if s], "n": n, "tools": tools,
+            "top_logprobs": (body.top_logprobs or 0) if body.logprobs else None}
+
+
+def completion_object(completion_id: str, created: int, model: str, choices: list, tools: list | None = None) -> dict:
+    """The `chat.completion` object for finished choices (tool calls parsed when the request had tools)."""
+    prompt_tokens = choices[0].usage.prompt_tokens if choices else 0
+    completion_tokens = sum(c.usage.completion_tokens for c in choices)
+    return {
+        "id": completion_id,
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "choices": [{"index": i, **dict(zip(("message", "finish_reason"), toolcalls.assistant_message(c.text, c.finish_reason, tools))),
+                     "logprobs": logprobs_object(c.logprobs)} for i, c in enumerate(choices)],
+        "usage": usage_object(prompt_tokens, completion_tokens),
+        "service_tier": "default",
+        "system_fingerprint": "fp_local",
+    }
+
+
+def logprobs_object(entries: list | None) -> dict | None:
+    """OpenAI's `logprobs` of a choice or chunk: {"content": [...], "refusal": None}, or None when not asked for."""
+    return None if entries is None else {"content": entries, "refusal": None}
+
+
+def usage_object(prompt_tokens: int, completion_tokens: int) -> dict:
+    """OpenAI's usage block."""
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+            "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0,
+                                          "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0}}
+
+
+def sse_chunks(completion_id: str, created: int, model: str, pieces: Iterator[dict], include_usage: bool,
+               n: int) -> Iterator[bytes]:
+    """Server-sent events in OpenAI's `chat.completion.chunk` format, ending with `data: [DONE]`."""
+
+    def chunk(choices: list[dict], usage: dict | None = None) -> bytes:
+        obj = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model,
+               "service_tier": "default", "system_fingerprint": "fp_local", "choices": choices}
+        if include_usage:
+            obj["usage"] = usage
+        return b"data: " + json.dumps(obj, ensure_ascii=False).encode("utf-8") + b"\n\n"
+
+    for i in range(n):
+        yield chunk([{"index": i, "delta": {"role": "assistant", "content": "", "refusal": None},
+                      "logprobs": None, "finish_reason": None}])
+    prompt_tokens, completion_tokens = 0, 0
+    try:
+        for piece in pieces:
+            i = piece.get("index", 0)
+            if piece.get("text"):
+                yield chunk([{"index": i, "delta": {"content": piece["text"]}, "logprobs": logprobs_object(piece.get("logprobs")),
+                              "finish_reason": None}])
+            if piece.get("finish_reason"):
+                rest = piece.get("logprobs") or None  # entries of tokens whose text was cut by a stop string
+                yield chunk([{"index": i, "delta": {}, "logprobs": logprobs_object(rest), "finish_reason": piece["finish_reason"]}])
+                prompt_tokens = piece.get("prompt_tokens", prompt_tokens)
+                completion_tokens += piece.get("completion_tokens", 0)
+    except Exception as exc:  # the SDK raises an APIError for an `error` event in the stream
+        log.exception("generation failed while streaming")
+        err = {"error": {"message": f"Generation failed: {type(exc).__name__}: {exc}", "type": "server_error",
+                         "param": None, "code": None}}
+        yield b"data: " + json.dumps(err).encode() + b"\n\n"
+        return
+    if include_usage:
+        yield chunk([], usage_object(prompt_tokens, completion_tokens))
+    yield b"data: [DONE]\n\n"

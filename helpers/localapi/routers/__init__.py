@@ -1,0 +1,1 @@
+"""One APIRouter per resource of the local server (files, fine-tuning jobs, models, chat) and its service routes."""
