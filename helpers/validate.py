@@ -3,8 +3,11 @@
 Every check the OpenAI Cookbook's data-preparation notebook makes, plus what it misses: BOM, invalid
 UTF-8, blank lines, duplicates, whitespace-only content, the last message must be the assistant's,
 `weight` only 0 or 1 (without crashing on it), at least 10 examples, the chosen model's per-example
-token limit (counted with the model's own encoding) and train/validation overlap. Each problem names
-the file, the line and what is wrong. Notebook 03 and the local server's `validating_files` phase use
+token limit (counted with the model's own encoding; MAX_EXAMPLE_TOKENS without a model) and train/validation
+overlap. Tool-calling data in OpenAI's format is checked as OpenAI does (functions declared in `tools`, arguments
+valid JSON objects, every `tool_call_id` answering an earlier call, `parallel_tool_calls`). With a local model's
+TrainingCounter each example is also counted with that model's tokenizer, and the ones its trainer would cut are
+named. Each problem names the file, the line and what is wrong (message numbers count from 1). Notebook 03 and the local server's `validating_files` phase use
 the same `validate_file`.
 """
 

@@ -9,6 +9,9 @@ How it trains (see benchmarks/README.md for the measurements behind the defaults
   ones the model sees when it answers; the loss covers only the assistant messages (their content and the
   end-of-turn token) whose `weight` is not 0. Logits are computed only at those positions, which saves the
   49152-wide output layer on every prompt token.
+- Tool-calling examples (OpenAI's `tools`, assistant `tool_calls`, `tool` messages) are rendered with the same
+  template where it renders tools (models.supports_tools, e.g. Qwen2.5's); the loss covers the calls the assistant
+  makes in the template's syntax. Every line is checked with the validator's rules first (helpers/validate.py).
 - Examples longer than the model's `max_seq_len` (1024 tokens for SmolLM2: ~580 Chinese characters of question
   plus answer, longer than almost every Huatuo QA pair) are cut at the end; how many were cut, and any left with
   no assistant token to learn from (skipped), is reported in a `message` event, never dropped silently.
