@@ -14,7 +14,7 @@ import hashlib
 import importlib.util
 import itertools
 import os
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -293,10 +293,14 @@ OPENAI_TOKEN_LIMITS: tuple[tuple[str, int], ...] = (
 # Our local models: the course applies the limit of the walkthrough's gpt-3.5-turbo-0613 (counted with o200k_base,
 # an estimate), the same for every local model so the sample does not depend on which one runs the course.
 LOCAL_TOKEN_LIMIT = 4_096
+# Every model's per-example limit is at most this (the largest OpenAI publishes): the validator's check when the model
+# or its limit is unknown.
+MAX_EXAMPLE_TOKENS = 65_536
 
 
 def token_limit(model: str) -> int | None:
-    """The per-example token limit for a model: OpenAI's published one, LOCAL_TOKEN_LIMIT for local ids, None if unknown."""
+    """The per-example token limit for a model: OpenAI's published one, LOCAL_TOKEN_LIMIT for local ids, None if unknown
+    (the validator then checks MAX_EXAMPLE_TOKENS)."""
     choice = encoding_for_model(model)
     if choice.estimate:
         return LOCAL_TOKEN_LIMIT
@@ -305,3 +309,35 @@ def token_limit(model: str) -> int | None:
         if base.startswith(prefix):
             return limit
     return None
+
+
+@dataclass(frozen=True)
+class TrainingCounter:
+    """A local model's own view of a training example: its token count as the trainer renders it, and where it cuts."""
+
+    model: str  # the local base model id
+    max_len: int  # the trainer cuts examples at this many tokens
+    supports_tools: bool  # whether the model's chat template renders `tools` and `tool_calls`
+    count: Callable[[Mapping[str, Any]], tuple[int, int]]  # example -> (tokens, assistant tokens left after the cut)
+
+
+def local_training_counter(model: str, cache_dir: Path) -> TrainingCounter | None:
+    """A TrainingCounter for a local model of this machine's server (its tokenizer and trainer), None for other models.
+
+    Loads the model's tokenizer (converted once into `cache_dir`, the local server's model cache) and renders
+    examples exactly as the trainer does, so what the validator predicts is what training will cut.
+    """
+    from helpers.localapi import models, trainer  # the same machine's model registry and trainer (no torch import)
+
+    base = base_model_id(model)
+    if base not in models.available_models():
+        return None
+    spec = models.get_spec(base)
+    tok = models.load_tokenizer(base, cache_dir)
+    stop_ids = models.stop_token_ids(tok)
+
+    def count(example: Mapping[str, Any]) -> tuple[int, int]:
+        encoded = trainer.encode_example(tok, list(example["messages"]), spec.max_seq_len, stop_ids, example.get("tools"))
+        return encoded.full_length, encoded.n_trainable
+
+    return TrainingCounter(base, spec.max_seq_len, models.supports_tools(tok), count)

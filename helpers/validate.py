@@ -3,8 +3,11 @@
 Every check the OpenAI Cookbook's data-preparation notebook makes, plus what it misses: BOM, invalid
 UTF-8, blank lines, duplicates, whitespace-only content, the last message must be the assistant's,
 `weight` only 0 or 1 (without crashing on it), at least 10 examples, the chosen model's per-example
-token limit (counted with the model's own encoding) and train/validation overlap. Each problem names
-the file, the line and what is wrong. Notebook 03 and the local server's `validating_files` phase use
+token limit (counted with the model's own encoding; MAX_EXAMPLE_TOKENS without a model) and train/validation
+overlap. Tool-calling data in OpenAI's format is checked as OpenAI does (functions declared in `tools`, arguments
+valid JSON objects, every `tool_call_id` answering an earlier call, `parallel_tool_calls`). With a local model's
+TrainingCounter each example is also counted with that model's tokenizer, and the ones its trainer would cut are
+named. Each problem names the file, the line and what is wrong (message numbers count from 1). Notebook 03 and the local server's `validating_files` phase use
 the same `validate_file`.
 """
 
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import sys
 from collections.abc import Iterable, Sequence
@@ -19,9 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from helpers.config import ConfigError, load_config
 from helpers.data import BOM, json_type
-from helpers.tokens import (TOKENS_PER_MESSAGE, TOKENS_REPLY_PRIMING, BackgroundCounter, chat_text_ids, encoding_for_model,
-                            token_limit)
+from helpers.tokens import (MAX_EXAMPLE_TOKENS, TOKENS_PER_MESSAGE, TOKENS_REPLY_PRIMING, BackgroundCounter, TrainingCounter,
+                            chat_text_ids, encoding_for_model, local_training_counter, token_limit)
 
 MIN_EXAMPLES = 10
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
@@ -29,6 +34,7 @@ MESSAGE_KEYS = frozenset({"role", "content", "name", "weight", "function_call", 
 EXAMPLE_KEYS = frozenset({"messages", "tools", "functions", "parallel_tool_calls"})
 loads = json.loads
 _ROLE_CONTENT = {"role", "content"}
+FUNCTION_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")  # OpenAI's rule for function names
 
 
 @dataclass(frozen=True)
@@ -57,6 +63,8 @@ class ValidationReport:
     warnings: list[Problem] = field(default_factory=list)
     token_counts: dict[int, int] = field(default_factory=dict)  # line -> chat tokens, for examples that parsed
     assistant_token_counts: dict[int, int] = field(default_factory=dict)  # line -> tokens of the assistant replies (what is trained on)
+    training_length: int | None = None  # with a local model's tokenizer: the length the trainer cuts examples at
+    cut_tokens: dict[int, int] = field(default_factory=dict)  # line -> tokens the trainer would cut off (local model)
 
     @property
     def ok(self) -> bool:
@@ -91,7 +99,10 @@ class ValidationReport:
         bad = len(self.invalid_lines)
         enc = f"{self.encoding}" + (f", limit {self.token_limit:,}" if self.token_limit else "")
         head = f"{self.path}: {self.n_examples} examples, {bad} invalid, {len(self.problems)} problems, {len(self.warnings)} warnings"
-        return f"{head}; {self.total_tokens:,} tokens ({enc})" + (" — OK" if self.ok else " — NOT OK")
+        cut = ""
+        if self.training_length:
+            cut = f"; {len(self.cut_tokens)} would be cut to {self.training_length:,} {self.model} tokens in training"
+        return f"{head}; {self.total_tokens:,} tokens ({enc}){cut}" + (" — OK" if self.ok else " — NOT OK")
 
 
 def check_example(example: Any) -> list[tuple[str, str]]:
@@ -114,6 +125,7 @@ def check_example(example: Any) -> list[tuple[str, str]]:
         if isinstance(m, dict) and m.get("role") == "assistant":
             assistants += 1
             weighted += m.get("weight", 1) != 0
+    out += check_tool_use(example, messages)
     last = messages[-1]
     if assistants == 0:
         out.append(("no_assistant", "no assistant message: there is nothing to train on"))
@@ -122,6 +134,108 @@ def check_example(example: Any) -> list[tuple[str, str]]:
         out.append(("assistant_not_last", f"the last message must be the assistant's, got {role!r}"))
     elif weighted == 0:
         out.append(("all_weight_zero", "every assistant message has weight 0: nothing to train on"))
+    return out
+
+
+def declared_functions(tools: Any) -> tuple[set[str], list[tuple[str, str]]]:
+    """The function names a `tools` list declares, and its problems (OpenAI: type 'function', a valid unique name)."""
+    if not isinstance(tools, list):
+        return set(), [("bad_tools", f"'tools' must be an array, got {json_type(tools)}")]
+    names: set[str] = set()
+    out: list[tuple[str, str]] = []
+    for t, tool in enumerate(tools, start=1):
+        fn = tool.get("function") if isinstance(tool, dict) else None
+        if not isinstance(tool, dict) or tool.get("type") != "function" or not isinstance(fn, dict):
+            out.append(("bad_tool", f"tool {t}: must be {{\"type\": \"function\", \"function\": {{\"name\": ...}}}}"))
+            continue
+        name = fn.get("name")
+        if not isinstance(name, str) or not FUNCTION_NAME.fullmatch(name):
+            out.append(("bad_tool", f"tool {t}: function name {name!r} must be 1-64 letters, digits, '_' or '-'"))
+        elif name in names:
+            out.append(("bad_tool", f"tool {t}: function {name!r} is declared twice"))
+        else:
+            names.add(name)
+        if "parameters" in fn and not isinstance(fn["parameters"], dict):
+            out.append(("bad_tool", f"tool {t} ({name}): 'parameters' must be a JSON schema object, got {json_type(fn['parameters'])}"))
+    return names, out
+
+
+def check_tool_use(example: dict, messages: list) -> list[tuple[str, str]]:
+    """OpenAI's checks of tool-calling data: calls name declared functions, arguments are JSON, tool messages answer a call."""
+    uses = "tools" in example or any(isinstance(m, dict) and (m.get("tool_calls") is not None or m.get("role") == "tool")
+                                     for m in messages)
+    if not uses:
+        return []
+    names, out = declared_functions(example.get("tools", []))
+    parallel = example.get("parallel_tool_calls", True)
+    if not isinstance(parallel, bool):
+        out.append(("bad_parallel_tool_calls", f"'parallel_tool_calls' must be true or false, got {json.dumps(parallel)}"))
+    open_ids: dict[str, int] = {}  # tool call id -> message number of the call, until a tool message answers it
+    for i, m in enumerate(messages, start=1):
+        if not isinstance(m, dict):
+            continue
+        role = m.get("role")
+        if role == "tool":
+            call_id = m.get("tool_call_id")
+            if not isinstance(call_id, str) or not call_id:
+                out.append(("missing_tool_call_id", f"message {i} (tool): needs the 'tool_call_id' of the call it answers"))
+            elif call_id not in open_ids:
+                out.append(("unmatched_tool_call_id", f"message {i} (tool): tool_call_id {call_id!r} answers no earlier "
+                                                      "assistant tool call"))
+            else:
+                del open_ids[call_id]
+            continue
+        if open_ids and role != "tool":
+            ids = ", ".join(repr(k) for k in open_ids)
+            out.append(("unanswered_tool_call", f"message {i} ({role}): tool call {ids} of message "
+                                                f"{min(open_ids.values())} has no tool message before it"))
+            open_ids.clear()
+        calls = m.get("tool_calls")
+        if calls is None:
+            continue
+        where = f"message {i} ({role})"
+        if role != "assistant":
+            out.append(("bad_tool_calls", f"{where}: only assistant messages may have 'tool_calls'"))
+            continue
+        if not isinstance(calls, list) or not calls:
+            out.append(("bad_tool_calls", f"{where}: 'tool_calls' must be a non-empty array"))
+            continue
+        if parallel is False and len(calls) > 1:
+            out.append(("parallel_tool_calls", f"{where}: {len(calls)} tool calls, but 'parallel_tool_calls' is false"))
+        if not names and "tools" not in example:
+            out.append(("undeclared_function", f"{where}: has tool_calls but the example declares no 'tools'"))
+        for c, call in enumerate(calls, start=1):
+            fn = call.get("function") if isinstance(call, dict) else None
+            if not isinstance(call, dict) or not isinstance(fn, dict):
+                out.append(("bad_tool_call", f"{where}, tool call {c}: must be {{\"id\", \"type\": \"function\", \"function\": {{\"name\", \"arguments\"}}}}"))
+                continue
+            call_id = call.get("id")
+            if not isinstance(call_id, str) or not call_id:
+                out.append(("bad_tool_call", f"{where}, tool call {c}: needs a string 'id'"))
+            elif call_id in open_ids:
+                out.append(("bad_tool_call", f"{where}, tool call {c}: id {call_id!r} is used twice"))
+            elif i < len(messages):  # the last message's calls are what the model learns to make: no answer follows
+                open_ids[call_id] = i
+            if call.get("type", "function") != "function":
+                out.append(("bad_tool_call", f"{where}, tool call {c}: type must be 'function', got {call.get('type')!r}"))
+            name = fn.get("name")
+            if names and name not in names:
+                out.append(("undeclared_function", f"{where}, tool call {c}: function {name!r} is not declared in 'tools' "
+                                                   f"(declared: {', '.join(sorted(names))})"))
+            args = fn.get("arguments")
+            if not isinstance(args, str):
+                out.append(("bad_arguments", f"{where}, tool call {c} ({name}): 'arguments' must be a JSON string, got {json_type(args)}"))
+                continue
+            try:
+                parsed = json.loads(args)
+            except json.JSONDecodeError as exc:
+                out.append(("bad_arguments", f"{where}, tool call {c} ({name}): arguments are not valid JSON: {exc.msg} "
+                                             f"(column {exc.colno})"))
+                continue
+            if not isinstance(parsed, dict):
+                out.append(("bad_arguments", f"{where}, tool call {c} ({name}): arguments must be a JSON object, got {json_type(parsed)}"))
+    if open_ids:
+        out.append(("unanswered_tool_call", f"tool call {', '.join(repr(k) for k in open_ids)} has no tool message"))
     return out
 
 
@@ -202,11 +316,13 @@ def _utf8_problem(raw: bytes) -> str:
 
 
 def validate_bytes(data: bytes, path: Path | str = "<bytes>", model: str | None = None, max_tokens: int | None = None,
-                   check_token_limit: bool = True, min_examples: int = MIN_EXAMPLES) -> ValidationReport:
+                   check_token_limit: bool = True, min_examples: int = MIN_EXAMPLES,
+                   training: TrainingCounter | None = None) -> ValidationReport:
     """Validate the content of a chat JSONL given as bytes (see validate_file)."""
     choice = encoding_for_model(model or "")
-    limit = (max_tokens or (token_limit(model) if model else None)) if check_token_limit else None
+    limit = (max_tokens or (token_limit(model) if model else None) or MAX_EXAMPLE_TOKENS) if check_token_limit else None
     report = ValidationReport(Path(path), model, choice.encoding, limit)
+    report.training_length = training.max_len if training else None
     problems, warnings = report.problems, report.warnings
     if data.startswith(BOM):
         problems.append(Problem(1, "file starts with a UTF-8 byte order mark (BOM): save it as UTF-8 without BOM", "bom"))
@@ -214,6 +330,7 @@ def validate_bytes(data: bytes, path: Path | str = "<bytes>", model: str | None 
     index: dict[str, int] = {}  # every distinct string, token-counted once
     put = index.setdefault
     plan: list[tuple[int, int, tuple[int, ...], Any, Any]] = []  # (line, fixed tokens, string ids, assistant ids, roles)
+    examples: dict[int, Any] = {}  # line -> example, kept only to count it with a local model's tokenizer
     seen: dict[Any, int] = {}
     crlf = 0
     fixed_per_message = TOKENS_PER_MESSAGE
@@ -248,7 +365,14 @@ def validate_bytes(data: bytes, path: Path | str = "<bytes>", model: str | None 
                 if found:
                     problems.extend(Problem(n, msg, code) for code, msg in found)
                     continue
+                if training and not training.supports_tools and _uses_tools(example):
+                    problems.append(Problem(n, f"tool calling: the chat template of {training.model} cannot render "
+                                               "'tools' or 'tool_calls', so it cannot be trained on them (see the README "
+                                               "for the base models that can)", "tools_unsupported"))
+                    continue
                 fixed, ids = chat_text_ids(example["messages"], index)
+                if "tools" in example:  # the declared functions are part of the prompt
+                    ids += (put(json.dumps(example["tools"], ensure_ascii=False), len(index)),)
                 replies = tuple(put(m["content"], len(index)) for m in example["messages"]
                                 if m.get("role") == "assistant" and isinstance(m.get("content"), str))
                 roles = {m["role"] for m in example["messages"]}
@@ -258,6 +382,8 @@ def validate_bytes(data: bytes, path: Path | str = "<bytes>", model: str | None 
                 continue
             seen[key] = n
             plan.append((n, fixed, ids, replies, roles))
+            if training:
+                examples[n] = example
         counts = counter.finish(index)
     if crlf > 1:
         warnings.append(Problem(0, f"{crlf} lines end with CRLF (first reported above)", "crlf"))
@@ -279,8 +405,11 @@ def validate_bytes(data: bytes, path: Path | str = "<bytes>", model: str | None 
         if not has_user:
             no_user.append(n)
         if limit and tokens > limit:
-            where = f"for {model or 'this model'} ({choice.encoding})"
-            problems.append(Problem(n, f"{tokens:,} tokens, over the {limit:,}-token limit per example {where}", "over_token_limit"))
+            where = f"for {model}" if model else "for any model"
+            problems.append(Problem(n, f"{tokens:,} tokens, over the {limit:,}-token limit per example {where} "
+                                       f"({choice.encoding})", "over_token_limit"))
+        elif training:
+            _predict_cut(report, n, examples[n], training)
     for lines, what, code in ((no_system, "system", "no_system"), (no_user, "user", "no_user")):  # the Cookbook's data warnings
         if lines:
             warnings.append(Problem(0, f"{len(lines)} examples have no {what} message (first: line {lines[0]})", code))
@@ -290,15 +419,38 @@ def validate_bytes(data: bytes, path: Path | str = "<bytes>", model: str | None 
     return report
 
 
+def _uses_tools(example: dict) -> bool:
+    """True when an example declares tools or has tool calls or tool messages."""
+    return "tools" in example or any(isinstance(m, dict) and (m.get("tool_calls") is not None or m.get("role") == "tool")
+                                     for m in example.get("messages", []))
+
+
+def _predict_cut(report: ValidationReport, line: int, example: dict, training: TrainingCounter) -> None:
+    """Count an example with the local model's tokenizer; warn when the trainer would cut it (error if nothing is left to learn)."""
+    tokens, trainable = training.count(example)
+    if tokens <= training.max_len:
+        return
+    cut = report.cut_tokens[line] = tokens - training.max_len
+    what = f"{tokens:,} {training.model} tokens: training cuts it to {training.max_len:,} (the last {cut:,} tokens are lost)"
+    if trainable:
+        report.warnings.append(Problem(line, what, "will_be_cut"))
+    else:
+        report.problems.append(Problem(line, f"{what}, leaving no assistant token to learn from", "cut_to_nothing"))
+
+
 def validate_file(path: Path | str, model: str | None = None, max_tokens: int | None = None,
-                  check_token_limit: bool = True, min_examples: int = MIN_EXAMPLES) -> ValidationReport:
+                  check_token_limit: bool = True, min_examples: int = MIN_EXAMPLES,
+                  training: TrainingCounter | None = None) -> ValidationReport:
     """Validate a chat JSONL: format, content, duplicates, size, and (unless disabled) the model's per-example token limit.
 
-    `model` picks the tiktoken encoding and the token limit (tokens.token_limit); `max_tokens` overrides the limit.
-    Never raises for bad content: everything wrong is in `report.problems` (a missing file raises FileNotFoundError).
+    `model` picks the tiktoken encoding and the token limit (tokens.token_limit; without a model, MAX_EXAMPLE_TOKENS);
+    `max_tokens` overrides the limit. `training` (tokens.local_training_counter) also counts each example with a local
+    model's own tokenizer and warns about the ones its trainer would cut; without it the check stays tiktoken-only
+    and fast. Never raises for bad content: everything wrong is in `report.problems` (a missing file raises
+    FileNotFoundError).
     """
     path = Path(path)
-    return validate_bytes(path.read_bytes(), path, model, max_tokens, check_token_limit, min_examples)
+    return validate_bytes(path.read_bytes(), path, model, max_tokens, check_token_limit, min_examples, training)
 
 
 def _prompt_key(messages: Sequence[dict]) -> str:
@@ -337,11 +489,25 @@ def main(argv: Iterable[str] | None = None) -> int:
     parser.add_argument("--valid", type=Path, help="a validation file: validated too, and checked for overlap with FILE")
     args = parser.parse_args(list(argv) if argv is not None else None)
     status = 0
+    model, training = args.model, None
+    try:
+        cfg = load_config()
+    except ConfigError as exc:
+        cfg = None
+        print(f"note: no configured fine-tuning model ({exc}); checking the {MAX_EXAMPLE_TOKENS:,}-token limit of any model")
+    if model is None and cfg is not None:
+        model = cfg.base_model
+        print(f"model: {model} (the configured fine-tuning model; choose another with --model)")
+    try:
+        if model and cfg is not None:
+            training = local_training_counter(model, cfg.localapi_dir / "models")
+    except Exception as exc:  # no tokenizer on this machine: the tiktoken check still runs
+        print(f"note: cannot count with {model}'s own tokenizer ({type(exc).__name__}: {exc}); tiktoken estimate only")
     for path in [args.file] + ([args.valid] if args.valid else []):
         if not path.is_file():
             print(f"{path}: no such file", file=sys.stderr)
             return 2
-        report = validate_file(path, model=args.model, max_tokens=args.max_tokens)
+        report = validate_file(path, model=model, max_tokens=args.max_tokens, training=training)
         for line in report.lines():
             print(line)
         print(report.summary())

@@ -67,10 +67,11 @@ def test_weight_zero_assistant_turns_are_not_learned(tok):
 
 @pytest.mark.parametrize("line, problem", [
     ("{not json", "invalid JSON"),
-    ('{"messages": []}', "non-empty 'messages'"),
+    ('{"messages": []}', "'messages' must be a non-empty array"),
     ('{"messages": [{"role": "user", "content": "hi"}]}', "no assistant message"),
-    ('{"messages": [{"role": "robot", "content": "hi"}]}', "role of system, user or assistant"),
-    ('{"messages": [{"role": "assistant", "content": "hi", "weight": 0.5}]}', "only 0 and 1"),
+    ('{"messages": [{"role": "robot", "content": "hi"}, {"role": "assistant", "content": "x"}]}', "role 'robot' is not one of"),
+    ('{"messages": [{"role": "assistant", "content": "hi", "weight": 0.5}]}', "weight must be 0 or 1"),
+    ('{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant"}]}', "message 2 \\(assistant\\): missing 'content'"),
 ])
 def test_bad_lines_are_named(tmp_path, line, problem):
     path = write_jsonl(tmp_path / "t.jsonl", [chat(*QA[0]), line])
@@ -105,6 +106,58 @@ def test_resolve_hyperparameters_fills_auto_values():
     assert T.resolve_hyperparameters("tiny-test", 100, 5, 2, 0.5)["learning_rate"] == pytest.approx(T.DEFAULT_LEARNING_RATE / 2)
     with pytest.raises(M.UnknownModelError):
         T.resolve_hyperparameters("nope", 10)
+
+
+def test_errors_name_the_file_by_the_name_given_not_its_path(tmp_path):
+    path = write_jsonl(tmp_path / "blob-on-disk", [chat(*QA[0]), '{"messages": [{"role": "user", "content": "x"}, {"role": "assistant"}]}'])
+    with pytest.raises(T.TrainDataError) as caught:
+        T.read_chat_jsonl(path, "file-abc (train.jsonl)")
+    assert str(caught.value) == "file-abc (train.jsonl):2: message 2 (assistant): missing 'content'"
+    assert str(tmp_path) not in str(caught.value)
+
+
+WEATHER_TOOL = {"type": "function", "function": {"name": "get_current_weather", "description": "Get the current weather",
+                "parameters": {"type": "object", "properties": {"location": {"type": "string"}}, "required": ["location"]}}}
+
+
+def tool_example() -> dict:
+    """OpenAI's documented tool-calling training example, with the tool's answer and a final reply."""
+    call = {"id": "call_1", "type": "function",
+            "function": {"name": "get_current_weather", "arguments": json.dumps({"location": "上海"}, ensure_ascii=False)}}
+    return {"messages": [{"role": "user", "content": "上海天气怎么样？"},
+                         {"role": "assistant", "tool_calls": [call]},
+                         {"role": "tool", "tool_call_id": "call_1", "content": "{\"temperature\": 22}"},
+                         {"role": "assistant", "content": "上海现在22度。"}],
+            "tools": [WEATHER_TOOL], "parallel_tool_calls": False}
+
+
+@pytest.fixture
+def tool_tok(tok):
+    """The tiny model's tokenizer with Qwen2.5's chat template (which renders tools) instead of SmolLM2's (which does not)."""
+    import copy
+
+    other = copy.deepcopy(tok)
+    other.chat_template = (Path(__file__).parent / "qwen2.5_chat_template.jinja").read_text(encoding="utf-8")
+    return other
+
+
+def test_smollm2_template_cannot_render_tools_and_qwen_template_can(tok, tool_tok):
+    assert not M.supports_tools(tok) and M.supports_tools(tool_tok)
+    with pytest.raises(T.TrainDataError, match="cannot render tools"):
+        T.encode_example(tok, tool_example()["messages"], 1024, M.stop_token_ids(tok), [WEATHER_TOOL])
+
+
+def test_tool_example_is_rendered_with_the_template_and_the_calls_are_learned(tool_tok):
+    ex_row = tool_example()
+    stop = M.stop_token_ids(tool_tok)
+    ex = T.encode_example(tool_tok, ex_row["messages"], 1024, stop, ex_row["tools"])
+    assert tool_tok.decode(ex.input_ids) == M.render_chat(tool_tok, ex_row["messages"], False, ex_row["tools"])
+    assert '"name": "get_current_weather", "description"' in tool_tok.decode(ex.input_ids)  # the declared tool, in the system turn
+    learned = labelled_text(tool_tok, ex)
+    # the tool call in the template's syntax (arguments as a JSON object, not a string) and the final answer
+    assert learned == ('<tool_call>\n{"name": "get_current_weather", "arguments": {"location": "上海"}}\n</tool_call><|im_end|>'
+                       "上海现在22度。<|im_end|>")
+    assert "tool_response" not in learned and ex.full_length == len(ex.input_ids)
 
 
 def _spec(tmp_path: Path, cache: Path, **kw) -> T.TrainSpec:
@@ -169,19 +222,22 @@ def test_should_stop_cancels_between_steps(tmp_path, engine_cache):
 
 
 def test_cut_and_skipped_examples_are_reported(tmp_path, engine_cache):
-    rows = [chat("头痛", "多休息"), chat("很长的问题" * 80, "回答"), chat("问题", "不学这个回答", weight=0)]
+    rows = [chat("头痛", "多休息"), chat("很长的问题" * 80, "回答"), chat("另一个很长的问题" * 60, "回答")]
     spec = _spec(tmp_path, engine_cache, train_path=write_jsonl(tmp_path / "long.jsonl", rows), valid_path=None,
                  n_epochs=1, max_seq_len=64, save_checkpoints=False)
     events: list[dict] = []
     result = T.train(spec, events.append, lambda: False)
     warnings = [e["message"] for e in events if e["type"] == "message" and e["level"] == "warn"]
-    assert warnings and "1 of 3 examples cut to 64 tokens; 2 skipped" in warnings[0]
+    assert warnings and "2 of 3 examples cut to 64 tokens; 2 skipped" in warnings[0]
     assert result.n_examples == 1
 
 
 def test_no_learnable_example_is_an_error(tmp_path, engine_cache):
     spec = _spec(tmp_path, engine_cache, train_path=write_jsonl(tmp_path / "w.jsonl", [chat("问", "答", weight=0)]))
-    with pytest.raises(T.TrainDataError, match="no example has an assistant token"):
+    with pytest.raises(T.TrainDataError, match="w.jsonl:1: every assistant message has weight 0"):  # the validator's rule
+        T.train(spec, lambda e: None, lambda: False)
+    spec = _spec(tmp_path, engine_cache, train_path=write_jsonl(tmp_path / "c.jsonl", [chat("长问题" * 80, "答")]), max_seq_len=32)
+    with pytest.raises(T.TrainDataError, match="c.jsonl: no example has an assistant token"):
         T.train(spec, lambda e: None, lambda: False)
 
 
@@ -200,3 +256,22 @@ def test_shared_prefix_pass_gives_the_same_loss(engine_cache, tok):
     assert float(shared[0]) == pytest.approx(float(plain[0]), rel=1e-5)
     single = T.collate(examples[:1], tok.pad_token_id, "cpu")
     assert T.shared_prefix_length(single) == 0
+
+
+def test_init_adapter_starts_from_the_saved_lora_weights_exactly(tmp_path, engine_cache):
+    from safetensors.torch import load_file
+
+    first = T.train(_spec(tmp_path, engine_cache, n_epochs=1, valid_path=None, save_checkpoints=False),
+                    lambda e: None, lambda: False)
+    saved = load_file(str(first.adapter_dir / "adapter_model.safetensors"))
+    loaded = M.load_model("tiny-test", engine_cache)
+    model = T.add_lora(loaded.model, T.DEFAULT_LORA_RANK, 99, "fp32", first.adapter_dir)
+    state = {k: v for k, v in model.state_dict().items() if "lora_" in k}
+    assert len(state) == len(saved) > 0
+    for name, tensor in saved.items():
+        live = next(v for k, v in state.items() if k.replace(".default", "") == name)
+        assert torch.equal(live.float(), tensor.float()), name
+    assert all(p.requires_grad for n, p in model.named_parameters() if "lora_" in n)  # trainable, not frozen
+    fresh = T.add_lora(M.load_model("tiny-test", engine_cache).model, T.DEFAULT_LORA_RANK, 99, "fp32")
+    b_fresh = [v for k, v in fresh.state_dict().items() if "lora_B" in k]
+    assert all(float(v.abs().sum()) == 0 for v in b_fresh)  # a new adapter starts at zero: the loaded one did not

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -132,7 +133,7 @@ def test_garbage_never_crashes(tmp_path):
     junk = [b"\x00\x01", b"null", b"1e999", b'{"messages": null}', b'{"messages": [null]}', b'{"messages": [{"role": 5, "content": "x"}]}',
             b'{"messages": [{"role": "assistant", "content": null, "tool_calls": [{"id": "1"}]}]}', b"\xef\xbb\xbf{}", b"[[[", b'"\\ud800"']
     report = validate.validate_file(write(tmp_path, b"\n".join(junk)))
-    assert report.invalid_lines == set(range(1, 11)) - {7}  # line 7 is a valid tool-call answer
+    assert report.invalid_lines == set(range(1, 11))  # line 7's tool call names no function and no tools are declared
 
 
 def test_overlap_between_train_and_valid(tmp_path):
@@ -144,9 +145,20 @@ def test_overlap_between_train_and_valid(tmp_path):
     assert "train.jsonl line 6" in problems[0].message
 
 
-def run_cli(*args):
+def run_cli(*args, work_dir=None):
+    env = dict(os.environ)
+    if work_dir is not None:  # a work folder whose model cache is the tests' one (the tokenizer is converted once)
+        env["WORKBOOK_WORK_DIR"] = str(work_dir)
     return subprocess.run([sys.executable, "-m", "helpers.validate", *map(str, args)], cwd=REPO_ROOT,
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=300, env=env)
+
+
+@pytest.fixture
+def work_dir(tmp_path, engine_cache):
+    folder = tmp_path / "work"
+    (folder / "localapi").mkdir(parents=True)
+    (folder / "localapi" / "models").symlink_to(engine_cache)
+    return folder
 
 
 def test_cli_clean_file_exits_0(tmp_path):
@@ -160,7 +172,7 @@ def test_cli_reports_file_line_problem_and_exits_1(tmp_path):
     lines[2] = "{oops"
     lines[9] = lines[0]
     path = write(tmp_path, lines)
-    out = run_cli(path)
+    out = run_cli(path, "--model", "gpt-4o-mini")
     assert out.returncode == 1
     printed = out.stdout.splitlines()
     assert printed[0].startswith(f"{path}:3: not valid JSON")
@@ -208,3 +220,118 @@ def test_counts_while_parsing_match_counting_each_example(tmp_path, monkeypatch)
     report = validate.validate_file(write(tmp_path, [json.dumps(e, ensure_ascii=False) for e in examples]))
     assert report.ok and report.n_examples == 2_500
     assert [report.token_counts[n] for n in range(1, 2_501)] == [count_chat_tokens(e["messages"]) for e in examples]
+
+
+# ---- tool-calling data (OpenAI's documented format) ------------------------------------------------
+WEATHER = {"type": "function", "function": {"name": "get_current_weather", "description": "Get the current weather",
+           "parameters": {"type": "object", "properties": {"location": {"type": "string"}}, "required": ["location"]}}}
+
+
+def tool_example(i: int = 0, name: str = "get_current_weather", arguments: str | None = None, answer_id: str = "call_1") -> dict:
+    """A tool call, the tool's answer, and the assistant's reply (as the OpenAI Cookbook's function-calling data)."""
+    args = arguments if arguments is not None else json.dumps({"location": f"城市{i}"}, ensure_ascii=False)
+    return {"messages": [{"role": "system", "content": "你是天气助手"}, {"role": "user", "content": f"城市{i}天气？"},
+                         {"role": "assistant", "tool_calls": [{"id": "call_1", "type": "function",
+                                                               "function": {"name": name, "arguments": args}}]},
+                         {"role": "tool", "tool_call_id": answer_id, "content": "{\"temperature\": 22}"},
+                         {"role": "assistant", "content": f"城市{i}现在22度。"}],
+            "tools": [WEATHER], "parallel_tool_calls": False}
+
+
+def tool_lines(n: int = 12) -> list[str]:
+    lines = [json.dumps(tool_example(i), ensure_ascii=False) for i in range(n - 1)]
+    call_last = {"messages": [{"role": "user", "content": "北京天气？"},  # OpenAI's minimal example: the call is the answer
+                              {"role": "assistant", "tool_calls": [{"id": "call_x", "type": "function", "function": {
+                                  "name": "get_current_weather", "arguments": "{\"location\": \"北京\"}"}}]}],
+                 "tools": [WEATHER]}
+    return lines + [json.dumps(call_last, ensure_ascii=False)]
+
+
+def test_valid_tool_calling_file_passes(tmp_path):
+    report = validate.validate_file(write(tmp_path, tool_lines()), model="gpt-4o-mini-2024-07-18")
+    assert report.ok, report.lines()
+    plain = validate.validate_file(write(tmp_path, [json.dumps({"messages": json.loads(line)["messages"][:2] + [
+        {"role": "assistant", "content": "x"}]}, ensure_ascii=False) for line in tool_lines()], "plain.jsonl"))
+    assert report.token_counts[1] > plain.token_counts[1]  # tools and calls are counted too
+
+
+@pytest.mark.parametrize("bad, code, words", [
+    (tool_example(name="get_weather"), "undeclared_function", "message 3 (assistant), tool call 1: function 'get_weather' is not declared"),
+    (tool_example(arguments="{location: 上海"), "bad_arguments", "message 3 (assistant), tool call 1 (get_current_weather): arguments are not valid JSON"),
+    (tool_example(arguments="[1, 2]"), "bad_arguments", "arguments must be a JSON object, got array"),
+    (tool_example(answer_id="call_9"), "unmatched_tool_call_id", "message 4 (tool): tool_call_id 'call_9' answers no earlier assistant tool call"),
+    ({**tool_example(), "tools": [{"type": "function", "function": {"name": "bad name!"}}]}, "bad_tool", "tool 1: function name 'bad name!'"),
+    ({"messages": tool_example()["messages"][:3] + [{"role": "assistant", "content": "x"}], "tools": [WEATHER]},
+     "unanswered_tool_call", "message 4 (assistant): tool call 'call_1' of message 3 has no tool message"),
+])
+def test_tool_calling_mistakes_are_named_with_their_line(tmp_path, bad, code, words):
+    lines = tool_lines()
+    lines[4] = json.dumps(bad, ensure_ascii=False)
+    report = validate.validate_file(write(tmp_path, lines), model="gpt-4o-mini")
+    assert {p.line for p in report.problems} == {5} and report.problems[0].code == code, report.lines()
+    assert words in report.problems[0].message
+    assert report.lines()[0].startswith(f"{tmp_path / 'f.jsonl'}:5: ")
+
+
+def test_parallel_tool_calls_false_allows_one_call_per_message(tmp_path):
+    two = tool_example()
+    call = two["messages"][2]["tool_calls"][0]
+    two["messages"][2]["tool_calls"] = [call, {**call, "id": "call_2"}]
+    two["messages"].insert(4, {"role": "tool", "tool_call_id": "call_2", "content": "{}"})
+    lines = tool_lines()
+    lines[0] = json.dumps(two, ensure_ascii=False)
+    report = validate.validate_file(write(tmp_path, lines))
+    assert [(p.line, p.code) for p in report.problems] == [(1, "parallel_tool_calls")]
+    two["parallel_tool_calls"] = True
+    lines[0] = json.dumps(two, ensure_ascii=False)
+    assert validate.validate_file(write(tmp_path, lines)).ok
+
+
+def huge_lines() -> list[str]:
+    lines = good_lines()
+    lines[6] = json.dumps(example("病" * 200_000, "答"), ensure_ascii=False)  # ~200,000 o200k tokens
+    return lines
+
+
+def test_200k_token_example_is_an_error_for_every_model(tmp_path):
+    path = write(tmp_path, huge_lines())
+    for model in (None, "gpt-4o-mini", "gpt-4.1-2025-04-14", "smollm2-135m-instruct", "some-unknown-model"):
+        report = validate.validate_file(path, model=model)
+        assert [(p.line, p.code) for p in report.problems] == [(7, "over_token_limit")], model
+
+
+def test_cli_200k_token_example_exits_1_with_and_without_model(tmp_path, work_dir):
+    path = write(tmp_path, huge_lines())
+    for args in ((), ("--model", "gpt-4o-mini")):
+        out = run_cli(path, *args, work_dir=work_dir)
+        assert out.returncode == 1, out.stdout + out.stderr
+        assert f"{path}:7: " in out.stdout and "over the" in out.stdout
+    assert "model: smollm2-135m-instruct (the configured fine-tuning model" in run_cli(path, work_dir=work_dir).stdout
+
+
+def test_local_model_predicts_what_the_trainer_cuts(tmp_path, engine_cache):
+    from helpers.localapi import models as M
+    from helpers.localapi import trainer as T
+    from helpers.tokens import local_training_counter
+
+    lines = good_lines()
+    lines[3] = json.dumps(example("问题", "很长的回答" * 120), ensure_ascii=False)  # over tiny-test's 512 tokens, under 4,096 o200k
+    path = write(tmp_path, lines)
+    counter = local_training_counter("tiny-test", engine_cache)
+    assert counter.max_len == M.get_spec("tiny-test").max_seq_len == 512 and not counter.supports_tools
+    report = validate.validate_file(path, model="tiny-test", training=counter)
+    tok = M.load_tokenizer("tiny-test", engine_cache)
+    real = T.encode_example(tok, json.loads(lines[3])["messages"], 512, M.stop_token_ids(tok))
+    assert real.truncated and report.cut_tokens == {4: real.full_length - 512}
+    assert [(w.line, w.code) for w in report.warnings if w.code == "will_be_cut"] == [(4, "will_be_cut")]
+    assert report.ok and "1 would be cut to 512 tiny-test tokens" in report.summary()
+    assert not validate.validate_file(path, model="tiny-test").cut_tokens  # without a counter: the fast tiktoken check only
+
+
+def test_local_model_whose_template_cannot_render_tools_rejects_tool_data(tmp_path, engine_cache):
+    from helpers.tokens import local_training_counter
+
+    counter = local_training_counter("ft:tiny-test:local::abcd1234", engine_cache)
+    report = validate.validate_file(write(tmp_path, tool_lines()), model="tiny-test", training=counter)
+    assert {p.code for p in report.problems} == {"tools_unsupported"} and report.problems[0].line == 1
+    assert "tiny-test cannot render 'tools'" in report.problems[0].message

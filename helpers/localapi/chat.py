@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
-from helpers.localapi import schemas
+from helpers.localapi import schemas, toolcalls
 from helpers.localapi.errors import bad_request
 
 log = logging.getLogger("helpers.localapi.chat")
@@ -42,11 +42,15 @@ def prepare(body: schemas.ChatCreate, default_max_tokens: int, resolve: Callable
 
 
 def flatten_message(message: schemas.ChatMessage, index: int) -> dict:
-    """A chat message as {role, content: str}; text parts are joined, other parts are refused."""
+    """A chat message as {role, content: str} (plus tool calls / tool_call_id); text parts are joined, others refused."""
     role = message.role
-    if role not in ("system", "developer", "user", "assistant"):
+    if role not in ("system", "developer", "user", "assistant", "tool"):
         raise bad_request(f"Invalid value: '{role}'. Supported roles on the local server are 'system', 'developer', "
-                          "'user' and 'assistant'.", param=f"messages.[{index}].role", code="invalid_value")
+                          "'user', 'assistant' and 'tool'.", param=f"messages.[{index}].role", code="invalid_value")
+    try:
+        tool_fields = toolcalls.request_message(message.model_dump(), index)
+    except ValueError as exc:
+        raise bad_request(f"{exc}.", param=f"messages.[{index}]") from None
     content = message.content
     if isinstance(content, list):
         texts = []
@@ -57,9 +61,9 @@ def flatten_message(message: schemas.ChatMessage, index: int) -> dict:
                                   param=f"messages.[{index}].content")
             texts.append(part["text"])
         content = "".join(texts)
-    if content is None:
+    if content is None and "tool_calls" not in tool_fields:
         raise bad_request(f"messages[{index}].content is required.", param=f"messages.[{index}].content")
-    return {"role": "system" if role == "developer" else role, "content": content}
+    return {"role": "system" if role == "developer" else role, "content": content, **tool_fields}
 
 
 def chat_params(body: schemas.ChatCreate, default_max_tokens: int) -> dict:
@@ -81,18 +85,25 @@ def chat_params(body: schemas.ChatCreate, default_max_tokens: int) -> dict:
     stop = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
     if len(stop) > 4:
         raise bad_request("stop may hold at most 4 sequences.", param="stop")
-    if body.tools:
-        raise bad_request("Tools are not supported by the local server.", param="tools")
-    if body.logprobs:
-        raise bad_request("logprobs are not supported by the local server.", param="logprobs")
+    try:
+        tools = toolcalls.request_tools(body.tools, body.tool_choice)
+    except ValueError as exc:
+        raise bad_request(f"Invalid 'tools': {exc}.", param="tools") from None
+    if tools and body.stream:
+        raise bad_request("Streaming with tools is not supported by the local server; use stream=false.", param="stream")
+    if body.top_logprobs is not None and not body.logprobs:
+        raise bad_request("logprobs must be true when top_logprobs is set.", param="logprobs")
+    if body.top_logprobs is not None and not 0 <= body.top_logprobs <= 20:
+        raise bad_request(f"{body.top_logprobs} is not in [0, 20] - 'top_logprobs'", param="top_logprobs")
     if body.response_format and body.response_format.get("type", "text") != "text":
         raise bad_request("Only response_format type 'text' is supported by the local server.", param="response_format")
     return {"max_tokens": limit or default_max_tokens, "temperature": temperature, "top_p": top_p,
-            "seed": body.seed, "stop": [s for s in stop if s], "n": n}
+            "seed": body.seed, "stop": [s for s in stop if s], "n": n, "tools": tools,
+            "top_logprobs": (body.top_logprobs or 0) if body.logprobs else None}
 
 
-def completion_object(completion_id: str, created: int, model: str, choices: list) -> dict:
-    """The `chat.completion` object for finished choices."""
+def completion_object(completion_id: str, created: int, model: str, choices: list, tools: list | None = None) -> dict:
+    """The `chat.completion` object for finished choices (tool calls parsed when the request had tools)."""
     prompt_tokens = choices[0].usage.prompt_tokens if choices else 0
     completion_tokens = sum(c.usage.completion_tokens for c in choices)
     return {
@@ -100,12 +111,17 @@ def completion_object(completion_id: str, created: int, model: str, choices: lis
         "object": "chat.completion",
         "created": created,
         "model": model,
-        "choices": [{"index": i, "message": {"role": "assistant", "content": c.text, "refusal": None, "annotations": []},
-                     "logprobs": None, "finish_reason": c.finish_reason} for i, c in enumerate(choices)],
+        "choices": [{"index": i, **dict(zip(("message", "finish_reason"), toolcalls.assistant_message(c.text, c.finish_reason, tools))),
+                     "logprobs": logprobs_object(c.logprobs)} for i, c in enumerate(choices)],
         "usage": usage_object(prompt_tokens, completion_tokens),
         "service_tier": "default",
         "system_fingerprint": "fp_local",
     }
+
+
+def logprobs_object(entries: list | None) -> dict | None:
+    """OpenAI's `logprobs` of a choice or chunk: {"content": [...], "refusal": None}, or None when not asked for."""
+    return None if entries is None else {"content": entries, "refusal": None}
 
 
 def usage_object(prompt_tokens: int, completion_tokens: int) -> dict:
@@ -136,9 +152,11 @@ def sse_chunks(completion_id: str, created: int, model: str, pieces: Iterator[di
         for piece in pieces:
             i = piece.get("index", 0)
             if piece.get("text"):
-                yield chunk([{"index": i, "delta": {"content": piece["text"]}, "logprobs": None, "finish_reason": None}])
+                yield chunk([{"index": i, "delta": {"content": piece["text"]}, "logprobs": logprobs_object(piece.get("logprobs")),
+                              "finish_reason": None}])
             if piece.get("finish_reason"):
-                yield chunk([{"index": i, "delta": {}, "logprobs": None, "finish_reason": piece["finish_reason"]}])
+                rest = piece.get("logprobs") or None  # entries of tokens whose text was cut by a stop string
+                yield chunk([{"index": i, "delta": {}, "logprobs": logprobs_object(rest), "finish_reason": piece["finish_reason"]}])
                 prompt_tokens = piece.get("prompt_tokens", prompt_tokens)
                 completion_tokens += piece.get("completion_tokens", 0)
     except Exception as exc:  # the SDK raises an APIError for an `error` event in the stream

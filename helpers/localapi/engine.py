@@ -119,10 +119,7 @@ class Engine:
         """The process's ModelPool and Generator, created on first use."""
         with self._lock:
             if self._generator is None:
-                import peft  # noqa: F401  (imported here, once: concurrent first imports of transformers can fail)
-                import transformers
-
-                transformers.AutoModelForCausalLM  # noqa: B018  (resolve the lazy module now, under the lock)
+                models.import_transformers()  # once, under its lock: concurrent first imports of transformers can fail
                 from helpers.localapi import generate
 
                 self._pool = models.ModelPool(self.storage.models_dir)
@@ -146,10 +143,19 @@ class Engine:
         except models.ModelError as exc:
             raise EngineError(f"Could not load {resolved.id}: {exc}") from exc
 
+    @staticmethod
+    def _check_tools(resolved: ResolvedModel, view: Any, params: dict) -> None:
+        """A 400 when the request has tools but the model's chat template cannot render them."""
+        if params.get("tools") and not models.supports_tools(view.tokenizer):
+            raise bad_request(f"The chat template of {resolved.base} cannot render tools, so {resolved.id} cannot be "
+                              "asked to call them; use a base model whose template can (see the README).",
+                              param="tools", code="tools_not_supported")
+
     def complete(self, resolved: ResolvedModel, messages: list[dict], params: dict) -> list:
         """Finished choices for a chat request (list of generate.Choice)."""
         _, gen = self._engine()
         view = self._view(resolved)
+        self._check_tools(resolved, view, params)
         try:
             return gen.complete(view, messages, **params)
         except self._errors() as exc:  # e.g. the prompt does not fit the model's context
@@ -159,6 +165,7 @@ class Engine:
         """Streamed pieces {index, text} and a final {index, finish_reason, prompt_tokens, completion_tokens} per choice."""
         _, gen = self._engine()
         view = self._view(resolved)
+        self._check_tools(resolved, view, params)
         try:
             pieces = iter(gen.stream(view, messages, **params))
             first = next(pieces, None)  # start now, so that a failure still gets a proper HTTP status

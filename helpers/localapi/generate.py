@@ -52,6 +52,7 @@ class Choice:
     text: str
     finish_reason: str  # "stop" or "length"
     usage: Usage
+    logprobs: list[dict[str, Any]] | None = None  # OpenAI's logprobs.content entries, when asked for
 
 
 @dataclass
@@ -66,6 +67,8 @@ class _Row:
     text: str = ""
     emitted: int = 0
     done: bool = False
+    logprobs: list[dict[str, Any]] = field(default_factory=list)  # one entry per generated token, when asked for
+    logprobs_sent: int = 0
 
 
 @dataclass
@@ -77,6 +80,7 @@ class _Request:
     temperature: float
     top_p: float
     stop: list[str]
+    top_logprobs: int | None = None  # None: no logprobs; else how many alternatives per token (0-20)
     rows: list[_Row] = field(default_factory=list)
     out: "queue.SimpleQueue[dict]" = field(default_factory=queue.SimpleQueue)
     cancelled: bool = False
@@ -102,23 +106,27 @@ class Generator:
 
     def complete(self, model: models.LoadedModel, messages: list[dict[str, Any]], *, max_tokens: int = 256,
                  temperature: float = 1.0, top_p: float = 1.0, seed: int | None = None, stop: list[str] | None = None,
-                 n: int = 1) -> list[Choice]:
-        """Finished choices for one chat request (blocks until all n are done)."""
-        request = self._submit(model, messages, max_tokens, temperature, top_p, seed, stop, n)
+                 n: int = 1, tools: list[dict[str, Any]] | None = None, top_logprobs: int | None = None) -> list[Choice]:
+        """Finished choices for one chat request (blocks until all n are done); `tools` go into the chat template,
+        `top_logprobs` (0-20, None for none) asks for each token's logprob and that many alternatives."""
+        request = self._submit(model, messages, max_tokens, temperature, top_p, seed, stop, n, tools, top_logprobs)
         return self._collect(request)
 
     def stream(self, model: models.LoadedModel, messages: list[dict[str, Any]], *, max_tokens: int = 256,
                temperature: float = 1.0, top_p: float = 1.0, seed: int | None = None, stop: list[str] | None = None,
-               n: int = 1) -> Iterator[dict[str, Any]]:
-        """Text deltas {index, text} as they are decoded, then {index, finish_reason, prompt_tokens, completion_tokens}."""
-        request = self._submit(model, messages, max_tokens, temperature, top_p, seed, stop, n)
+               n: int = 1, tools: list[dict[str, Any]] | None = None,
+               top_logprobs: int | None = None) -> Iterator[dict[str, Any]]:
+        """Text deltas {index, text[, logprobs]} as they are decoded, then {index, finish_reason, prompt_tokens,
+        completion_tokens[, logprobs]} (logprobs: the entries of the tokens not sent yet)."""
+        request = self._submit(model, messages, max_tokens, temperature, top_p, seed, stop, n, tools, top_logprobs)
         return self._pieces(request)
 
     def complete_many(self, model: models.LoadedModel, conversations: list[list[dict[str, Any]]],
                       **params: Any) -> list[list[Choice]]:
         """Answer many conversations at once (batched like concurrent requests); for scripts and benchmarks."""
         requests = [self._submit(model, messages, params.get("max_tokens", 256), params.get("temperature", 1.0),
-                                 params.get("top_p", 1.0), params.get("seed"), params.get("stop"), params.get("n", 1))
+                                 params.get("top_p", 1.0), params.get("seed"), params.get("stop"), params.get("n", 1),
+                                 params.get("tools"), params.get("top_logprobs"))
                     for messages in conversations]
         return [self._collect(r) for r in requests]
 
@@ -135,20 +143,24 @@ class Generator:
     # ---- requests ---------------------------------------------------------------------------
 
     def _submit(self, view: models.LoadedModel, messages: list[dict[str, Any]], max_tokens: int, temperature: float,
-                top_p: float, seed: int | None, stop: list[str] | None, n: int) -> _Request:
+                top_p: float, seed: int | None, stop: list[str] | None, n: int,
+                tools: list[dict[str, Any]] | None = None, top_logprobs: int | None = None) -> _Request:
         """Check and queue a request."""
         import torch
 
         if n < 1 or max_tokens < 1:
             raise GenerationError(f"n and max_tokens must be at least 1 (got n={n}, max_tokens={max_tokens})")
-        prompt = models.encode_prompt(view.tokenizer, messages)
+        if tools and not models.supports_tools(view.tokenizer):
+            raise GenerationError(f"the chat template of {view.model_id} cannot render tools; use a base model whose "
+                                  "template can (see the README)")
+        prompt = models.encode_prompt(view.tokenizer, messages, tools)
         context = int(getattr(view.model.config, "max_position_embeddings", 2048) or 2048)
         room = context - len(prompt)
         if room < 1:
             raise GenerationError(f"the prompt has {len(prompt)} tokens; {view.model_id} reads at most {context - 1} "
                                   "(shorten the messages)")
         request = _Request(view, prompt, float(temperature or 0.0), float(1.0 if top_p is None else top_p),
-                           [s for s in (stop or []) if s])
+                           [s for s in (stop or []) if s], top_logprobs)
         base_seed = secrets.randbits(62) if seed is None else int(seed)
         for i in range(n):
             rng = None
@@ -166,14 +178,17 @@ class Generator:
     def _collect(self, request: _Request) -> list[Choice]:
         """Wait for every choice of a request."""
         texts = {row.index: "" for row in request.rows}
+        logprobs: dict[int, list[dict[str, Any]]] = {row.index: [] for row in request.rows}
         done: dict[int, Choice] = {}
         for piece in self._pieces(request):
+            i = piece["index"]
+            logprobs[i] += piece.get("logprobs") or []
             if "text" in piece:
-                texts[piece["index"]] += piece["text"]
+                texts[i] += piece["text"]
             else:
-                i = piece["index"]
                 done[i] = Choice(i, texts[i], piece["finish_reason"],
-                                 Usage(piece["prompt_tokens"], piece["completion_tokens"]))
+                                 Usage(piece["prompt_tokens"], piece["completion_tokens"]),
+                                 logprobs[i] if request.top_logprobs is not None else None)
         return [done[i] for i in sorted(done)]
 
     def _pieces(self, request: _Request) -> Iterator[dict[str, Any]]:
@@ -258,9 +273,11 @@ class Generator:
                         use_cache=True, logits_to_keep=1)
             next_pos = positions[:, -1:] + 1
             while True:
-                tokens = self._sample(out.logits[:, -1, :].float(), rows)
-                for row, token in zip(rows, tokens.tolist()):
-                    self._advance(row, token, stop_ids, tok)
+                logits = out.logits[:, -1, :].float()
+                tokens = self._sample(logits, rows)
+                entries = self._logprobs(logits, tokens, rows, tok)
+                for row, token, entry in zip(rows, tokens.tolist(), entries):
+                    self._advance(row, token, stop_ids, tok, entry)
                 keep = [i for i, row in enumerate(rows) if not row.done]
                 if not keep:
                     return
@@ -294,7 +311,28 @@ class Generator:
         return tokens
 
     @staticmethod
-    def _advance(row: _Row, token: int, stop_ids: set[int], tok: Any) -> None:
+    def _logprobs(logits: Any, tokens: Any, rows: list[_Row], tok: Any) -> list[dict[str, Any] | None]:
+        """Per row, OpenAI's logprob entry of the chosen token (the model's own distribution, before temperature and
+        top_p), or None for rows that did not ask for logprobs."""
+        import torch
+
+        from helpers.localapi.toolcalls import logprob_entry
+
+        wanted = [r for r, row in enumerate(rows) if row.request.top_logprobs is not None]
+        out: list[dict[str, Any] | None] = [None] * len(rows)
+        if not wanted:
+            return out
+        logp = torch.log_softmax(logits[wanted], dim=-1)
+        for j, r in enumerate(wanted):
+            k = rows[r].request.top_logprobs or 0
+            top = logp[j].topk(k) if k else None
+            pairs = list(zip(top.indices.tolist(), top.values.tolist())) if top is not None else []
+            token = int(tokens[r])
+            out[r] = logprob_entry(tok, token, float(logp[j, token]), pairs)
+        return out
+
+    @staticmethod
+    def _advance(row: _Row, token: int, stop_ids: set[int], tok: Any, entry: dict[str, Any] | None = None) -> None:
         """Add a token to a row: detect the end, cut stop strings, emit the safe part of the new text."""
         request = row.request
         finish = None
@@ -304,6 +342,8 @@ class Generator:
             finish = "stop"
         else:
             row.ids.append(token)
+            if entry is not None:
+                row.logprobs.append(entry)
             row.text = tok.decode(row.ids, skip_special_tokens=True)
             cut = min((i for i in (row.text.find(s) for s in request.stop) if i >= 0), default=-1)
             if cut >= 0:
@@ -318,16 +358,24 @@ class Generator:
                         safe -= k
                         break
             if safe > row.emitted:
-                request.out.put({"index": row.index, "text": row.text[row.emitted:safe]})
+                request.out.put({"index": row.index, "text": row.text[row.emitted:safe], **Generator._new_logprobs(row)})
                 row.emitted = safe
             return
         row.done = True
         final = row.text.rstrip("\ufffd")
         if len(final) > row.emitted:
-            request.out.put({"index": row.index, "text": final[row.emitted:]})
+            request.out.put({"index": row.index, "text": final[row.emitted:], **Generator._new_logprobs(row)})
             row.emitted = len(final)
         request.out.put({"index": row.index, "finish_reason": finish, "prompt_tokens": len(request.prompt),
-                         "completion_tokens": len(row.ids)})
+                         "completion_tokens": len(row.ids), **Generator._new_logprobs(row)})
+
+    @staticmethod
+    def _new_logprobs(row: _Row) -> dict[str, Any]:
+        """{"logprobs": entries not sent yet} for a row that asked for logprobs, else {}."""
+        if row.request.top_logprobs is None:
+            return {}
+        entries, row.logprobs_sent = row.logprobs[row.logprobs_sent:], len(row.logprobs)
+        return {"logprobs": entries}
 
 
 def naive_generate(view: models.LoadedModel, messages: list[dict[str, Any]], max_tokens: int) -> str:

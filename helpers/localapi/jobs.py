@@ -93,9 +93,10 @@ def requested_hyperparameters(body: schemas.JobCreate) -> dict:
 
 def new_job_row(body: schemas.JobCreate, storage: Storage, base_models: list[str]) -> dict:
     """Validate a job request against what the server has; the new row in `validating_files`."""
-    if body.model not in base_models:
+    if body.model not in base_models and storage.get_model(body.model) is None:  # ft: models continue training
         raise bad_request(f"Model {body.model} is not available for fine-tuning on the local server; use one of: "
-                          f"{', '.join(base_models)}.", param="model", code="model_not_available")
+                          f"{', '.join(base_models)}, or a fine-tuned model or checkpoint of this server.",
+                          param="model", code="model_not_available")
     for param in ("training_file", "validation_file"):
         file_id = getattr(body, param)
         if file_id is None:
@@ -124,15 +125,20 @@ def fine_tuned_model_id(base: str, suffix: str | None, job_id: str) -> str:
     return f"ft:{base}:local:{suffix or ''}:{job_id[-8:]}"
 
 
-def validate_file(path: Path, model: str, *, training: bool = True) -> tuple[int, list[str]]:
+def validate_file(path: Path, model: str, *, training: bool = True, cache_dir: Path | None = None) -> tuple[int, list[str]]:
     """Check one uploaded JSONL with the workbook's validator: (examples, warnings), or raise ValidationFailed.
 
     The first problem names its line; the count of further problems follows. Fewer than 10 examples is a
-    problem only for the training file (as on OpenAI).
+    problem only for the training file (as on OpenAI). With `cache_dir` (the server's model cache) each example is
+    also counted with the base model's own tokenizer: examples the trainer would cut are warnings, and tool-calling
+    data for a model whose chat template cannot render tools is rejected here, before the job is queued.
     """
     from helpers import validate  # the same validator as notebook 03 and `python -m helpers.validate`
+    from helpers.tokens import local_training_counter
 
-    report = validate.validate_file(path, model=model, min_examples=validate.MIN_EXAMPLES if training else 1)
+    counter = local_training_counter(model, cache_dir) if cache_dir is not None else None
+    report = validate.validate_file(path, model=model, min_examples=validate.MIN_EXAMPLES if training else 1,
+                                    training=counter)
     if report.problems:
         first = report.problems[0]
         where = f"line {first.line}: " if first.line else ""
@@ -140,6 +146,12 @@ def validate_file(path: Path, model: str, *, training: bool = True) -> tuple[int
         raise ValidationFailed(first.code, f"{where}{first.message}{more}", "")
     warnings = [(f"line {w.line}: " if w.line else "") + w.message for w in report.warnings]
     return int(report.n_examples), warnings
+
+
+def base_and_adapter(storage: Storage, model: str) -> tuple[str, str | None]:
+    """A job's base model and the adapter it continues from: `model` is a base id, or a fine-tuned model or checkpoint."""
+    row = storage.get_model(model)
+    return (row["base_model"], row["adapter_dir"]) if row else (model, None)
 
 
 def overlap_warnings(train: Path, valid: Path) -> list[str]:
@@ -263,7 +275,8 @@ class JobManager:
                                            "before the job could validate it.", param)
                 try:
                     counts[param], found = self.validate(self.storage.blob_path(file_id), job["model"],
-                                                         training=param == "training_file")
+                                                         training=param == "training_file",
+                                                         cache_dir=self.storage.models_dir)
                 except ValidationFailed as exc:
                     raise ValidationFailed(f"invalid_{param}",
                                            f"The job failed due to an invalid {param.replace('_', ' ')} "
@@ -322,7 +335,8 @@ class JobManager:
             return
         hp = dict(job["hyperparameters"])
         n_examples = int(job["n_examples"] or 0)
-        resolved = trainer.resolve_hyperparameters(job["model"], n_examples, hp.get("n_epochs", "auto"),
+        base, init_adapter = base_and_adapter(self.storage, job["model"])
+        resolved = trainer.resolve_hyperparameters(base, n_examples, hp.get("n_epochs", "auto"),
                                                    hp.get("batch_size", "auto"), hp.get("learning_rate_multiplier", "auto"))
         details = dict(resolved)
         resolved = {k: resolved[k] for k in ("n_epochs", "batch_size", "learning_rate_multiplier")}
@@ -334,7 +348,10 @@ class JobManager:
         self.storage.update_job(job_id, status="running", hyperparameters=resolved, started_at=started)
         self.storage.add_event(job_id, "Fine-tuning job started", data={"hyperparameters": details, "n_examples": n_examples})
         spec = {
-            "base_model": job["model"],
+            "base_model": base,
+            "init_adapter": init_adapter,
+            "train_name": self._file_name(job["training_file"]),
+            "valid_name": self._file_name(job["validation_file"]) if job["validation_file"] else None,
             "train_path": str(self.storage.blob_path(job["training_file"])),
             "valid_path": str(self.storage.blob_path(job["validation_file"])) if job["validation_file"] else None,
             "output_dir": str(output_dir),
@@ -379,6 +396,11 @@ class JobManager:
             self._stop_event = None
             self._current = None
             events.close()
+
+    def _file_name(self, file_id: str) -> str:
+        """How training errors name an uploaded file: its id and filename (never its path on the server)."""
+        row = self.storage.get_file(file_id)
+        return f"{file_id} ({row['filename']})" if row else file_id
 
     @staticmethod
     def _drain(events: Any) -> WorkerRecord | None:
@@ -448,11 +470,12 @@ class JobManager:
     def _record_checkpoint(self, job: dict, msg: Checkpoint) -> None:
         """A checkpoint: its row, its model id, its event."""
         job_id, step = job["id"], msg.step
-        model_id = fine_tuned_model_id(job["model"], job["suffix"], job_id) + f":ckpt-step-{step}"
+        base = base_and_adapter(self.storage, job["model"])[0]
+        model_id = fine_tuned_model_id(base, job["suffix"], job_id) + f":ckpt-step-{step}"
         metrics = {"step": float(step), **{k: v for k, v in msg.metrics.items() if v is not None}}
         self.storage.add_checkpoint({"id": new_id("ftckpt_"), "job_id": job_id, "created_at": now(),
                                      "step_number": step, "model_id": model_id, "metrics": metrics, "path": msg.path})
-        self.storage.add_model({"id": model_id, "created": now(), "kind": "checkpoint", "base_model": job["model"],
+        self.storage.add_model({"id": model_id, "created": now(), "kind": "checkpoint", "base_model": base,
                                 "adapter_dir": msg.path, "job_id": job_id})
         epoch = f" (end of epoch {msg.epoch})" if msg.epoch is not None else ""
         self.storage.add_event(job_id, f"Checkpoint created at step {step}{epoch} with Snapshot ID: {model_id}",
@@ -469,8 +492,9 @@ class JobManager:
         self.storage.add_file({"id": file_id, "created_at": now(), "bytes": len(content), "filename": "step_metrics.csv",
                                "purpose": "fine-tune-results", "status": "processed", "status_details": None,
                                "sha256": hashlib.sha256(content).hexdigest()})
-        model_id = fine_tuned_model_id(job["model"], job["suffix"], job_id)
-        self.storage.add_model({"id": model_id, "created": now(), "kind": "fine-tune", "base_model": job["model"],
+        base = base_and_adapter(self.storage, job["model"])[0]
+        model_id = fine_tuned_model_id(base, job["suffix"], job_id)
+        self.storage.add_model({"id": model_id, "created": now(), "kind": "fine-tune", "base_model": base,
                                 "adapter_dir": str(result["adapter_dir"]), "job_id": job_id})
         self.storage.add_event(job_id, f"New fine-tuned model created: {model_id}", data={"model": model_id})
         self.storage.update_job(job_id, fine_tuned_model=model_id, trained_tokens=int(result["trained_tokens"]),

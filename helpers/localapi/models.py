@@ -247,9 +247,24 @@ def ensure_converted(model_id: str, cache_dir: Path) -> Path | str:
     return target
 
 
+_IMPORT_LOCK = threading.Lock()  # transformers' lazy module is not safe to resolve from two threads at once
+
+
+def import_transformers() -> Any:
+    """Import transformers and peft once per process, under a lock (the generator's warm-up and a job's validation
+    thread may get there at the same time; concurrent first imports of transformers fail with ImportError)."""
+    with _IMPORT_LOCK:
+        import peft  # noqa: F401
+        import transformers
+
+        transformers.AutoModelForCausalLM, transformers.AutoTokenizer  # noqa: B018  (resolve the lazy names now)
+        return transformers
+
+
 @lru_cache(maxsize=8)
 def _tokenizer_cached(model_id: str, cache_dir: str) -> Any:
     """Process-wide tokenizer cache (tokenizers are read-only after loading)."""
+    import_transformers()
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(ensure_converted(model_id, Path(cache_dir)))
@@ -265,15 +280,51 @@ def load_tokenizer(model_id: str, cache_dir: Path) -> Any:
     return _tokenizer_cached(model_id, str(Path(cache_dir).resolve()))
 
 
-def render_chat(tokenizer: Any, messages: list[dict[str, Any]], add_generation_prompt: bool) -> str:
-    """The chat template applied to messages, as text (only role and content are passed on)."""
-    plain = [{"role": m["role"], "content": m.get("content") or ""} for m in messages]
-    return tokenizer.apply_chat_template(plain, tokenize=False, add_generation_prompt=add_generation_prompt)
+def template_message(message: dict[str, Any]) -> dict[str, Any]:
+    """An OpenAI chat message as chat templates read it: role and content, plus tool calls (arguments as objects,
+    the way Hugging Face templates expect them) and a tool message's call id; `weight` and the like are dropped."""
+    role = "system" if message["role"] == "developer" else message["role"]
+    out: dict[str, Any] = {"role": role, "content": message.get("content") or ""}
+    if message.get("tool_calls"):
+        calls = []
+        for call in message["tool_calls"]:
+            fn = call["function"]
+            args = fn.get("arguments")
+            calls.append({"id": call.get("id"), "type": "function",
+                          "function": {"name": fn["name"], "arguments": json.loads(args) if isinstance(args, str) else args}})
+        out["tool_calls"] = calls
+    if message.get("tool_call_id"):
+        out["tool_call_id"] = message["tool_call_id"]
+    return out
 
 
-def encode_prompt(tokenizer: Any, messages: list[dict[str, Any]]) -> list[int]:
+def render_chat(tokenizer: Any, messages: list[dict[str, Any]], add_generation_prompt: bool,
+                tools: list[dict[str, Any]] | None = None) -> str:
+    """The chat template applied to messages (and the declared tools, if any), as text."""
+    plain = [template_message(m) for m in messages]
+    return tokenizer.apply_chat_template(plain, tools=tools or None, tokenize=False,
+                                         add_generation_prompt=add_generation_prompt)
+
+
+_PROBE_NAME, _PROBE_ARG = "probe_fn_7f3a", "probe_value_7f3a"
+
+
+def supports_tools(tokenizer: Any) -> bool:
+    """True when the chat template renders both the declared tools and an assistant's tool call (e.g. Qwen2.5's)."""
+    tools = [{"type": "function", "function": {"name": _PROBE_NAME, "description": "", "parameters": {"type": "object"}}}]
+    call = {"id": "call_probe", "type": "function", "function": {"name": _PROBE_NAME, "arguments": json.dumps({"x": _PROBE_ARG})}}
+    messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": None, "tool_calls": [call]}]
+    try:
+        prompt = render_chat(tokenizer, messages[:1], True, tools)
+        full = render_chat(tokenizer, messages, False, tools)
+    except Exception:  # a template that chokes on tool fields cannot render them
+        return False
+    return _PROBE_NAME in prompt and _PROBE_ARG in full[len(prompt):]
+
+
+def encode_prompt(tokenizer: Any, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> list[int]:
     """Token ids of a chat prompt, ending with the assistant header the model continues from."""
-    return tokenizer(render_chat(tokenizer, messages, True), add_special_tokens=False)["input_ids"]
+    return tokenizer(render_chat(tokenizer, messages, True, tools), add_special_tokens=False)["input_ids"]
 
 
 def count_chat_tokens(model_id: str, messages: list[dict[str, Any]], cache_dir: Path) -> int:

@@ -9,6 +9,9 @@ How it trains (see benchmarks/README.md for the measurements behind the defaults
   ones the model sees when it answers; the loss covers only the assistant messages (their content and the
   end-of-turn token) whose `weight` is not 0. Logits are computed only at those positions, which saves the
   49152-wide output layer on every prompt token.
+- Tool-calling examples (OpenAI's `tools`, assistant `tool_calls`, `tool` messages) are rendered with the same
+  template where it renders tools (models.supports_tools, e.g. Qwen2.5's); the loss covers the calls the assistant
+  makes in the template's syntax. Every line is checked with the validator's rules first (helpers/validate.py).
 - Examples longer than the model's `max_seq_len` (1024 tokens for SmolLM2: ~580 Chinese characters of question
   plus answer, longer than almost every Huatuo QA pair) are cut at the end; how many were cut, and any left with
   no assistant token to learn from (skipped), is reported in a `message` event, never dropped silently.
@@ -82,12 +85,16 @@ class TrainSpec:
     precision: str = "auto"  # "auto" (bf16 where native), "bf16", "fp32"
     grouping: str = "length"  # "length" (grouped batches) or "random" (plain shuffled batches, for baselines)
     save_checkpoints: bool = True
+    train_name: str | None = None  # how errors name the files (the server: file id and filename, never a path)
+    valid_name: str | None = None
+    init_adapter: Path | None = None  # continue training this LoRA adapter (a fine-tuned model or checkpoint) instead of a new one
 
     def __post_init__(self) -> None:
         self.train_path = Path(self.train_path)
         self.valid_path = Path(self.valid_path) if self.valid_path else None
         self.output_dir = Path(self.output_dir)
         self.cache_dir = Path(self.cache_dir)
+        self.init_adapter = Path(self.init_adapter) if self.init_adapter else None
         if self.seed is None:
             self.seed = 42
 
@@ -117,6 +124,7 @@ class Example:
     input_ids: list[int]
     labels: list[int]  # labels[t] is the token at t, or IGNORE; the loss at position t predicts labels[t+1]
     truncated: bool = False
+    full_length: int = 0  # tokens before the cut at max_len
 
     @property
     def n_trainable(self) -> int:
@@ -151,79 +159,101 @@ def resolve_hyperparameters(base_model: str, n_examples: int, n_epochs: int | st
 
 # ---- data ---------------------------------------------------------------------------------------
 
-def read_chat_jsonl(path: Path) -> list[list[dict[str, Any]]]:
-    """The conversations of an OpenAI chat fine-tuning file; TrainDataError names the first bad line."""
+@dataclass
+class Conversation:
+    """One training example of a file: its messages and the tools it declares."""
+
+    messages: list[dict[str, Any]]
+    tools: list[dict[str, Any]] | None = None
+    line: int = 0  # 1-based line in its file
+
+
+def read_chat_jsonl(path: Path, name: str | None = None) -> list[Conversation]:
+    """The examples of an OpenAI chat fine-tuning file; TrainDataError names the first bad line.
+
+    Each line is checked by the workbook's validator (helpers/validate.py, the same rules and 1-based message
+    numbers as `python -m helpers.validate` and the server's validation). `name` is how errors call the file
+    (the server passes the uploaded file's id and filename, never its path on disk).
+    """
+    from helpers.validate import check_example
+
     path = Path(path)
+    name = name or path.name
     conversations = []
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError as exc:
-        raise TrainDataError(f"{path}: not UTF-8 text ({exc})") from None
+        raise TrainDataError(f"{name}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except OSError as exc:
-        raise TrainDataError(f"{path}: cannot read ({exc.strerror})") from None
+        raise TrainDataError(f"{name}: cannot read ({exc.strerror})") from None
     for lineno, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise TrainDataError(f"{path}:{lineno}: invalid JSON ({exc.msg})") from None
-        messages = row.get("messages") if isinstance(row, dict) else None
-        if not isinstance(messages, list) or not messages:
-            raise TrainDataError(f"{path}:{lineno}: expected an object with a non-empty 'messages' list")
-        for i, m in enumerate(messages):
-            if not isinstance(m, dict) or m.get("role") not in {"system", "user", "assistant"}:
-                raise TrainDataError(f"{path}:{lineno}: message {i} needs a role of system, user or assistant")
-            if not isinstance(m.get("content"), str):
-                raise TrainDataError(f"{path}:{lineno}: message {i} needs text 'content'")
-            if m.get("weight", 1) not in (0, 1):
-                raise TrainDataError(f"{path}:{lineno}: message {i} has weight {m.get('weight')!r}; only 0 and 1 are allowed")
-        if not any(m["role"] == "assistant" for m in messages):
-            raise TrainDataError(f"{path}:{lineno}: no assistant message to learn from")
-        conversations.append(messages)
+            raise TrainDataError(f"{name}:{lineno}: invalid JSON ({exc.msg})") from None
+        problems = check_example(row)
+        if problems:
+            raise TrainDataError(f"{name}:{lineno}: {problems[0][1]}")
+        conversations.append(Conversation(row["messages"], row.get("tools"), lineno))
     if not conversations:
-        raise TrainDataError(f"{path}: no examples")
+        raise TrainDataError(f"{name}: no examples")
     return conversations
 
 
-def encode_example(tokenizer: Any, messages: list[dict[str, Any]], max_len: int, stop_ids: set[int]) -> Example:
-    """Tokenise a conversation message by message with the chat template; label assistant turns with weight != 0."""
+def encode_example(tokenizer: Any, messages: list[dict[str, Any]], max_len: int, stop_ids: set[int],
+                   tools: list[dict[str, Any]] | None = None) -> Example:
+    """Tokenise a conversation with the chat template; label assistant turns with weight != 0 (content or tool calls).
+
+    The text is rendered at each assistant turn: the prompt up to it (with the generation prompt) and the
+    conversation including it; each must extend the previous rendering, so the template's tokens are the ones the
+    model sees when it answers (this also holds for templates that group consecutive tool results into one turn).
+    """
+    if tools or any(m.get("tool_calls") or m.get("role") == "tool" for m in messages):
+        if not models.supports_tools(tokenizer):
+            raise TrainDataError("this model's chat template cannot render tools or tool calls")
     ids: list[int] = []
     labels: list[int] = []
     rendered = ""
+
+    def add(text: str, learn: bool) -> None:
+        part = tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
+        ids.extend(part)
+        if not learn:
+            labels.extend([IGNORE] * len(part))
+            return
+        # learn the content and the end-of-turn token, not the template's trailing newline
+        last = max((i for i, t in enumerate(part) if t in stop_ids), default=len(part) - 1)
+        labels.extend(part[: last + 1] + [IGNORE] * (len(part) - last - 1))
+
     for k, message in enumerate(messages):
-        upto = models.render_chat(tokenizer, messages[: k + 1], False)
-        if not upto.startswith(rendered):
-            raise TrainDataError("the chat template does not render conversations incrementally; cannot mask prompts")
-        if message["role"] == "assistant" and k > 0:
-            header = models.render_chat(tokenizer, messages[:k], True) if k else ""
-            if not header.startswith(rendered) or not upto.startswith(header):
-                raise TrainDataError("the chat template's generation prompt does not prefix the assistant turn")
-            head_ids = tokenizer(header[len(rendered):], add_special_tokens=False)["input_ids"]
-            body_ids = tokenizer(upto[len(header):], add_special_tokens=False)["input_ids"]
-            ids += head_ids + body_ids
-            labels += [IGNORE] * len(head_ids)
-            if message.get("weight", 1) == 0:
-                labels += [IGNORE] * len(body_ids)
-            else:
-                # learn the content and the end-of-turn token, not the template's trailing newline
-                last = max((i for i, t in enumerate(body_ids) if t in stop_ids), default=len(body_ids) - 1)
-                labels += body_ids[: last + 1] + [IGNORE] * (len(body_ids) - last - 1)
-        else:
-            part = tokenizer(upto[len(rendered):], add_special_tokens=False)["input_ids"]
-            ids += part
-            labels += [IGNORE] * len(part)
+        if message["role"] != "assistant" or k == 0:
+            continue
+        header = models.render_chat(tokenizer, messages[:k], True, tools)
+        upto = models.render_chat(tokenizer, messages[: k + 1], False, tools)
+        if not header.startswith(rendered) or not upto.startswith(header):
+            raise TrainDataError("the chat template's generation prompt does not prefix the assistant turn; cannot mask prompts")
+        add(header[len(rendered):], False)
+        add(upto[len(header):], message.get("weight", 1) != 0)
         rendered = upto
-    truncated = len(ids) > max_len
-    return Example(ids[:max_len], labels[:max_len], truncated)
+    full = models.render_chat(tokenizer, messages, False, tools)
+    if not full.startswith(rendered):
+        raise TrainDataError("the chat template does not render conversations incrementally; cannot mask prompts")
+    add(full[len(rendered):], False)
+    return Example(ids[:max_len], labels[:max_len], len(ids) > max_len, len(ids))
 
 
-def encode_file(path: Path, tokenizer: Any, max_len: int, stop_ids: set[int]) -> tuple[list[Example], dict[str, int]]:
+def encode_file(path: Path, tokenizer: Any, max_len: int, stop_ids: set[int],
+                name: str | None = None) -> tuple[list[Example], dict[str, int]]:
     """Tokenised examples of a file and counts of what was cut or skipped."""
     examples, stats = [], {"examples": 0, "truncated": 0, "skipped_no_trainable_tokens": 0}
-    for messages in read_chat_jsonl(path):
+    for conversation in read_chat_jsonl(path, name):
         stats["examples"] += 1
-        ex = encode_example(tokenizer, messages, max_len, stop_ids)
+        try:
+            ex = encode_example(tokenizer, conversation.messages, max_len, stop_ids, conversation.tools)
+        except TrainDataError as exc:
+            raise TrainDataError(f"{name or Path(path).name}:{conversation.line}: {exc}") from None
         stats["truncated"] += ex.truncated
         if ex.n_trainable == 0:
             stats["skipped_no_trainable_tokens"] += 1
@@ -305,17 +335,23 @@ def autocast(device: str, precision: str) -> contextlib.AbstractContextManager:
     return torch.autocast(device_type="cuda" if device == "cuda" else "cpu", dtype=torch.bfloat16)
 
 
-def add_lora(model: Any, rank: int, seed: int, precision: str) -> Any:
-    """Wrap a base model with a seeded LoRA adapter on all linear layers; the base is frozen (bf16 if chosen)."""
+def add_lora(model: Any, rank: int, seed: int, precision: str, init_adapter: Path | None = None) -> Any:
+    """Wrap a base model with a seeded LoRA adapter on all linear layers (or the trainable adapter saved in
+    `init_adapter`, to continue a fine-tuned model); the base is frozen (bf16 if chosen)."""
     import torch
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig, PeftModel, get_peft_model
 
     if precision == "bf16":
         model.to(torch.bfloat16)
     torch.manual_seed(seed)
-    config = LoraConfig(r=rank, lora_alpha=DEFAULT_LORA_ALPHA_RATIO * rank, lora_dropout=0.0,
-                        target_modules=LORA_TARGETS, task_type="CAUSAL_LM")
-    peft_model = get_peft_model(model, config)  # keeps the adapter weights in float32
+    if init_adapter is not None:
+        if not (Path(init_adapter) / "adapter_config.json").is_file():
+            raise TrainDataError("the adapter of the fine-tuned model to continue from is missing; fine-tune it again")
+        peft_model = PeftModel.from_pretrained(model, str(init_adapter), is_trainable=True)
+    else:
+        config = LoraConfig(r=rank, lora_alpha=DEFAULT_LORA_ALPHA_RATIO * rank, lora_dropout=0.0,
+                            target_modules=LORA_TARGETS, task_type="CAUSAL_LM")
+        peft_model = get_peft_model(model, config)  # keeps the adapter weights in float32
     for p in peft_model.parameters():
         if p.requires_grad:
             p.data = p.data.float()
@@ -430,17 +466,19 @@ def train(spec: TrainSpec, on_event: Callable[[dict], None], should_stop: Callab
     tok, device = loaded.tokenizer, loaded.device
     max_len = spec.max_seq_len or loaded.spec.max_seq_len
     stop_ids = loaded.stop_ids
-    train_set, stats = encode_file(spec.train_path, tok, max_len, stop_ids)
-    valid_set, vstats = encode_file(spec.valid_path, tok, max_len, stop_ids) if spec.valid_path else ([], None)
+    train_name = spec.train_name or spec.train_path.name
+    train_set, stats = encode_file(spec.train_path, tok, max_len, stop_ids, train_name)
+    valid_set, vstats = (encode_file(spec.valid_path, tok, max_len, stop_ids, spec.valid_name or spec.valid_path.name)
+                         if spec.valid_path else ([], None))
     for name, s in (("training", stats), ("validation", vstats)):
         if s and (s["truncated"] or s["skipped_no_trainable_tokens"]):
             say(f"{name} file: {s['truncated']} of {s['examples']} examples cut to {max_len} tokens; "
                 f"{s['skipped_no_trainable_tokens']} skipped (no assistant token left to learn from)", "warn")
     if not train_set:
-        raise TrainDataError(f"{spec.train_path}: no example has an assistant token to learn from")
+        raise TrainDataError(f"{train_name}: no example has an assistant token to learn from")
 
     precision = choose_precision(spec.precision, device)
-    model = add_lora(loaded.model, spec.lora_rank, spec.seed, precision)
+    model = add_lora(loaded.model, spec.lora_rank, spec.seed, precision, spec.init_adapter)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     peak_lr = spec.learning_rate * spec.learning_rate_multiplier
@@ -459,6 +497,8 @@ def train(spec: TrainSpec, on_event: Callable[[dict], None], should_stop: Callab
     say(f"training {spec.base_model} with LoRA r={spec.lora_rank} on {len(train_set)} examples "
         f"({sum(lengths)} tokens), {len(valid_set)} validation examples; {total_steps} steps, "
         f"batch {batch_size}, lr {peak_lr:g}, {precision} on {device}")
+    if spec.init_adapter is not None:
+        say("continuing from the fine-tuned model's LoRA adapter (its weights are the starting point, not a new adapter)")
 
     result = TrainResult(trained_tokens=0, adapter_dir=None, total_steps=total_steps, n_examples=len(train_set),
                          hyperparameters=hyper)

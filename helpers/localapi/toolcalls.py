@@ -1,0 +1,122 @@
+"""Tool calls in chat completions: the model's call syntax parsed into OpenAI's `tool_calls`, and logprobs in OpenAI's shape.
+
+Models whose chat template renders tools (Qwen2.5's, see models.supports_tools) are told to answer a call as
+`<tool_call>\n{"name": ..., "arguments": {...}}\n</tool_call>` (one block per call). `assistant_message` turns a
+finished answer into OpenAI's assistant message: `content` (text outside the blocks, or None) and `tool_calls`
+with `arguments` as a JSON string, and finish_reason "tool_calls" when there is at least one call. A block that
+is not valid JSON with a string `name` stays text: nothing the model wrote is dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from functools import lru_cache
+from typing import Any
+
+CALL_BLOCK = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.DOTALL)
+
+
+def parse_tool_calls(text: str) -> tuple[str | None, list[dict[str, Any]]]:
+    """(content left outside the call blocks or None, OpenAI-shaped tool calls) of a model's answer."""
+    calls: list[dict[str, Any]] = []
+    kept: list[str] = []
+    pos = 0
+    for match in CALL_BLOCK.finditer(text):
+        try:
+            call = json.loads(match.group(1))
+        except json.JSONDecodeError:
+            continue
+        name, args = (call.get("name"), call.get("arguments", {})) if isinstance(call, dict) else (None, None)
+        if not isinstance(name, str) or not name:
+            continue
+        kept.append(text[pos:match.start()])
+        pos = match.end()
+        arguments = args if isinstance(args, str) else json.dumps(args, ensure_ascii=False)
+        calls.append({"id": "call_" + secrets.token_hex(12), "type": "function",
+                      "function": {"name": name, "arguments": arguments}})
+    kept.append(text[pos:])
+    content = "".join(kept).strip() if calls else text
+    return (content or None), calls
+
+
+def assistant_message(text: str, finish_reason: str, tools: list[dict[str, Any]] | None) -> tuple[dict[str, Any], str]:
+    """OpenAI's assistant message for an answer, and its finish_reason ("tool_calls" when the model called a tool)."""
+    message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None, "annotations": []}
+    if not tools:
+        return message, finish_reason
+    content, calls = parse_tool_calls(text)
+    if not calls:
+        return message, finish_reason
+    message["content"] = content
+    message["tool_calls"] = calls
+    return message, "tool_calls"
+
+
+def request_tools(tools: list[dict[str, Any]] | None, tool_choice: Any) -> list[dict[str, Any]] | None:
+    """The `tools` of a chat request, checked as the training data is (ValueError names the problem); None for none."""
+    from helpers.validate import declared_functions  # the same rules as the validator's
+
+    if not tools or tool_choice == "none":
+        return None
+    if tool_choice not in (None, "auto"):
+        raise ValueError("the local server supports tool_choice 'auto' and 'none' only")
+    _, problems = declared_functions(tools)
+    if problems:
+        raise ValueError(problems[0][1])
+    return tools
+
+
+def request_message(message: dict[str, Any], index: int) -> dict[str, Any]:
+    """The tool fields of one chat request message (assistant `tool_calls`, a tool message's `tool_call_id`), checked."""
+    out: dict[str, Any] = {}
+    if message.get("tool_calls"):
+        calls = message["tool_calls"]
+        for call in calls:
+            fn = call.get("function") if isinstance(call, dict) else None
+            if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+                raise ValueError(f"messages[{index}].tool_calls: each call needs function.name and function.arguments")
+            try:
+                json.loads(fn.get("arguments") or "{}")
+            except (TypeError, json.JSONDecodeError):
+                raise ValueError(f"messages[{index}].tool_calls: arguments of {fn['name']!r} are not valid JSON") from None
+        out["tool_calls"] = calls
+    if message.get("role") == "tool":
+        if not isinstance(message.get("tool_call_id"), str):
+            raise ValueError(f"messages[{index}] has role 'tool' but no tool_call_id")
+        out["tool_call_id"] = message["tool_call_id"]
+    return out
+
+
+@lru_cache(maxsize=1)
+def _byte_decoder() -> dict[str, int]:
+    """The inverse of GPT-2's bytes-to-unicode table (byte-level BPE vocabularies: SmolLM2's, Qwen's)."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    extra = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + extra)
+            extra += 1
+    return {chr(c): b for b, c in zip(bs, cs)}
+
+
+def token_bytes(tokenizer: Any, token_id: int) -> list[int]:
+    """The UTF-8 bytes of one token (a token may hold part of a character, as OpenAI's `bytes` field shows)."""
+    piece = tokenizer.convert_ids_to_tokens(int(token_id))
+    table = _byte_decoder()
+    if isinstance(piece, str) and piece and all(ch in table for ch in piece):
+        return [table[ch] for ch in piece]
+    return list(tokenizer.decode([int(token_id)]).encode("utf-8"))
+
+
+def logprob_entry(tokenizer: Any, token_id: int, logprob: float, top: list[tuple[int, float]]) -> dict[str, Any]:
+    """One element of OpenAI's `choices[].logprobs.content`: token, logprob, bytes, top_logprobs."""
+
+    def one(tid: int, lp: float) -> dict[str, Any]:
+        raw = token_bytes(tokenizer, tid)
+        return {"token": bytes(raw).decode("utf-8", errors="replace"), "logprob": float(lp), "bytes": raw}
+
+    return {**one(token_id, logprob), "top_logprobs": [one(t, lp) for t, lp in top]}
