@@ -55,6 +55,19 @@ def test_wrong_key_is_401(server):
         bad.files.create(file=("a.jsonl", b"{}\n"), purpose="fine-tune")
 
 
+def test_every_response_has_a_request_id(server, client):
+    auth = {"Authorization": f"Bearer {KEY}"}
+    responses = [httpx.get(server.base_url.replace("/v1", "/health"), timeout=5),  # open route
+                 httpx.get(server.base_url + "/models", timeout=5),  # 401
+                 httpx.get(server.base_url + "/models", headers=auth, timeout=5),  # 200
+                 httpx.get(server.base_url + "/nowhere", headers=auth, timeout=5),  # 404
+                 httpx.post(server.base_url + "/fine_tuning/jobs", headers=auth, json={}, timeout=5)]  # 400
+    ids = [r.headers.get("x-request-id") for r in responses]
+    assert [r.status_code for r in responses] == [200, 401, 200, 404, 400]
+    assert all(i and i.startswith("req_") for i in ids) and len(set(ids)) == len(ids)
+    assert client.models.with_raw_response.list().request_id.startswith("req_")  # what the SDK reads
+
+
 # ---- files --------------------------------------------------------------------------------------
 def test_upload_wait_list_content_delete(client, tmp_path):
     path = write_chat_jsonl(tmp_path / "train.jsonl", 3)

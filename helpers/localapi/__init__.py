@@ -8,6 +8,7 @@ API half (HTTP):  app.py (the factory), routers/ (one per resource: files, fine_
                   deps.py (injected storage/manager/engine/settings), auth.py, errors.py, schemas.py (request/
                   response shapes), uploads.py (streamed multipart), storage.py (SQLite + blobs), jobs.py (job
                   requests, FIFO queue, events, result CSV), worker.py (training process and its records),
-                  chat.py (chat requests and answers), engine.py (model ids, generation), faults.py.
+                  chat.py (chat requests and answers), engine.py (model ids, generation), request_id.py,
+                  faults.py.
 Model half:       models.py (registry, conversion, pool), trainer.py (LoRA SFT), generate.py (batched generation).
 """

@@ -5,7 +5,8 @@ One router per resource in `routers/` (files, fine_tuning, models, chat, and ser
 `/local/*`); each handler parses the request, calls the domain module (jobs, chat, engine, storage) and shapes
 the answer. The storage, job manager, engine and settings are on `app.state` and reach handlers through
 `deps.py`. Every request needs `Authorization: Bearer <key>` except `GET /health` (auth.py). Errors use
-OpenAI's shape `{"error": {"message", "type", "param", "code"}}` (errors.py).
+OpenAI's shape `{"error": {"message", "type", "param", "code"}}` (errors.py); every response carries
+an `x-request-id` (request_id.py).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from helpers.localapi.engine import Engine
 from helpers.localapi.errors import install_error_handlers
 from helpers.localapi.faults import FaultMiddleware
 from helpers.localapi.jobs import JobManager
+from helpers.localapi.request_id import RequestIdMiddleware
 from helpers.localapi.routers import chat, files, fine_tuning, models, service
 from helpers.localapi.settings import ServerSettings
 from helpers.localapi.storage import Storage
@@ -55,4 +57,5 @@ def create_app(settings: ServerSettings) -> FastAPI:
         app.include_router(module.router)
     app.add_middleware(FaultMiddleware, settings=settings.faults)
     app.add_middleware(AuthMiddleware, api_key=settings.api_key)
+    app.add_middleware(RequestIdMiddleware)  # added last: outermost, so 401s and crashes carry it too
     return app

@@ -1,16 +1,24 @@
-"""Fine-tuning jobs: validation, a FIFO queue with one job training at a time, and the training worker process.
+"""Fine-tuning jobs: what a job request may ask, a FIFO queue with one job training at a time, and its lifecycle.
 
 Life of a job (the statuses of OpenAI's API):
     validating_files -> queued -> running -> succeeded | failed | cancelled
+                                  running <-> paused  (POST .../pause, .../resume; a paused job waits, even
+                                                       across a server restart, until it is resumed)
 Validation runs in a thread of the server with the workbook's validator (helpers/validate.py, the same one
-notebook 03 uses). Training runs in a separate process (multiprocessing "spawn") so the server keeps
-answering; the worker sends the trainer's events over a queue and only the server writes the database.
-If the server dies, the worker notices (its parent changes) and stops; on the next start a job left
-`running` is marked `failed` with a message saying so, and queued jobs run as before.
+notebook 03 uses). Training runs in a separate process (worker.py, multiprocessing "spawn") so the server keeps
+answering; the worker sends typed records over a queue and only the server writes the database.
+The trainer saves a resumable state in the job's folder (trainer.py: before the first step, at every
+checkpoint, at least every 30 s, and when it is told to stop). If the server stops or dies, the worker
+stops too (it notices its parent change); on the next start a job left `running` is queued again and
+continues from its saved state ("Fine-tuning job resumed from step N"): no step trained twice into the
+result file, none skipped. If the worker process alone dies (killed, out of memory), the job is retried once
+from its saved state, then fails with the reason. Only a saved state that cannot be used (missing, corrupt)
+fails a job that was interrupted.
 """
 
 from __future__ import annotations
 
+import base64
 import csv
 import hashlib
 import io
@@ -29,11 +37,13 @@ from typing import Any, Callable
 from helpers.localapi import schemas
 from helpers.localapi.errors import bad_request
 from helpers.localapi.storage import Storage, new_id, now
-from helpers.localapi.worker import Checkpoint, Error, Message, Metrics, Result, WorkerRecord, worker_main
+from helpers.localapi.worker import Checkpoint, Error, Message, Metrics, Result, Resumed, WorkerRecord, worker_main
 
 log = logging.getLogger("helpers.localapi.jobs")
 
-ACTIVE = ("validating_files", "queued", "running")
+ACTIVE = ("validating_files", "queued", "running", "paused")
+PAUSABLE = ("queued", "running")
+WORKER_RETRIES = 1  # a worker that dies is restarted this many times from the saved state
 RESULT_COLUMNS = ["step", "train_loss", "train_accuracy", "valid_loss", "valid_mean_token_accuracy"]
 MAX_SUFFIX = 64
 
@@ -120,6 +130,28 @@ def new_job_row(body: schemas.JobCreate, storage: Storage, base_models: list[str
             "hyperparameters": hyper, "status": "validating_files", "result_files": []}
 
 
+def metrics_text(data: dict) -> str:
+    """The message of a step's `metrics` event."""
+    text = f"Step {data['step']}/{data['total_steps']}: training loss={data['train_loss']:.4f}"
+    if data.get("valid_loss") is not None:
+        text += f", validation loss={data['valid_loss']:.4f}"
+    return text
+
+
+def exit_reason(exitcode: int) -> str:
+    """A worker's exit code in words (a negative code is the signal that ended it)."""
+    if exitcode < 0:
+        import signal
+
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = f"signal {-exitcode}"
+        hint = "; the system kills a process this way when it runs out of memory" if name == "SIGKILL" else ""
+        return f"killed by {name}{hint}"
+    return f"exit code {exitcode}"
+
+
 def fine_tuned_model_id(base: str, suffix: str | None, job_id: str) -> str:
     """`ft:<base>:local:<suffix>:<8 chars of the job id>` (the suffix may be empty, as on OpenAI)."""
     return f"ft:{base}:local:{suffix or ''}:{job_id[-8:]}"
@@ -164,7 +196,10 @@ def overlap_warnings(train: Path, valid: Path) -> list[str]:
 
 
 def result_csv(metrics: list[dict]) -> bytes:
-    """OpenAI's result file: one row per step, validation columns empty when there was no validation file."""
+    """OpenAI's result CSV: one row per step, validation columns empty when there was no validation file.
+
+    The stored result file is this CSV base64-encoded, as OpenAI serves it (`base64.b64decode(content)`).
+    """
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(RESULT_COLUMNS)
@@ -196,19 +231,19 @@ class JobManager:
 
     # ---- lifecycle ---------------------------------------------------------------------
     def start(self) -> None:
-        """Recover state left by a previous server, then start the scheduler."""
+        """Recover state left by a previous server (interrupted jobs are queued to resume), then schedule."""
         for job in self.storage.jobs_with_status("running"):
             step = f" at step {job['step']} of {job['total_steps']}" if job["total_steps"] else ""
-            message = (f"The local server stopped while this job was running{step}; "
-                       "the partial training was discarded. Create a new job to train again.")
-            self._finish(job["id"], "failed", error={"code": "server_restarted", "message": message, "param": None})
+            self.storage.update_job(job["id"], status="queued", resume_pending=1, estimated_finish=None)
+            self.storage.add_event(job["id"], f"The local server restarted while this job was running{step}; "
+                                   "it is queued again and continues from its last saved state.")
         for job in self.storage.jobs_with_status("validating_files"):
             self._spawn_validation(job["id"])
         self._thread = threading.Thread(target=self._schedule, name="ftjob-scheduler", daemon=True)
         self._thread.start()
 
     def close(self, timeout: float = 10.0) -> None:
-        """Stop the scheduler; a running job is stopped and marked failed (the server is going away)."""
+        """Stop the scheduler; a running job saves its state and stays `running`, to resume at the next start."""
         with self._wake:
             self._closing = True
             self._wake.notify_all()
@@ -249,6 +284,29 @@ class JobManager:
         self._finish(job_id, "cancelled")
         if self._current == job_id and self._stop_event is not None:
             self._stop_event.set()
+        with self._wake:
+            self._wake.notify_all()
+
+    def pause(self, job_id: str) -> None:
+        """Pause a queued or running job (a running one saves its state and stops between two steps)."""
+        job = self.storage.get_job(job_id)
+        if job is None or job["status"] not in PAUSABLE:
+            return
+        was_running = job["status"] == "running"
+        self.storage.update_job(job_id, status="paused", resume_pending=int(was_running or job["resume_pending"]),
+                                estimated_finish=None)
+        where = f" at step {job['step']}" if was_running else ""
+        self.storage.add_event(job_id, f"Fine-tuning job paused{where}")
+        if self._current == job_id and self._stop_event is not None:
+            self._stop_event.set()
+
+    def resume(self, job_id: str) -> None:
+        """Queue a paused job again; it continues from its saved state when its turn comes."""
+        job = self.storage.get_job(job_id)
+        if job is None or job["status"] != "paused":
+            return
+        self.storage.update_job(job_id, status="queued")
+        self.storage.add_event(job_id, "Fine-tuning job queued to resume")
         with self._wake:
             self._wake.notify_all()
 
@@ -327,11 +385,12 @@ class JobManager:
                 self._fail(job["id"], "server_error", f"The local server could not run this job: {type(exc).__name__}: {exc}")
 
     def _run(self, job: dict) -> None:
+        """Train one queued job: fresh, or resumed from its saved state; a worker that dies is retried once."""
         from helpers.localapi import trainer
 
         job_id = job["id"]
         fresh = self.storage.get_job(job_id)
-        if fresh is None or fresh["status"] != "queued":  # cancelled since it was picked
+        if fresh is None or fresh["status"] != "queued":  # cancelled or paused since it was picked
             return
         hp = dict(job["hyperparameters"])
         n_examples = int(job["n_examples"] or 0)
@@ -341,12 +400,18 @@ class JobManager:
         details = dict(resolved)
         resolved = {k: resolved[k] for k in ("n_epochs", "batch_size", "learning_rate_multiplier")}
         output_dir = self.storage.jobs_dir / job_id
-        if output_dir.exists():
-            shutil.rmtree(output_dir)
-        output_dir.mkdir(parents=True)
-        started = now()
-        self.storage.update_job(job_id, status="running", hyperparameters=resolved, started_at=started)
-        self.storage.add_event(job_id, "Fine-tuning job started", data={"hyperparameters": details, "n_examples": n_examples})
+        resume = self._can_resume(fresh, output_dir / trainer.STATE_FILE)
+        if resume is None:
+            return
+        if not resume:
+            if output_dir.exists():
+                shutil.rmtree(output_dir)
+            output_dir.mkdir(parents=True)
+            self.storage.update_job(job_id, status="running", hyperparameters=resolved, started_at=now())
+            self.storage.add_event(job_id, "Fine-tuning job started",
+                                   data={"hyperparameters": details, "n_examples": n_examples})
+        else:
+            self.storage.update_job(job_id, status="running", hyperparameters=resolved)
         spec = {
             "base_model": base,
             "init_adapter": init_adapter,
@@ -361,10 +426,44 @@ class JobManager:
             "seed": job["seed"],
             "cache_dir": str(self.storage.models_dir),
         }
+        for attempt in range(WORKER_RETRIES + 1):
+            exitcode = self._train_once(job, {**spec, "resume": resume})
+            if exitcode is None:  # the job is over, paused, or waits for the next server start
+                return
+            job_now = self.storage.get_job(job_id)
+            step = int(job_now["step"]) if job_now else 0
+            if attempt < WORKER_RETRIES:
+                self.storage.add_event(job_id, f"The training process ended unexpectedly ({exit_reason(exitcode)}) "
+                                       f"at step {step}; retrying from the last saved state.", level="warn")
+                resume = self._can_resume(job_now, output_dir / trainer.STATE_FILE)
+                if resume is None:
+                    return
+                continue
+            self._fail(job_id, "training_crashed", f"The training process ended unexpectedly "
+                       f"({exit_reason(exitcode)}) again after a retry, at step {step}. It may have run out of "
+                       "memory; see server.log in the server's work folder.")
+
+    def _can_resume(self, job: dict, state: Path) -> bool | None:
+        """Whether the job continues from a saved state (True) or starts over (False); None when it failed."""
+        if not job["resume_pending"]:
+            return False
+        if state.exists():
+            return True
+        if not job["step"]:  # interrupted before its first state was saved: nothing trained yet
+            return False
+        self._fail(job["id"], "resume_state_unusable", f"The job was interrupted at step {job['step']}, and the saved "
+                   "training state it would continue from is missing, so it cannot resume. Create a new job to "
+                   "train again.")
+        return None
+
+    def _train_once(self, job: dict, spec: dict) -> int | None:
+        """Run one worker process for the job; None when the job needs no retry, else the worker's exit code."""
+        job_id = job["id"]
         ctx = mp.get_context("spawn")
         events = ctx.Queue()
         self._stop_event = ctx.Event()
         self._current = job_id
+        self.storage.update_job(job_id, resume_pending=1)  # from now on, an interruption resumes
         proc = ctx.Process(target=worker_main, args=(spec, events, self._stop_event, os.getpid()),
                            name=f"train-{job_id}", daemon=True)
         self._process = proc
@@ -375,7 +474,7 @@ class JobManager:
                 try:
                     msg = events.get(timeout=0.5)
                 except queue_mod.Empty:
-                    if self._closing or self._cancelled(job_id):
+                    if self._closing or self._stopping(job_id):
                         self._stop_event.set()
                     if not proc.is_alive():
                         msg = self._drain(events)
@@ -389,8 +488,9 @@ class JobManager:
             if proc.is_alive():
                 proc.terminate()
                 proc.join(5)
-            if not run.done:
-                self._after_exit(job_id, proc.exitcode)
+            if run.done:
+                return None
+            return self._after_exit(job_id, proc.exitcode)
         finally:
             self._process = None
             self._stop_event = None
@@ -413,16 +513,19 @@ class JobManager:
         job = self.storage.get_job(job_id)
         return job is None or bool(job["cancel_requested"]) or job["status"] == "cancelled"
 
-    def _after_exit(self, job_id: str, exitcode: int | None) -> None:
-        """The worker ended without a result: cancelled, server closing, or a crash."""
-        if self._cancelled(job_id):
-            return
+    def _stopping(self, job_id: str) -> bool:
+        """The running job was cancelled or paused: its worker should stop."""
+        job = self.storage.get_job(job_id)
+        return self._cancelled(job_id) or job is None or job["status"] != "running"
+
+    def _after_exit(self, job_id: str, exitcode: int | None) -> int | None:
+        """The worker ended without a result or was stopped; its exit code when it died and may be retried."""
+        job = self.storage.get_job(job_id)
+        if self._cancelled(job_id) or job is None or job["status"] != "running":
+            return None  # cancelled, or paused (and perhaps resumed again): its state is saved
         if self._closing:
-            self._fail(job_id, "server_restarted", "The local server was stopped while this job was running; "
-                       "the partial training was discarded. Create a new job to train again.")
-        else:
-            self._fail(job_id, "training_crashed", f"The training process exited unexpectedly (exit code {exitcode}); "
-                       "see server.log in the server's work folder.")
+            return None  # stays `running`: the next server start queues it to resume
+        return exitcode if exitcode is not None else -1
 
     def _handle(self, job: dict, run: "_Run", msg: WorkerRecord) -> bool:
         """Apply one record from the worker; True when the job is over."""
@@ -437,21 +540,21 @@ class JobManager:
         elif isinstance(msg, Message):
             if not cancelled:
                 self.storage.add_event(job_id, msg.message, level=msg.level)
+        elif isinstance(msg, Resumed):
+            if not cancelled:
+                self._record_resume(job, run, msg)
         elif isinstance(msg, Error):
             run.done = True
             log.error("job %s failed in training:\n%s", job_id, msg.traceback)
             if not cancelled:
-                self._fail(job_id, "training_failed", f"Training failed: {msg.message}")
+                prefix = "Training could not resume: " if msg.code == "resume_state_unusable" else "Training failed: "
+                self._fail(job_id, msg.code, prefix + msg.message)
             return True
         elif isinstance(msg, Result):
             run.done = True
-            if cancelled:
-                return True
-            if msg.stopped or msg.result.get("cancelled"):
-                self._after_exit(job_id, 0)
-                return True
-            self._succeed(job, run, msg.result)
-            return True
+            if not cancelled and not msg.stopped and not msg.result.get("cancelled"):
+                self._succeed(job, run, msg.result)
+            return True  # stopped: cancelled, paused, or the server is closing (its state is saved)
         return False
 
     def _record_metrics(self, job_id: str, run: "_Run", msg: Metrics) -> None:
@@ -460,16 +563,30 @@ class JobManager:
         run.metrics.append(data)
         step, total = msg.step, msg.total_steps
         elapsed = time.time() - run.started
-        eta = int(time.time() + elapsed / max(step, 1) * (total - step))
+        eta = int(time.time() + elapsed / max(step - run.first_step, 1) * (total - step))
         self.storage.update_job(job_id, step=step, total_steps=total, estimated_finish=eta)
-        text = f"Step {step}/{total}: training loss={msg.train_loss:.4f}"
-        if msg.valid_loss is not None:
-            text += f", validation loss={msg.valid_loss:.4f}"
-        self.storage.add_event(job_id, text, type_="metrics", data=data)
+        self.storage.add_event(job_id, metrics_text(data), type_="metrics", data=data)
+
+    def _record_resume(self, job: dict, run: "_Run", msg: Resumed) -> None:
+        """The worker continues from step N: the result rows so far, and nothing recorded of later steps."""
+        job_id = job["id"]
+        run.metrics, run.first_step = [dict(m) for m in msg.metrics], msg.step
+        self.storage.delete_metrics_events_after(job_id, msg.step)
+        self.storage.delete_checkpoints_after(job_id, msg.step)
+        reported = {int(e["data"]["step"]) for e in self.storage.all_events(job_id, "metrics") if e["data"]}
+        for data in run.metrics:  # steps the saved state has but whose event was lost when the run stopped
+            if int(data["step"]) not in reported:
+                self.storage.add_event(job_id, metrics_text(data), type_="metrics", data=data)
+        for checkpoint in msg.checkpoints:  # one whose event was lost when the run stopped
+            self._record_checkpoint(job, checkpoint)
+        self.storage.update_job(job_id, step=msg.step)
+        self.storage.add_event(job_id, f"Fine-tuning job resumed from step {msg.step}", data={"step": msg.step})
 
     def _record_checkpoint(self, job: dict, msg: Checkpoint) -> None:
-        """A checkpoint: its row, its model id, its event."""
+        """A checkpoint: its row, its model id, its event (once per step, also when a resumed run repeats it)."""
         job_id, step = job["id"], msg.step
+        if any(c["step_number"] == step for c in self.storage.job_checkpoints(job_id)):
+            return
         base = base_and_adapter(self.storage, job["model"])[0]
         model_id = fine_tuned_model_id(base, job["suffix"], job_id) + f":ckpt-step-{step}"
         metrics = {"step": float(step), **{k: v for k, v in msg.metrics.items() if v is not None}}
@@ -483,7 +600,7 @@ class JobManager:
 
     def _succeed(self, job: dict, run: "_Run", result: dict) -> None:
         job_id = job["id"]
-        content = result_csv(run.metrics)
+        content = base64.b64encode(result_csv(run.metrics))  # as OpenAI serves it
         file_id = new_id("file-", 22)
         blob = self.storage.blob_path(file_id)
         tmp = blob.with_suffix(".tmp")
@@ -518,5 +635,6 @@ class _Run:
     def __init__(self, job_id: str, started: float) -> None:
         self.job_id = job_id
         self.started = started
+        self.first_step = 0  # the step this worker started from (N when resumed from step N)
         self.metrics: list[dict] = []
         self.done = False

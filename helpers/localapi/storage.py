@@ -4,7 +4,7 @@ Layout under the server's root (`<work_dir>/localapi`):
 
     meta.sqlite3          files, jobs, events, checkpoints, models
     files/<file-id>       uploaded and generated file contents
-    jobs/<ftjob-id>/      the trainer's output folder (adapter, checkpoints)
+    jobs/<ftjob-id>/      the trainer's output folder (adapter, checkpoints, training_state.pt to resume)
     models/               the model registry's cache (converted weights)
     server.log            written by the detached server (see helpers/local_backend.py)
 
@@ -59,7 +59,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     step INTEGER NOT NULL DEFAULT 0,
     total_steps INTEGER,
     n_examples INTEGER,
-    cancel_requested INTEGER NOT NULL DEFAULT 0
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    resume_pending INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -93,6 +94,9 @@ CREATE TABLE IF NOT EXISTS models (
 );
 """
 
+# columns added after the first release: (table, column, declaration), added to older databases on open
+_ADDED_COLUMNS = [("jobs", "resume_pending", "INTEGER NOT NULL DEFAULT 0")]
+
 _JSON_COLUMNS = {"metadata", "hyperparameters", "error", "result_files", "data", "metrics"}
 
 
@@ -122,6 +126,10 @@ class Storage:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
+        for table, column, decl in _ADDED_COLUMNS:
+            have = {r["name"] for r in self._db.execute(f"PRAGMA table_info({table})")}
+            if column not in have:
+                self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
 
     def close(self) -> None:
         """Close the database connection."""
@@ -237,10 +245,30 @@ class Storage:
             return self._rows("SELECT * FROM events WHERE job_id = ? AND type = ? ORDER BY seq", [job_id, type_])
         return self._rows("SELECT * FROM events WHERE job_id = ? ORDER BY seq", [job_id])
 
+    def delete_metrics_events_after(self, job_id: str, step: int) -> int:
+        """Drop a job's `metrics` events of steps after `step` (trained again after a resume); how many."""
+        with self._lock:
+            cur = self._db.execute("DELETE FROM events WHERE job_id = ? AND type = 'metrics' "
+                                   "AND CAST(json_extract(data, '$.step') AS INTEGER) > ?", [job_id, step])
+        return cur.rowcount
+
     # ---- checkpoints and models --------------------------------------------------------
     def add_checkpoint(self, row: dict) -> None:
         """Record a checkpoint of a job."""
         self._insert("checkpoints", row)
+
+    def job_checkpoints(self, job_id: str) -> list[dict]:
+        """Every checkpoint of a job, oldest first."""
+        return self._rows("SELECT * FROM checkpoints WHERE job_id = ? ORDER BY seq", [job_id])
+
+    def delete_checkpoints_after(self, job_id: str, step: int) -> None:
+        """Forget a job's checkpoints (and their models) of steps after `step`."""
+        with self._lock:
+            rows = self._db.execute("SELECT model_id FROM checkpoints WHERE job_id = ? AND step_number > ?",
+                                    [job_id, step]).fetchall()
+            for r in rows:
+                self._db.execute("DELETE FROM models WHERE id = ?", [r["model_id"]])
+            self._db.execute("DELETE FROM checkpoints WHERE job_id = ? AND step_number > ?", [job_id, step])
 
     def list_checkpoints(self, job_id: str, *, after: str | None, limit: int) -> tuple[list[dict], bool] | None:
         """A page of a job's checkpoints, newest first."""

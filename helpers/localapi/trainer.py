@@ -22,15 +22,21 @@ How it trains (see benchmarks/README.md for the measurements behind the defaults
   in bf16 and the forward/backward runs under bf16 autocast; the LoRA weights and the optimiser stay float32.
   Without native bf16 the trainer uses float32 (bf16 emulation is slower than float32).
 - Validation (when a validation file is given) runs without gradients over the whole validation set before
-  training and at the end of every epoch (`valid_*` and `full_valid_*` in that step's `metrics` event), and on
-  a fixed subset of its first 8 examples every `eval_every` steps (default: twice per epoch; `valid_*` only),
-  like OpenAI's per-step `valid_loss` on a batch. With 100/20 rows this costs ~5% of the training time.
+  training and at the end of every epoch (`full_valid_*` in that step's `metrics` event and checkpoint), and on
+  a fixed subset of its first 8 examples every `eval_every` steps and at epoch ends (`valid_*`), like OpenAI's
+  per-step `valid_loss` on a batch: two series, never mixed in one curve. With 100/20 rows this costs ~5% of the training time.
 - Rows of a batch that start with the same tokens (the shared system prompt) run that prefix once: its keys
   and values are computed for one row and repeated for the others (gradients flow through it).
 - One checkpoint (the adapter) per epoch in `output_dir/checkpoints/step-N`, the final adapter in
   `output_dir/adapter`. `should_stop()` is checked before every step and during validation; when it returns
   True, `train` returns early with `cancelled=True` (nothing is half-written: adapters are saved atomically).
 - Seeded: the same spec gives the same losses and weights on the same CPU (LoRA init and data order seeded).
+- Resumable: `output_dir/training_state.pt` (LoRA weights, optimiser, step, epoch and position in it, the data
+  order's RNG state, torch's RNG state, the metrics sent so far, checkpoints, token counts) is written
+  atomically before the first step, after every checkpoint, at least every `state_every_seconds`, and when
+  `should_stop()` stops the run between steps. `TrainSpec(resume=True)` continues from it: the same batches in
+  the same order, a `resumed` event with the step and the metrics so far, then the steps after it; the
+  continued run computes what the uninterrupted one would have (see benchmarks/README.md, "Resume").
 """
 
 from __future__ import annotations
@@ -65,6 +71,14 @@ class TrainDataError(ValueError):
     """A training or validation file cannot be used; the message names the file, line and problem."""
 
 
+class ResumeStateError(RuntimeError):
+    """The saved training state of a run is missing, corrupt or from another run, so it cannot continue."""
+
+
+STATE_FILE = "training_state.pt"
+STATE_FORMAT = 1
+
+
 @dataclass
 class TrainSpec:
     """Everything one training run needs (the API half fills it from a fine-tuning job)."""
@@ -88,6 +102,8 @@ class TrainSpec:
     train_name: str | None = None  # how errors name the files (the server: file id and filename, never a path)
     valid_name: str | None = None
     init_adapter: Path | None = None  # continue training this LoRA adapter (a fine-tuned model or checkpoint) instead of a new one
+    resume: bool = False  # continue from output_dir/training_state.pt (ResumeStateError when unusable)
+    state_every_seconds: float = 30.0  # save the training state at least this often (and at every checkpoint)
 
     def __post_init__(self) -> None:
         self.train_path = Path(self.train_path)
@@ -136,14 +152,17 @@ def resolve_hyperparameters(base_model: str, n_examples: int, n_epochs: int | st
                             batch_size: int | str = "auto", lr_mult: float | str = "auto") -> dict[str, Any]:
     """Concrete values for OpenAI's 'auto' hyperparameters, plus the LoRA settings the run will use.
 
-    n_epochs auto: 3, raised so that small files still see ~100 examples in total (at most 10 epochs).
+    n_epochs auto: OpenAI's rule (helpers.pricing.default_epochs): 3; for fewer than 100/3 examples
+    min(25, 100 // n); for more than 25,000/3 examples max(1, 25000 // n).
     batch_size auto: 4 for up to 400 examples, then ~1% of them, at most 32 (on CPU a step of 4 rows of a few
     hundred tokens is about as efficient per token as a larger one, and 100 rows x 3 epochs give 75 updates).
     learning_rate_multiplier auto: 1.0, i.e. the base rate DEFAULT_LEARNING_RATE.
     """
+    from helpers.pricing import default_epochs  # the same rule the course's cost estimate uses (notebook 03)
+
     models.get_spec(base_model)
     n = max(int(n_examples), 1)
-    epochs = int(n_epochs) if n_epochs != "auto" else max(DEFAULT_N_EPOCHS, min(10, math.ceil(100 / n)))
+    epochs = int(n_epochs) if n_epochs != "auto" else default_epochs(n)
     if batch_size == "auto":
         bs = DEFAULT_BATCH_SIZE if n <= 400 else min(32, max(DEFAULT_BATCH_SIZE, n // 100))
     else:
@@ -454,6 +473,94 @@ def lr_at(step: int, total: int, peak: float) -> float:
     return peak * max(0.0, (total - step) / max(1, total - warm))
 
 
+# ---- resumable state -----------------------------------------------------------------------------
+
+@dataclass
+class Position:
+    """Where a run stands between two steps: steps done, the epoch, the next batch in it, the epoch's RNG state."""
+
+    step: int
+    epoch: int
+    batch_index: int
+    epoch_rng: Any  # random.Random.getstate() at the start of the epoch (regenerates its batch order)
+
+
+def run_fingerprint(spec: TrainSpec, lengths: list[int], batch_size: int, total_steps: int) -> dict[str, Any]:
+    """What must match between a saved state and the run that resumes it."""
+    return {"base_model": spec.base_model, "seed": spec.seed, "batch_size": batch_size, "total_steps": total_steps,
+            "n_epochs": spec.n_epochs, "lengths": lengths, "lora_rank": spec.lora_rank, "grouping": spec.grouping}
+
+
+def save_state(path: Path, model: Any, optimizer: Any, position: Position, result: TrainResult,
+               history: list[dict], fingerprint: dict[str, Any]) -> None:
+    """Write everything needed to continue the run, atomically (a temporary file, fsync, rename)."""
+    import torch
+
+    state = {
+        "format": STATE_FORMAT, "fingerprint": fingerprint,
+        "position": {"step": position.step, "epoch": position.epoch, "batch_index": position.batch_index,
+                     "epoch_rng": [position.epoch_rng[0], list(position.epoch_rng[1]), position.epoch_rng[2]]},
+        "lora": {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad},
+        "optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state(),
+        "history": history,
+        "result": {"trained_tokens": result.trained_tokens, "assistant_tokens": result.assistant_tokens,
+                   "initial_valid_loss": result.initial_valid_loss, "final_valid_loss": result.final_valid_loss,
+                   "checkpoints": result.checkpoints},
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_state(path: Path, fingerprint: dict[str, Any]) -> dict[str, Any]:
+    """The saved state of this run; ResumeStateError (without the path) when it is missing, corrupt or foreign."""
+    import torch
+
+    if not path.exists():
+        raise ResumeStateError("the saved training state of this job is missing")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        position = state["position"]
+        ok = state["format"] == STATE_FORMAT and isinstance(state["lora"], dict) and int(position["step"]) >= 0
+    except Exception as exc:
+        raise ResumeStateError(f"the saved training state of this job is corrupt ({type(exc).__name__})") from None
+    if not ok:
+        raise ResumeStateError("the saved training state of this job is corrupt (unknown format)")
+    if state["fingerprint"] != fingerprint:
+        raise ResumeStateError("the saved training state belongs to a different run (data, model or "
+                               "hyperparameters changed)")
+    return state
+
+
+def restore_state(state: dict[str, Any], model: Any, optimizer: Any, result: TrainResult) -> Position:
+    """Put the saved weights, optimiser, RNG and counters back; the position to continue from."""
+    import torch
+
+    params = dict(model.named_parameters())
+    try:
+        with torch.no_grad():
+            for name, value in state["lora"].items():
+                params[name].copy_(value)
+        optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["torch_rng"])
+    except (KeyError, RuntimeError, ValueError) as exc:
+        raise ResumeStateError(f"the saved training state of this job does not fit the model ({type(exc).__name__})") from None
+    for key, value in state["result"].items():
+        setattr(result, key, value)
+    p = state["position"]
+    rng_state = (p["epoch_rng"][0], tuple(p["epoch_rng"][1]), p["epoch_rng"][2])
+    result.steps = int(p["step"])
+    return Position(int(p["step"]), int(p["epoch"]), int(p["batch_index"]), rng_state)
+
+
 # ---- training loop ------------------------------------------------------------------------------
 
 def train(spec: TrainSpec, on_event: Callable[[dict], None], should_stop: Callable[[], bool]) -> TrainResult:
@@ -502,21 +609,47 @@ def train(spec: TrainSpec, on_event: Callable[[dict], None], should_stop: Callab
 
     result = TrainResult(trained_tokens=0, adapter_dir=None, total_steps=total_steps, n_examples=len(train_set),
                          hyperparameters=hyper)
-    if valid_set:
-        first = evaluate(model, valid_set, pad_id, device, precision, should_stop)
-        if first is None:
-            return _stopped(result, started)
-        result.initial_valid_loss = first[0]
-        say(f"validation loss before training: {first[0]:.4f} (token accuracy {first[1]:.3f})")
+    state_path = spec.output_dir / STATE_FILE
+    fingerprint = run_fingerprint(spec, lengths, batch_size, total_steps)
+    history: list[dict[str, Any]] = []  # the metrics events sent so far: the rows of the result file
+    if spec.resume:
+        state = load_state(state_path, fingerprint)
+        position = restore_state(state, model, optimizer, result)
+        history = list(state["history"])
+        on_event({"type": "resumed", "step": position.step, "metrics": [dict(m) for m in history],
+                  "checkpoints": [dict(c) for c in result.checkpoints]})
+    else:
+        if valid_set:
+            first = evaluate(model, valid_set, pad_id, device, precision, should_stop)
+            if first is None:
+                return _stopped(result, started)
+            result.initial_valid_loss = first[0]
+            say(f"validation loss before training: {first[0]:.4f} (token accuracy {first[1]:.3f})")
+        position = Position(0, 1, 0, rng.getstate())
+    rng.setstate(position.epoch_rng)
 
-    step = 0
-    for epoch in range(1, spec.n_epochs + 1):
+    def keep(pos: Position) -> None:
+        nonlocal saved_at, last_save
+        save_state(state_path, model, optimizer, pos, result, history, fingerprint)
+        saved_at, last_save = pos.step, time.monotonic()
+
+    saved_at, last_save = -1, time.monotonic()
+    if not spec.resume:
+        keep(position)  # a job that was started can always resume, even before its first step ends
+    saved_at = position.step
+    step = position.step
+    for epoch in range(position.epoch, spec.n_epochs + 1):
+        epoch_rng = rng.getstate()
         if spec.grouping == "length":
             batches = length_grouped_batches(lengths, batch_size, rng)
         else:
             batches = random_batches(len(train_set), batch_size, rng)
-        for batch in batches:
+        start = position.batch_index if epoch == position.epoch else 0
+        for index in range(start, len(batches)):
+            batch = batches[index]
             if should_stop():
+                if saved_at != step:
+                    keep(Position(step, epoch, index, epoch_rng))
                 return _stopped(result, started)
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, total_steps, peak_lr)
@@ -536,16 +669,24 @@ def train(spec: TrainSpec, on_event: Callable[[dict], None], should_stop: Callab
             result.steps = step
             event: dict[str, Any] = {"type": "metrics", "step": step, "total_steps": total_steps, "epoch": epoch,
                                      "train_loss": loss_sum / n_labels, "train_mean_token_accuracy": correct / n_labels}
-            epoch_end = batch is batches[-1]
+            epoch_end = index == len(batches) - 1
             if valid_set and (step % eval_every == 0 or epoch_end):
-                scores = evaluate(model, valid_set if epoch_end else valid_batch, pad_id, device, precision, should_stop)
+                # valid_loss is always the same fixed batch (one series); the full set is scored at epoch ends only
+                scores = evaluate(model, valid_batch, pad_id, device, precision, should_stop)
                 if scores is None:
                     return _stopped(result, started)
                 event["valid_loss"], event["valid_mean_token_accuracy"] = scores
                 if epoch_end:
-                    event["full_valid_loss"], event["full_valid_mean_token_accuracy"] = scores
-                    result.final_valid_loss = scores[0]
+                    full = scores if len(valid_batch) == len(valid_set) else evaluate(
+                        model, valid_set, pad_id, device, precision, should_stop)
+                    if full is None:
+                        return _stopped(result, started)
+                    event["full_valid_loss"], event["full_valid_mean_token_accuracy"] = full
+                    result.final_valid_loss = full[0]
+            history.append({k: v for k, v in event.items() if k != "type"})
             on_event(event)
+            if not epoch_end and time.monotonic() - last_save >= spec.state_every_seconds:
+                keep(Position(step, epoch, index + 1, epoch_rng))
         metrics = {k: event[k] for k in event if k not in {"type", "step", "total_steps", "epoch"}}
         if spec.save_checkpoints:
             path = save_adapter(model, spec.output_dir / "checkpoints" / f"step-{step}",
@@ -554,6 +695,7 @@ def train(spec: TrainSpec, on_event: Callable[[dict], None], should_stop: Callab
             checkpoint = {"epoch": epoch, "step": step, "path": str(path), "metrics": metrics}
             result.checkpoints.append(checkpoint)
             on_event({"type": "checkpoint", **checkpoint})
+        keep(Position(step, epoch + 1, 0, rng.getstate()))
     result.adapter_dir = save_adapter(model, spec.output_dir / "adapter",
                                       {"base_model": spec.base_model, "epoch": spec.n_epochs, "step": step,
                                        "hyperparameters": hyper, "trained_tokens": result.trained_tokens})

@@ -52,6 +52,15 @@ class Message:
 
 
 @dataclass
+class Resumed:
+    """The run continues from its saved state: the steps already done, their metrics, the checkpoints so far."""
+
+    step: int
+    metrics: list[dict] = field(default_factory=list)
+    checkpoints: list[Checkpoint] = field(default_factory=list)
+
+
+@dataclass
 class Result:
     """The run ended: the trainer's result (a dict of `trainer.TrainResult`), and whether it was told to stop."""
 
@@ -65,9 +74,10 @@ class Error:
 
     message: str
     traceback: str = ""
+    code: str = "training_failed"  # "resume_state_unusable" when the saved state could not be used
 
 
-WorkerRecord = Union[Metrics, Checkpoint, Message, Result, Error]
+WorkerRecord = Union[Metrics, Checkpoint, Message, Resumed, Result, Error]
 
 
 def from_event(event: dict) -> WorkerRecord:
@@ -77,11 +87,19 @@ def from_event(event: dict) -> WorkerRecord:
     if kind == "metrics":
         return Metrics(**{k: body[k] for k in Metrics.__dataclass_fields__ if k in body})
     if kind == "checkpoint":
-        return Checkpoint(step=int(body["step"]), path=str(body["path"]), epoch=body.get("epoch"),
-                          metrics=dict(body.get("metrics") or {}))
+        return _checkpoint(body)
+    if kind == "resumed":
+        return Resumed(int(body["step"]), [dict(m) for m in body.get("metrics") or []],
+                       [_checkpoint(c) for c in body.get("checkpoints") or []])
     if kind == "message":
         return Message(str(body.get("message", "")), str(body.get("level", "info")))
     raise ValueError(f"unknown trainer event type {kind!r}")
+
+
+def _checkpoint(body: dict) -> Checkpoint:
+    """A Checkpoint from the trainer's dict."""
+    return Checkpoint(step=int(body["step"]), path=str(body["path"]), epoch=body.get("epoch"),
+                      metrics=dict(body.get("metrics") or {}))
 
 
 def worker_main(spec: dict, events: Any, stop: Any, parent_pid: int) -> None:
@@ -105,7 +123,11 @@ def worker_main(spec: dict, events: Any, stop: Any, parent_pid: int) -> None:
         payload = asdict(result) if is_dataclass(result) else dict(vars(result))
         events.put(Result(_plain(payload), should_stop()))
     except BaseException as exc:  # report everything, including KeyboardInterrupt, then exit non-zero
-        events.put(Error(f"{type(exc).__name__}: {exc}", traceback.format_exc()))
+        if isinstance(exc, trainer.ResumeStateError):
+            events.put(Error(f"{exc}; the job cannot continue. Create a new job to train again.",
+                             traceback.format_exc(), code="resume_state_unusable"))
+        else:
+            events.put(Error(f"{type(exc).__name__}: {exc}", traceback.format_exc()))
         _flush(events, parent_pid)
         raise SystemExit(1) from None
     _flush(events, parent_pid)

@@ -1,4 +1,4 @@
-"""`/v1/fine_tuning/jobs`: create, list, retrieve, cancel; a job's events and checkpoints.
+"""`/v1/fine_tuning/jobs`: create, list, retrieve, cancel, pause, resume; a job's events and checkpoints.
 
 What a job request may ask is checked in `jobs.new_job_row`; the job's life (validation, queue, training
 worker) is `jobs.JobManager`.
@@ -14,7 +14,7 @@ from fastapi import APIRouter, Request
 from helpers.localapi import schemas
 from helpers.localapi.deps import EngineDep, ManagerDep, StorageDep
 from helpers.localapi.errors import bad_request, not_found
-from helpers.localapi.jobs import ACTIVE, new_job_row
+from helpers.localapi.jobs import ACTIVE, PAUSABLE, new_job_row
 from helpers.localapi.storage import Storage
 
 router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning"])
@@ -96,6 +96,28 @@ def cancel_job(job_id: str, storage: StorageDep, manager: ManagerDep) -> dict:
         raise bad_request(f"Job {job_id} has already {row['status']} and cannot be cancelled.",
                           param="fine_tuning_job_id")
     manager.cancel(job_id)
+    return schemas.job_object(job_row(storage, job_id))
+
+
+@router.post("/{job_id}/pause")
+def pause_job(job_id: str, storage: StorageDep, manager: ManagerDep) -> dict:
+    """Pause a queued or running job; it keeps its state (also across a server restart) until resumed."""
+    row = job_row(storage, job_id)
+    if row["status"] not in PAUSABLE:
+        raise bad_request(f"Job {job_id} is {row['status']} and cannot be paused; only a queued or running job can.",
+                          param="fine_tuning_job_id", code="invalid_job_status")
+    manager.pause(job_id)
+    return schemas.job_object(job_row(storage, job_id))
+
+
+@router.post("/{job_id}/resume")
+def resume_job(job_id: str, storage: StorageDep, manager: ManagerDep) -> dict:
+    """Resume a paused job: it is queued and continues from the step where it paused."""
+    row = job_row(storage, job_id)
+    if row["status"] != "paused":
+        raise bad_request(f"Job {job_id} is {row['status']} and cannot be resumed; only a paused job can.",
+                          param="fine_tuning_job_id", code="invalid_job_status")
+    manager.resume(job_id)
     return schemas.job_object(job_row(storage, job_id))
 
 
