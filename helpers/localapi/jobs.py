@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from helpers.localapi.storage import Storage, new_id, now
+from helpers.files import write_bytes_atomic
 
 log = logging.getLogger("helpers.localapi.jobs")
 
@@ -426,10 +427,7 @@ class JobManager:
         job_id = job["id"]
         content = result_csv(run.metrics)
         file_id = new_id("file-", 22)
-        blob = self.storage.blob_path(file_id)
-        tmp = blob.with_suffix(".tmp")
-        tmp.write_bytes(content)
-        os.replace(tmp, blob)
+        write_bytes_atomic(self.storage.blob_path(file_id), content)
         self.storage.add_file({"id": file_id, "created_at": now(), "bytes": len(content), "filename": "step_metrics.csv",
                                "purpose": "fine-tune-results", "status": "processed", "status_details": None,
                                "sha256": hashlib.sha256(content).hexdigest()})
