@@ -1,4 +1,4 @@
-# 微调实战 — the two commands of the README: `make course` and `make test`.
+# 微调实战 — the commands of the README: `make course`, `make test`, `make test-fast`, `make lab`.
 # Everything runs inside .venv/ at the repository root, created on first use.
 
 PYTHON ?= python3
@@ -6,13 +6,14 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup course test lab clean-work
+.PHONY: setup course test test-fast lab clean-work
 
-# Re-install only when a requirements file changes.
-$(STAMP): requirements.txt requirements-nodeps.txt
+# Re-install only when pyproject.toml or a requirements file changes. The workbook itself is installed
+# editable (helpers importable from any folder), its dependencies at the pins of requirements.txt.
+$(STAMP): pyproject.toml requirements.txt requirements-nodeps.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet -c requirements.txt -e ".[test]"
 	$(PY) -m pip install --quiet --no-deps -r requirements-nodeps.txt
 	$(PY) -m helpers.setup_offline
 	touch $(STAMP)
@@ -26,6 +27,10 @@ course: $(STAMP)
 # Unit tests, nbval over every notebook (tiny model) and the browser test.
 test: $(STAMP)
 	$(PY) -m pytest
+
+# Unit and API tests only (no browser, no course run, no nbval): everything not marked slow.
+test-fast: $(STAMP)
+	$(PY) -m pytest tests -m "not slow"
 
 # Open the course in JupyterLab with the local backend running.
 lab: $(STAMP)

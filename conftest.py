@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import tempfile
 from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parent
 _STATE: dict = {}
 
 # Every server, training worker and kernel a test starts shares 2 cores with pytest itself: one torch
@@ -26,15 +24,8 @@ _STATE: dict = {}
 os.environ.setdefault("LOCALAPI_TORCH_THREADS", "1")
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def notebook_environment(work_dir: Path, port: int) -> dict[str, str]:
-    """The variables for a course run on the tiny model against a local server at `port`."""
+def notebook_settings(work_dir: Path, port: int) -> dict[str, str]:
+    """The reader's settings for a course run on the tiny model and the fixture against a local server at `port`."""
     return {
         "FINETUNE_BACKEND": "local",
         "FINETUNE_BASE_MODEL": "tiny-test",
@@ -43,19 +34,20 @@ def notebook_environment(work_dir: Path, port: int) -> dict[str, str]:
         "WORKBOOK_BUILD_DIR": str(work_dir.parent / "build"),
         "LOCALAPI_PORT": str(port),
         "OPENAI_BASE_URL": f"http://127.0.0.1:{port}/v1",
-        "WORKBOOK_HEADLESS": "1",
-        "PYTHONPATH": os.pathsep.join(p for p in [str(REPO_ROOT), os.environ.get("PYTHONPATH", "")] if p),
     }
 
 
 def _start_for_notebooks() -> None:
     """Start the tiny-model server and export the notebooks' environment (once per session)."""
     from helpers.config import load_config, read_or_create_local_key
+    from helpers.kernelenv import kernel_environment
     from helpers.local_backend import ensure_server
+    from helpers.net import free_port
 
     root = Path(tempfile.mkdtemp(prefix="nbval-course-"))
-    env = notebook_environment(root / "work", free_port())
-    cleared = ("HUATUO_PATH", "FINETUNE_NEW_JOB", "FINETUNE_CONFIRM", "LOCALAPI_KEY", "OPENAI_API_KEY", "LOCALAPI_FAULTS")
+    env = notebook_settings(root / "work", free_port())
+    cleared = ("HUATUO_PATH", "FINETUNE_NEW_JOB", "FINETUNE_CONFIRM", "LOCALAPI_KEY", "OPENAI_API_KEY", "LOCALAPI_FAULTS",
+               "WORKBOOK_HEADLESS")
     _STATE["saved"] = {name: os.environ.get(name) for name in [*env, *cleared]}
     _STATE["root"] = root
     for name in cleared:
@@ -63,6 +55,7 @@ def _start_for_notebooks() -> None:
     os.environ.update(env)
     os.environ["OPENAI_API_KEY"], _ = read_or_create_local_key(root / "work")
     cfg = load_config()
+    os.environ.update(kernel_environment(cfg, headless=True))  # what `make course` gives its kernels
     _STATE["cfg"] = cfg
     ensure_server(cfg)
 
@@ -96,5 +89,5 @@ def pytest_configure(config: pytest.Config) -> None:
     """Register the markers used by the tests; apply the thread limit to engine tests that run torch in pytest."""
     from helpers.localapi.threads import limit_torch_threads
 
-    config.addinivalue_line("markers", "slow: runs the whole course or a real model (a minute or more)")
+    config.addinivalue_line("markers", "slow: the whole course, a browser, nbconvert or a real model (a minute or more); `make test-fast` skips these")
     limit_torch_threads()

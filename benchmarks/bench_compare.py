@@ -13,26 +13,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from helpers import evaluation  # noqa: E402
-from helpers.client import make_client  # noqa: E402
-from helpers.config import load_config  # noqa: E402
+from helpers import evaluation
+from helpers.client import make_client
+from helpers.config import load_config
+from helpers.net import free_port
 
 TARGET = 6.0
-
-
-def free_port() -> int:
-    """A TCP port nothing listens on."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def timed_run(client, arm: evaluation.Arm, questions: list[str], base_url: str, workers: int, max_tokens: int) -> float:

@@ -15,17 +15,16 @@ Prints ratios against the baseline of this run.
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from engine_data import make_split, question_messages  # noqa: E402
+from engine_data import make_split, question_messages
 
-from helpers.localapi import generate as G  # noqa: E402
-from helpers.localapi import models as M  # noqa: E402
+from helpers.config import REPO_ROOT
+from helpers.localapi import generate as G
+from helpers.localapi import models as M
 
 
 def naive(view: M.LoadedModel, conversations: list[list[dict]], max_tokens: int) -> tuple[int, float]:
@@ -54,7 +53,7 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=8)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default); 1 keeps the "
                         "comparison fair on a machine crowded by other jobs")
-    parser.add_argument("--cache-dir", type=Path, default=Path("data/work/localapi/models"))
+    parser.add_argument("--cache-dir", type=Path, default=REPO_ROOT / "data" / "work" / "localapi" / "models")
     args = parser.parse_args()
     if args.threads:
         import torch

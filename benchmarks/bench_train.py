@@ -19,18 +19,17 @@ from __future__ import annotations
 
 import argparse
 import random
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from engine_data import make_split  # noqa: E402
+from engine_data import make_split
 
-from helpers.localapi import models as M  # noqa: E402
-from helpers.localapi import trainer as T  # noqa: E402
+from helpers.config import REPO_ROOT
+from helpers.localapi import models as M
+from helpers.localapi import trainer as T
 
 
 @dataclass
@@ -125,7 +124,7 @@ def main() -> int:
     parser.add_argument("--skip-full", action="store_true", help="skip the 100 rows x 3 epochs run")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default); 1 makes CPU "
                         "seconds comparable on a machine crowded by other jobs")
-    parser.add_argument("--cache-dir", type=Path, default=Path("data/work/localapi/models"))
+    parser.add_argument("--cache-dir", type=Path, default=REPO_ROOT / "data" / "work" / "localapi" / "models")
     args = parser.parse_args()
     if args.threads:
         import torch

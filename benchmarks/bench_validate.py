@@ -22,18 +22,20 @@ import argparse
 import json
 import os
 import random
-import sys
+import runpy
 import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from helpers.chatfmt import SYSTEM_PROMPT
+from helpers.config import REPO_ROOT
+from helpers.tokens import get_encoding
+from helpers.validate import validate_file
 
-from data.make_fixture import TOPICS, make_answer, make_question  # noqa: E402
-from helpers.chatfmt import SYSTEM_PROMPT  # noqa: E402
-from helpers.tokens import get_encoding  # noqa: E402
-from helpers.validate import validate_file  # noqa: E402
+# The fixture generator is a script in data/, not a package module: load its functions from the file.
+_FIXTURE = runpy.run_path(str(REPO_ROOT / "data" / "make_fixture.py"))
+TOPICS, make_answer, make_question = _FIXTURE["TOPICS"], _FIXTURE["make_answer"], _FIXTURE["make_question"]
 
 MODEL = "gpt-4o-mini-2024-07-18"
 

@@ -14,18 +14,17 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from engine_data import make_split, question_messages  # noqa: E402
+from engine_data import make_split, question_messages
 
-from helpers.localapi import generate as G  # noqa: E402
-from helpers.localapi import models as M  # noqa: E402
-from helpers.localapi import trainer as T  # noqa: E402
-from helpers.metrics import rouge_l  # noqa: E402
+from helpers.config import REPO_ROOT
+from helpers.localapi import generate as G
+from helpers.localapi import models as M
+from helpers.localapi import trainer as T
+from helpers.metrics import rouge_l
 
 
 def main() -> int:
@@ -35,7 +34,7 @@ def main() -> int:
     parser.add_argument("--n", type=int, default=50, help="held-out questions")
     parser.add_argument("--max-tokens", type=int, default=200)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    parser.add_argument("--cache-dir", type=Path, default=Path("data/work/localapi/models"))
+    parser.add_argument("--cache-dir", type=Path, default=REPO_ROOT / "data" / "work" / "localapi" / "models")
     args = parser.parse_args()
     if args.threads:
         import torch

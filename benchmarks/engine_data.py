@@ -10,17 +10,12 @@ from __future__ import annotations
 import json
 import os
 import random
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from helpers.chatfmt import SYSTEM_PROMPT, to_chat  # noqa: E402
-from helpers.config import huatuo_file  # noqa: E402
-from helpers.data import read_rows_file  # noqa: E402
+from helpers.chatfmt import SYSTEM_PROMPT, to_chat
+from helpers.config import REPO_ROOT, huatuo_file
+from helpers.data import read_rows_file
 
 MAX_ANSWER_CHARS = 1000
 
@@ -39,7 +34,7 @@ def load_rows(path: Path | None = None) -> list[dict[str, str]]:
     """Cleaned Huatuo-schema rows: trimmed, non-empty, one per question, answers not overly long."""
     given = os.environ.get("HUATUO_PATH", "").strip()
     if path is None:  # HUATUO_PATH as the notebooks read it (a file or a downloaded folder), else the fixture
-        path = huatuo_file(Path(given).expanduser().resolve(), given) if given else REPO / "data" / "huatuo_fixture.jsonl"
+        path = huatuo_file(Path(given).expanduser().resolve(), given) if given else REPO_ROOT / "data" / "huatuo_fixture.jsonl"
     rows, seen = [], set()
     for row in read_rows_file(Path(path))[0]:
         q, a = row["questions"].strip(), row["answers"].strip()

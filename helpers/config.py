@@ -14,12 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
+from helpers.files import write_text_atomic
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
 DEFAULT_LOCAL_PORT = 8765
 DEFAULT_LOCAL_MODEL = "smollm2-135m-instruct"
-TINY_TEST_MODEL = "tiny-test"
 DEFAULT_REMOTE_MODEL = "gpt-4o-mini-2024-07-18"
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 HUATUO_HUB_ID = "FreedomIntelligence/huatuo26M-testdatasets"
@@ -143,13 +144,8 @@ def read_or_create_local_key(work_dir: Path) -> tuple[str, str]:
     path = local_key_path(work_dir)
     if path.is_file():
         return path.read_text(encoding="utf-8").strip(), f"stored in {_display(path)}"
-    path.parent.mkdir(parents=True, exist_ok=True)
     key = "local-" + secrets.token_urlsafe(24)
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(key + "\n")
-    os.replace(tmp, path)
+    write_text_atomic(path, key + "\n", mode=0o600)
     return key, f"generated and stored in {_display(path)}"
 
 

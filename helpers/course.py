@@ -26,6 +26,8 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
 from helpers.config import REPO_ROOT, Config, load_config
+from helpers.files import write_text_atomic
+from helpers.kernelenv import kernel_environment
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 COMPARE_METRICS = "compare_metrics.csv"
@@ -56,19 +58,6 @@ def course_notebooks(folder: Path = NOTEBOOK_DIR, only: Sequence[str] | None = N
     return found
 
 
-def kernel_environment(cfg: Config) -> dict[str, str]:
-    """Environment variables the notebook kernels need: headless mode, the repository on sys.path, the API."""
-    env = {
-        "WORKBOOK_HEADLESS": "1",
-        "PYTHONPATH": os.pathsep.join(p for p in [str(REPO_ROOT), os.environ.get("PYTHONPATH", "")] if p),
-        "WORKBOOK_WORK_DIR": str(cfg.work_dir),
-        "WORKBOOK_BUILD_DIR": str(cfg.build_dir),
-    }
-    if cfg.is_local:
-        env["LOCALAPI_PORT"] = str(cfg.local_port)
-    return env
-
-
 def execute_notebook(path: Path, out_dir: Path, timeout: int = 1800, env: dict[str, str] | None = None) -> NotebookRun:
     """Run one notebook top to bottom in a fresh kernel (cwd: notebooks/) and save the executed copy into out_dir."""
     nb = nbformat.read(path, as_version=4)
@@ -81,10 +70,7 @@ def execute_notebook(path: Path, out_dir: Path, timeout: int = 1800, env: dict[s
     except CellExecutionError as exc:
         error = str(exc).strip().splitlines()[-1] if str(exc).strip() else repr(exc)
     finally:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.tmp")
-        nbformat.write(nb, tmp)
-        os.replace(tmp, out)
+        write_text_atomic(out, nbformat.writes(nb) + "\n")
     return NotebookRun(path.name, time.monotonic() - start, out, error)
 
 
@@ -121,22 +107,17 @@ def write_report(cfg: Config, runs: Sequence[NotebookRun], path: Path) -> Path:
     page = ("<!doctype html><html lang='zh-CN'><meta charset='utf-8'><title>微调实战 report</title>"
             "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}td{vertical-align:top;font-size:13px}</style>"
             + "".join(parts) + "</html>")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return write_text_atomic(path, page)
 
 
 def run_course(cfg: Config, *, only: Sequence[str] | None = None, write_back: bool = False, timeout: int = 1800) -> list[NotebookRun]:
     """Start the local server if needed, execute the notebooks in order, write the report; raise CourseError on a failure."""
-    env = kernel_environment(cfg)
+    env = kernel_environment(cfg, headless=True)
     started_here = False
     if cfg.is_local:
-        from helpers.local_backend import ensure_server, probe
+        from helpers.local_backend import ensure_server
 
-        started_here = probe(cfg) is None
-        ensure_server(cfg)
+        started_here = ensure_server(cfg)
         print(f"local API server: {cfg.base_url} ({'started' if started_here else 'already running, reused'})", flush=True)
     out_dir = cfg.build_dir / "notebooks"
     runs: list[NotebookRun] = []
@@ -162,8 +143,7 @@ def run_course(cfg: Config, *, only: Sequence[str] | None = None, write_back: bo
         elif started_here:
             # A job may still be training: stopping the server would discard it. Leave it for the next run.
             print(f"local API server left running on {cfg.base_url} (a job may still be training); "
-                  "the next `make course` picks it up. Stop it with: .venv/bin/python -c "
-                  "'from helpers.config import load_config; from helpers.local_backend import stop_server; stop_server(load_config())'")
+                  "the next `make course` picks it up. Stop it with: .venv/bin/python -m helpers.local_backend stop")
     return runs
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from helpers.config import HUATUO_HUB_ID, REPO_ROOT, VENDORED_PATH, VENDORED_SHA256, Config
+from helpers.files import write_text_atomic
 
 FIELDS = ("questions", "answers")
 BOM = b"\xef\xbb\xbf"  # a UTF-8 byte order mark: accepted at the start of a data file
@@ -75,28 +76,9 @@ def read_jsonl(path: Path) -> list[Any]:
 
 def write_jsonl(path: Path, records: Iterable[Any]) -> int:
     """Write records as UTF-8 JSONL with real Chinese characters, atomically (temp file + rename); return the count."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    n = 0
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-            for record in records:
-                f.write(json.dumps(record, ensure_ascii=False) + "\n")
-                n += 1
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return n
-
-
-def write_json(path: Path, data: Any) -> None:
-    """Write one JSON document (UTF-8, indented, unescaped), atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    lines = [json.dumps(record, ensure_ascii=False) + "\n" for record in records]
+    write_text_atomic(path, "".join(lines))
+    return len(lines)
 
 
 JSON_TYPES = {str: "string", int: "number", float: "number", bool: "boolean", list: "array", dict: "object", type(None): "null"}

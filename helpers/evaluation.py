@@ -17,12 +17,10 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import threading
-import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +30,7 @@ from openai import OpenAI
 from helpers.config import Config
 from helpers.data import DataError, read_jsonl
 from helpers import metrics as m
+from helpers.files import write_json_atomic, write_text_atomic
 
 CACHE_DIR_NAME = "eval_cache"
 
@@ -178,10 +177,7 @@ class ResponseCache:
 
     def put(self, key: str, value: dict[str, Any]) -> None:
         """Store an answer atomically."""
-        path = self.folder / f"{key}.json"
-        tmp = path.with_name(f".{key}.{os.getpid()}.{time.monotonic_ns()}.tmp")
-        tmp.write_text(json.dumps(value, ensure_ascii=False), encoding="utf-8")
-        os.replace(tmp, path)
+        write_json_atomic(self.folder / f"{key}.json", value, indent=None)
 
 
 def ask(client: OpenAI, cache: ResponseCache | None, base_url: str, model: str, messages: list[dict[str, str]],
@@ -400,20 +396,11 @@ def claims_check(metrics: pd.DataFrame, few_shot_arm: str = FEW_SHOT_ARM,
     return pd.DataFrame(rows).set_index("说法")
 
 
-def answers_to_records(answers: Sequence[Answer]) -> list[dict[str, Any]]:
-    """Plain dicts (for saving to JSON)."""
-    return [asdict(a) for a in answers]
-
-
 def save_comparison(work_dir: Path, metrics: pd.DataFrame, table: pd.DataFrame) -> list[Path]:
     """Write notebook 07's metrics and side-by-side answers as UTF-8 CSV into the work folder (the course report reads them)."""
     paths = []
     for frame, name, keep_index in [(metrics, "compare_metrics.csv", True), (table, "compare_answers.csv", False)]:
-        path = Path(work_dir) / name
-        tmp = path.with_name(f".{name}.tmp")
-        frame.to_csv(tmp, index=keep_index, encoding="utf-8")
-        os.replace(tmp, path)
-        paths.append(path)
+        paths.append(write_text_atomic(Path(work_dir) / name, frame.to_csv(index=keep_index)))
     return paths
 
 

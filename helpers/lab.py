@@ -4,7 +4,7 @@ Usage: `python -m helpers.lab [--port N] [--no-browser]`
 
 It loads the configuration, starts (or reuses) the local API server when the backend is
 local, then runs JupyterLab on 127.0.0.1 with a fresh token, rooted at the repository,
-with an environment in which every kernel finds `helpers` and talks to the same backend.
+with an environment in which every kernel talks to the same backend.
 It prints the URL to open. Ctrl+C (twice, as JupyterLab asks) stops JupyterLab; a local
 server that this command started is stopped with it.
 """
@@ -15,7 +15,6 @@ import argparse
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,11 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from helpers.config import REPO_ROOT, Config, ConfigError, load_config
+from helpers.kernelenv import HEADLESS_ONLY, kernel_environment
 from helpers.local_backend import LocalServerError
+from helpers.net import free_port, port_is_free
 
 DEFAULT_LAB_PORT = 8888
 NOTEBOOKS_PATH = "lab/tree/notebooks"
-HEADLESS_ONLY = ("MPLBACKEND", "WORKBOOK_HEADLESS")
 
 
 class LabError(RuntimeError):
@@ -46,40 +46,18 @@ class LabPlan:
     root_dir: Path
 
 
-def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
-    """True when nothing listens on host:port (we can bind it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
 def pick_port(preferred: int | None = DEFAULT_LAB_PORT) -> int:
     """The preferred port if free, else one the operating system hands out."""
-    if preferred and port_is_free(preferred):
-        return preferred
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    return preferred if preferred and port_is_free(preferred) else free_port()
 
 
 def lab_env(cfg: Config, token: str, base_env: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment for JupyterLab and its kernels: `helpers` importable, the token, the same backend."""
+    """The environment for JupyterLab and its kernels: the token and the same backend (helpers is installed)."""
     env = dict(os.environ if base_env is None else base_env)
-    paths = [str(REPO_ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
-    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
     for name in HEADLESS_ONLY:
         env.pop(name, None)  # Agg or the headless flag would hide plots and widgets in the browser
     env["JUPYTER_TOKEN"] = token  # in the environment, not on the command line where `ps` shows it
-    if cfg.is_local:
-        # Kernels derive the key from the work folder; pin the URL so they reach this server.
-        env["OPENAI_BASE_URL"] = cfg.base_url
-        env["LOCALAPI_PORT"] = str(cfg.local_port)
-        env["WORKBOOK_WORK_DIR"] = str(cfg.work_dir)
-    env["WORKBOOK_BUILD_DIR"] = str(cfg.build_dir)
-    return env
+    return {**env, **kernel_environment(cfg, headless=False)}
 
 
 def lab_command(port: int, open_browser: bool, root_dir: Path = REPO_ROOT) -> list[str]:
@@ -127,9 +105,7 @@ def start_local_backend(cfg: Config, timeout: float = 300.0) -> bool:
     """Start (or reuse) the local API server; True when this call started it."""
     from helpers import local_backend
 
-    already_running = local_backend.probe(cfg) is not None
-    local_backend.ensure_server(cfg, timeout=timeout)
-    return not already_running
+    return local_backend.ensure_server(cfg, timeout=timeout)
 
 
 def stop_local_backend(cfg: Config) -> None:

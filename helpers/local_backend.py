@@ -55,18 +55,18 @@ def _log_tail(path: Path, lines: int = 20) -> str:
         return "(no log)"
 
 
-def ensure_server(cfg: Config, timeout: float = 60.0, extra_args: list[str] | None = None) -> None:
-    """Reuse the local server on cfg.base_url, or start it detached and wait until it answers (no-op when remote)."""
-    if not cfg.is_local:
-        return
-    if _reusable(cfg):
-        return
+def ensure_server(cfg: Config, timeout: float = 60.0, extra_args: list[str] | None = None) -> bool:
+    """Reuse the local server on cfg.base_url, or start it detached and wait until it answers; True when this call started it."""
+    if not cfg.is_local or _reusable(cfg):
+        return False
     cfg.localapi_dir.mkdir(parents=True, exist_ok=True)
     with open(cfg.localapi_dir / "server.lock", "a+") as lock:  # two kernels starting at once: one server
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            if not _reusable(cfg):
-                _start(cfg, timeout, extra_args)
+            if _reusable(cfg):
+                return False
+            _start(cfg, timeout, extra_args)
+            return True
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
@@ -89,8 +89,7 @@ def _start(cfg: Config, timeout: float, extra_args: list[str] | None) -> None:
     host, port = parsed.hostname or "127.0.0.1", parsed.port or cfg.local_port
     log_path = cfg.localapi_dir / "server.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "WORKBOOK_WORK_DIR": str(cfg.work_dir), "LOCALAPI_KEY": cfg.api_key,
-           "PYTHONPATH": os.pathsep.join(p for p in [str(REPO_ROOT), os.environ.get("PYTHONPATH", "")] if p)}
+    env = {**os.environ, "WORKBOOK_WORK_DIR": str(cfg.work_dir), "LOCALAPI_KEY": cfg.api_key}
     cmd = [sys.executable, "-m", "helpers.localapi", "serve", "--host", host, "--port", str(port), *(extra_args or [])]
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log,
@@ -128,3 +127,35 @@ def stop_server(cfg: Config, timeout: float = 30.0) -> bool:
             return True
         time.sleep(0.2)
     raise LocalServerError(f"The local server on {cfg.base_url} did not stop within {timeout:.0f} s.")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line: `python -m helpers.local_backend start|stop` for the configured local server (taught in README)."""
+    import argparse
+
+    from helpers.config import ConfigError, load_config
+
+    parser = argparse.ArgumentParser(prog="python -m helpers.local_backend",
+                                     description="Start (detached) or stop the workbook's local API server.")
+    parser.add_argument("command", choices=["start", "stop"])
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_config()
+        if not cfg.is_local:
+            print(f"the configured backend is remote ({cfg.base_url}): no local server to {args.command}")
+            return 0
+        if args.command == "start":
+            started = ensure_server(cfg, timeout=300.0)
+            print(f"local server {'started' if started else 'already running'} on {cfg.base_url} "
+                  f"(log: {cfg.localapi_dir / 'server.log'})")
+        else:
+            stopped = stop_server(cfg)
+            print(f"local server on {cfg.base_url} {'stopped' if stopped else 'was not running'}")
+    except (ConfigError, LocalServerError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

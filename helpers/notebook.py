@@ -14,12 +14,15 @@ from typing import Any
 
 from helpers.config import Config, ConfigError, load_config
 from helpers.fonts import setup_cjk_font
+from helpers.local_backend import ensure_server
 from helpers.tokens import encoding_for_model, ensure_tiktoken
 
 # Packages whose versions are printed (torch only where a notebook trains or talks to the model).
 BASE_PACKAGES = ("openai", "pandas", "tiktoken", "matplotlib", "ipywidgets")
 MODEL_PACKAGES = ("torch", "transformers", "peft")
 MODEL_NOTEBOOKS = {"05", "06", "07"}
+API_NOTEBOOKS = {"04", "05", "06", "07"}  # these call the API: on the local backend its server must answer
+SERVER_START_TIMEOUT = 300.0  # seconds; the first start converts the base model
 
 
 def package_versions(names: tuple[str, ...]) -> dict[str, str]:
@@ -65,6 +68,9 @@ def apply_overrides(cfg: Config, **overrides: Any) -> Config:
 def setup_notebook(nb_id: str, **overrides: Any) -> Config:
     """The first cell of notebooks 01-07: load the configuration (plus field overrides), ready tiktoken and the CJK font offline, print what this run uses."""
     cfg = apply_overrides(load_config(), **overrides)
+    if cfg.is_local and nb_id[:2] in API_NOTEBOOKS and ensure_server(cfg, timeout=SERVER_START_TIMEOUT):
+        print(f"local server: started on {cfg.base_url}; it keeps running for the next notebooks "
+              "(stop it with `python -m helpers.local_backend stop`)")
     ensure_tiktoken()
     font = setup_cjk_font()
     names = BASE_PACKAGES + (MODEL_PACKAGES if nb_id[:2] in MODEL_NOTEBOOKS else ())

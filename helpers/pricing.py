@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from helpers.data import write_json
+from helpers.files import write_json_atomic
 from helpers.tokens import base_model_id, count_many_chats, encoding_for_model, token_limit
 
 
@@ -127,5 +127,5 @@ def train_stats(token_counts: list[int], model: str, n_epochs: int, valid_token_
 
 def write_train_stats(path: Path, stats: dict[str, Any]) -> Path:
     """Write train_stats.json atomically (UTF-8, indented)."""
-    write_json(path, stats)
+    write_json_atomic(path, stats)
     return Path(path)

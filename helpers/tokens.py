@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from helpers.config import REPO_ROOT
+from helpers.files import write_bytes_atomic
 
 DEFAULT_CACHE_DIR = REPO_ROOT / ".venv" / "tiktoken_cache"
 BLOB = "https://openaipublic.blob.core.windows.net/encodings"
@@ -96,10 +97,7 @@ def seed_tiktoken_cache(cache_dir: Path | None = None) -> list[Path]:
         data = gzip.decompress(source.read_bytes())
         if hashlib.sha256(data).hexdigest() != sha256:
             raise TokenizerUnavailable(f"{source} does not match the sha256 tiktoken expects for {name}")
-        tmp = target.with_name(target.name + f".{os.getpid()}.tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, target)
-        written.append(target)
+        written.append(write_bytes_atomic(target, data))
     return written
 
 

@@ -21,7 +21,6 @@ import binascii
 import hashlib
 import io
 import json
-import os
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -34,6 +33,7 @@ import pandas as pd
 from openai import OpenAI
 
 from helpers.config import Config
+from helpers.files import write_json_atomic, write_text_atomic
 
 STATE_FILE = "run_state.json"
 RESULTS_CSV = "results.csv"
@@ -71,14 +71,6 @@ class PollTimeout(WorkflowError):
 # ---------------------------------------------------------------- state in the work folder
 
 
-def _write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON (UTF-8, unescaped Chinese) via a temporary file and os.replace."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def load_state(cfg: Config) -> dict[str, Any]:
     """This backend's part of `run_state.json` (empty dict when nothing was recorded yet)."""
     path = cfg.work_dir / STATE_FILE
@@ -101,13 +93,8 @@ def update_state(cfg: Config, **changes: Any) -> dict[str, Any]:
             section[key].update(value)
         else:
             section[key] = value
-    _write_json_atomic(path, data)
+    write_json_atomic(path, data)
     return section
-
-
-def sha256_file(path: Path) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 # ---------------------------------------------------------------- uploads
@@ -411,11 +398,6 @@ class PlainProgress:
         """Nothing to tidy up for plain lines."""
 
 
-def is_headless() -> bool:
-    """True when no person watches a live notebook: WORKBOOK_HEADLESS=1 or not inside a Jupyter kernel."""
-    return os.environ.get("WORKBOOK_HEADLESS", "") == "1" or "ipykernel" not in sys.modules
-
-
 class EventLog:
     """Fetches a job's events page by page and yields each event once, oldest first."""
 
@@ -515,11 +497,7 @@ def read_results(cfg: Config, raw: bytes) -> pd.DataFrame:
     """Notebook 06: the bytes of a job's result file (from client.files.content) as a DataFrame, also saved as results.csv."""
     text = decode_result_bytes(raw)
     frame = pd.read_csv(io.StringIO(text))
-    out = cfg.work_dir / RESULTS_CSV
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, out)
+    write_text_atomic(cfg.work_dir / RESULTS_CSV, text)
     return frame
 
 
@@ -662,5 +640,5 @@ def cleanup(client: OpenAI, cfg: Config, *, delete_files: bool = True, delete_mo
             section["uploads"] = {}
         if delete_model:
             section.pop("job", None)
-        _write_json_atomic(path, data)
+        write_json_atomic(path, data)
     return done

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,17 +18,14 @@ from pathlib import Path
 import httpx
 from openai import OpenAI
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from helpers.config import REPO_ROOT
+from helpers.net import free_port
+
+__all__ = ["KEY", "MODEL_CACHE", "Server", "chat_line", "free_port", "write_chat_jsonl"]
+
 KEY = "test-key-" + "x" * 16
 # one converted-model cache for every test server of a session (the tiny model's tokenizer converts once)
 MODEL_CACHE = Path(os.environ.get("LOCALAPI_TEST_MODEL_CACHE") or Path(tempfile.gettempdir()) / "localapi-test-model-cache")
-
-
-def free_port() -> int:
-    """A port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
@@ -53,7 +49,7 @@ class Server:
         """Start `python -m helpers.localapi serve` and wait for /health."""
         self.work_dir.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "LOCALAPI_KEY": KEY, "LOCALAPI_MODEL_CACHE": str(MODEL_CACHE),
-               "PYTHONPATH": str(REPO_ROOT), "LOCALAPI_LOG_LEVEL": "info"}
+               "LOCALAPI_LOG_LEVEL": "info"}
         for name in ("LOCALAPI_FAULTS", "LOCALAPI_LATENCY", "LOCALAPI_MAX_UPLOAD_BYTES", "WORKBOOK_WORK_DIR"):
             env.pop(name, None)
         cmd = [sys.executable, "-m", "helpers.localapi", "serve", "--host", "127.0.0.1", "--port", str(self.port),

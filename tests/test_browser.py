@@ -28,6 +28,8 @@ import pytest
 from tests import browser_harness as bh
 from tests.localapi_support import free_port
 
+pytestmark = pytest.mark.slow  # the whole course in a real browser: minutes
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted(p.name for p in (REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 IN_CI = os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}

@@ -104,6 +104,7 @@ def test_missing_adapter_is_a_clear_error(engine_cache, tmp_path):
         M.load_model("tiny-test", engine_cache, tmp_path)
 
 
+@pytest.mark.slow
 def test_smollm_gguf_converts_once_to_a_plain_float32_checkpoint(engine_cache):
     lm = M.load_model("smollm2-135m-instruct", engine_cache)
     folder = engine_cache / "smollm2-135m-instruct"

@@ -150,10 +150,15 @@ def test_setup_notebook_prints_config_and_versions(tmp_path, monkeypatch, capsys
     for name in ("OPENAI_BASE_URL", "OPENAI_API_KEY", "FINETUNE_BACKEND", "HUATUO_PATH"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HUATUO_SOURCE", "fixture")
+    asked = []  # which configurations asked for the local server (starting one is tested in test_localapi_backend)
+    monkeypatch.setattr("helpers.notebook.ensure_server", lambda c, timeout: asked.append(c) or True)
     cfg = setup_notebook("01")
     out = capsys.readouterr().out
     assert cfg.backend == "local" and "notebook    : 01" in out and "data source : fixture" in out
     assert "tiktoken 0." in out and "matplotlib" in out and "torch" not in out
     assert "secret-key-not-to-print" not in out
+    assert asked == []  # 01-03 need no server
     setup_notebook("05")
-    assert "torch " in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "torch " in out
+    assert asked == [cfg] and f"local server: started on {cfg.base_url}" in out  # 04-07 start it when none answers

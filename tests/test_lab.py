@@ -22,16 +22,21 @@ def local_cfg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     return load_config(env_file=tmp_path / "no.env")
 
 
-def test_env_points_kernels_at_the_local_server(local_cfg) -> None:
-    """Kernels get helpers on sys.path, the server's URL and work folder, and the token; headless settings are dropped."""
+def test_env_points_kernels_at_the_local_server(local_cfg, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Kernels get the server's port and work folder and the token (PYTHONPATH as it was); headless settings are dropped."""
     env = lab.lab_env(local_cfg, "tok", base_env={"PYTHONPATH": "/elsewhere", "MPLBACKEND": "Agg", "WORKBOOK_HEADLESS": "1"})
-    assert env["PYTHONPATH"].split(os.pathsep) == [str(REPO_ROOT), "/elsewhere"]
-    assert env["OPENAI_BASE_URL"] == "http://127.0.0.1:18765/v1"
+    assert env["PYTHONPATH"] == "/elsewhere"  # helpers is installed: nothing is added to the reader's path
+    assert "PYTHONPATH" not in lab.lab_env(local_cfg, "tok", base_env={})
     assert env["LOCALAPI_PORT"] == "18765"
     assert env["WORKBOOK_WORK_DIR"] == str(local_cfg.work_dir)
     assert env["JUPYTER_TOKEN"] == "tok"
     assert "MPLBACKEND" not in env and "WORKBOOK_HEADLESS" not in env
     assert local_cfg.api_key not in env.values()  # kernels read the key from the work folder, not the environment
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    kernel_cfg = load_config(env_file=local_cfg.work_dir / "no.env")  # what a kernel's first cell resolves
+    assert (kernel_cfg.base_url, kernel_cfg.work_dir, kernel_cfg.api_key) == (
+        "http://127.0.0.1:18765/v1", local_cfg.work_dir, local_cfg.api_key)
 
 
 def test_remote_env_leaves_the_api_settings_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

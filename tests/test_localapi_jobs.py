@@ -207,6 +207,7 @@ def _gone(pid: int, timeout: float) -> bool:
     return False
 
 
+@pytest.mark.slow  # two server starts and a 120-row job killed mid-way: the longest API test
 def test_restart_in_the_middle_of_a_job(tmp_path):
     srv = Server(tmp_path / "work", free_port()).start()
     try:

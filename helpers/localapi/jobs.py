@@ -38,6 +38,7 @@ from helpers.localapi import schemas
 from helpers.localapi.errors import bad_request
 from helpers.localapi.storage import Storage, new_id, now
 from helpers.localapi.worker import Checkpoint, Error, Message, Metrics, Result, Resumed, WorkerRecord, worker_main
+from helpers.files import write_bytes_atomic
 
 log = logging.getLogger("helpers.localapi.jobs")
 
@@ -602,10 +603,7 @@ class JobManager:
         job_id = job["id"]
         content = base64.b64encode(result_csv(run.metrics))  # as OpenAI serves it
         file_id = new_id("file-", 22)
-        blob = self.storage.blob_path(file_id)
-        tmp = blob.with_suffix(".tmp")
-        tmp.write_bytes(content)
-        os.replace(tmp, blob)
+        write_bytes_atomic(self.storage.blob_path(file_id), content)
         self.storage.add_file({"id": file_id, "created_at": now(), "bytes": len(content), "filename": "step_metrics.csv",
                                "purpose": "fine-tune-results", "status": "processed", "status_details": None,
                                "sha256": hashlib.sha256(content).hexdigest()})
