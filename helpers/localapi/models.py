@@ -48,6 +48,7 @@ DEFAULT_MODEL = "smollm2-135m-instruct"
 TINY_MODEL = "tiny-test"
 QWEN_MODEL = "qwen2.5-coder-0.5b-instruct"
 EXTRA_MODELS_ENV = "LOCALAPI_EXTRA_MODELS"
+DEFAULT_LEARNING_RATE = 1e-3  # the peak LoRA rate of models without a measured one of their own
 CACHE_FORMAT = 1  # bump when the converted layout changes, so old caches are rebuilt
 TINY_SEED = 0
 
@@ -73,6 +74,7 @@ class ModelSpec:
     description: str
     max_seq_len: int  # training examples are truncated to this many tokens (see trainer.py)
     owned_by: str = "local"
+    learning_rate: float = DEFAULT_LEARNING_RATE  # peak LoRA learning rate of an `auto` job (x learning_rate_multiplier): benchmarks/README.md
 
 
 BUILTIN_MODELS: dict[str, ModelSpec] = {
