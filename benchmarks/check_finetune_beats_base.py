@@ -1,7 +1,7 @@
 """Check: fine-tuning lowers the held-out loss of the reference answers; ROUGE-L with 95% bootstrap intervals.
 
     HUATUO_PATH=... .venv/bin/python benchmarks/check_finetune_beats_base.py --model qwen2.5-coder-0.5b-instruct \
-        [--adapter DIR] [--n 50] [--max-tokens 200] [--threads 1] [--skip-generation]
+        [--adapter DIR] [--n 50] [--generate 50] [--max-tokens 200] [--threads 1]
 
 On the course's split of the data (`engine_data.make_split`: 100 training rows, 20 validation rows, `--n` held-out
 rows), trains the default job (3 epochs, the model's own `auto` learning rate) unless `--adapter` names an adapter
@@ -10,7 +10,7 @@ already trained on the same split. Then:
 1. what training optimises: the mean token loss of the held-out *reference answers* (teacher-forced, the training
    system prompt, assistant tokens only, as the trainer's validation loss), base model vs fine-tuned model;
    **exit status 1 unless the fine-tuned loss is lower**;
-2. what a reader sees: greedy answers to the same held-out questions from both (same system prompt and
+2. what a reader sees (unless `--generate 0`): greedy answers to the first `--generate` held-out questions from both (same system prompt and
    `--max-tokens`), character-level ROUGE-L against the references (`helpers.metrics.rouge_l`), each mean with a
    95% percentile bootstrap interval over questions, and the paired difference fine-tuned - base with its
    interval; the generation wall time of each arm; the share of CJK characters in the answers.
@@ -77,7 +77,8 @@ def main() -> int:
     parser.add_argument("--adapter", type=Path, help="a trained adapter to evaluate instead of training one")
     parser.add_argument("--n", type=int, default=50, help="held-out questions")
     parser.add_argument("--max-tokens", type=int, default=200)
-    parser.add_argument("--skip-generation", action="store_true", help="only the held-out loss")
+    parser.add_argument("--generate", type=int, default=None, help="answer the first N held-out questions "
+                        "(default: all --n; 0: only the held-out loss)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--cache-dir", type=Path, default=Path("data/work/localapi/models"))
     args = parser.parse_args()
@@ -105,11 +106,13 @@ def main() -> int:
           f"{losses['base_accuracy']:.3f}), fine-tuned {losses['fine-tuned']:.4f} ({losses['fine-tuned_accuracy']:.3f}) "
           f"[{time.perf_counter() - started:.0f} s]", flush=True)
 
-    if not args.skip_generation:
+    n_generate = args.n if args.generate is None else min(args.generate, args.n)
+    if n_generate:
         pool = M.ModelPool(args.cache_dir)
         generator = G.Generator(pool)
-        conversations = [question_messages(split, row["questions"]) for row in split.heldout]
-        references = [row["answers"] for row in split.heldout]
+        asked = split.heldout[:n_generate]
+        conversations = [question_messages(split, row["questions"]) for row in asked]
+        references = [row["answers"] for row in asked]
         scores, answers = {}, {}
         for name, view in (("base", pool.get(args.model)), ("fine-tuned", pool.get(args.model, adapter))):
             started = time.perf_counter()
@@ -130,7 +133,7 @@ def main() -> int:
         print(f"ROUGE-L fine-tuned - base: {100 * statistics.mean(diff):+.2f} (95% CI {100 * low:+.2f} to {100 * high:+.2f}); "
               f"fine-tuned higher on {wins}/{len(diff)} questions", flush=True)
         for i in range(min(3, len(references))):
-            print(f"\nQ: {split.heldout[i]['questions']}\nreference : {references[i][:200]}")
+            print(f"\nQ: {asked[i]['questions']}\nreference : {references[i][:200]}")
             for name in answers:
                 print(f"{name:<10}: {answers[name][i][:200]}")
 
