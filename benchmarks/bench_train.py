@@ -58,7 +58,7 @@ def setup(variant: Variant, model_id: str, cache: Path, examples: list[T.Example
     variant.model = T.add_lora(M.load_model(model_id, cache).model, T.DEFAULT_LORA_RANK, 42, precision)
     variant.model.train()
     variant.optimizer = torch.optim.AdamW([p for p in variant.model.parameters() if p.requires_grad],
-                                          lr=T.DEFAULT_LEARNING_RATE)
+                                          lr=M.get_spec(model_id).learning_rate)
     rng = random.Random(42)
     lengths = [len(e.input_ids) for e in examples]
     while len(variant.batches) < steps:

