@@ -20,7 +20,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
 DEFAULT_LOCAL_PORT = 8765
-DEFAULT_LOCAL_MODEL = "smollm2-135m-instruct"
+DEFAULT_LOCAL_MODEL = "qwen2.5-coder-0.5b-instruct"  # writes Chinese a reader can read; chosen by measurement (benchmarks/README.md)
 DEFAULT_REMOTE_MODEL = "gpt-4o-mini-2024-07-18"
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 HUATUO_HUB_ID = "FreedomIntelligence/huatuo26M-testdatasets"
