@@ -38,7 +38,7 @@ def test_helpers_import_from_any_folder_and_find_the_repository(tmp_path: Path) 
     root, work, data = json.loads(out.stdout.strip().splitlines()[-1])
     assert root == str(REPO_ROOT)
     assert work == str(tmp_path / "w")
-    assert data == str(REPO_ROOT / "data" / "huatuo_fixture.jsonl")  # found from the configuration, not the cwd
+    assert data == str(REPO_ROOT / "data" / "huatuo26M_test_datasets.jsonl")  # found from the configuration, not the cwd
 
 
 def test_default_work_folder_is_in_the_repository_whatever_the_cwd(tmp_path: Path) -> None:

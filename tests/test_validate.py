@@ -300,13 +300,14 @@ def test_200k_token_example_is_an_error_for_every_model(tmp_path):
         assert [(p.line, p.code) for p in report.problems] == [(7, "over_token_limit")], model
 
 
-def test_cli_200k_token_example_exits_1_with_and_without_model(tmp_path, work_dir):
+def test_cli_200k_token_example_exits_1_with_and_without_model(tmp_path, work_dir, monkeypatch):
+    monkeypatch.setenv("FINETUNE_BASE_MODEL", "tiny-test")  # the configured model, with a tokenizer converted in seconds
     path = write(tmp_path, huge_lines())
     for args in ((), ("--model", "gpt-4o-mini")):
         out = run_cli(path, *args, work_dir=work_dir)
         assert out.returncode == 1, out.stdout + out.stderr
         assert f"{path}:7: " in out.stdout and "over the" in out.stdout
-    assert "model: smollm2-135m-instruct (the configured fine-tuning model" in run_cli(path, work_dir=work_dir).stdout
+    assert "model: tiny-test (the configured fine-tuning model" in run_cli(path, work_dir=work_dir).stdout
 
 
 def test_local_model_predicts_what_the_trainer_cuts(tmp_path, engine_cache):
