@@ -12,8 +12,8 @@ import openai
 import pytest
 from openai.types.chat import ChatCompletion
 
-from tests.localapi_support import Server, free_port, write_chat_jsonl
-from tests.test_localapi_jobs import TERMINAL, upload, wait_for
+from tests.localapi_support import write_chat_jsonl
+from tests.test_localapi_jobs import TERMINAL, client, server, upload, wait_for  # noqa: F401 (module-scoped fixtures: a server of its own)
 
 WEATHER = {"type": "function", "function": {"name": "get_current_weather", "description": "Get the current weather",
            "parameters": {"type": "object", "properties": {"location": {"type": "string"},
@@ -28,19 +28,6 @@ def cookbook_tool_line(i: int) -> str:
     return json.dumps({"messages": [{"role": "user", "content": f"What is the weather in City {i}?"},
                                     {"role": "assistant", "tool_calls": [call]}],
                        "parallel_tool_calls": False, "tools": [WEATHER]})
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    srv = Server(tmp_path_factory.mktemp("localapi-tools") / "work", free_port())
-    srv.start()
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture(scope="module")
-def client(server):
-    return server.client(timeout=120.0)
 
 
 def test_cookbook_tool_file_is_rejected_at_validation_when_the_template_cannot_render_tools(server, client, tmp_path):
