@@ -20,6 +20,8 @@ import pytest
 from tests.localapi_support import KEY, Server, free_port, write_chat_jsonl
 from tests.test_localapi_jobs import _gone, upload, wait_for
 
+pytestmark = pytest.mark.slow  # four tiny-model jobs, minutes: `make test` (and CI) runs them, `make test-fast` does not
+
 N_EXAMPLES, BATCH, EPOCHS, SEED = 16, 2, 4, 5
 STEPS = N_EXAMPLES // BATCH * EPOCHS  # 32; a checkpoint every 8
 HP = {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": EPOCHS, "batch_size": BATCH}}}
