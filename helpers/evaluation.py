@@ -297,6 +297,9 @@ def arm_metrics(answers: Sequence[Answer], references: Sequence[str],
 
 PRICED_COLUMN = "每千次请求美元（按价目表计算）"
 INTERVAL_METRICS = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "GLEU", "ROUGE-1", "ROUGE-2", "ROUGE-L", "Distinct-1", "Distinct-2")
+# Distinct-n pools all answers of an arm: a resample with replacement repeats answers and so lowers it, which makes a
+# bootstrap interval lie below the value itself. It is shown without an interval.
+POOLED_METRICS = ("Distinct-1", "Distinct-2")
 
 
 def metric_intervals(answers: Sequence[Answer], references: Sequence[str], *, resamples: int = m.BOOTSTRAP_RESAMPLES,
@@ -309,13 +312,15 @@ def metric_intervals(answers: Sequence[Answer], references: Sequence[str], *, re
         point = m.scores_from_stats(stats).as_dict()
         intervals = m.score_intervals(stats, resamples=resamples, seed=seed)
         for name in INTERVAL_METRICS:
-            low, high = intervals[name]
+            low, high = (math.nan, math.nan) if name in POOLED_METRICS else intervals[name]
             rows.append({ARM_INDEX: arm, "指标": name, "值": point[name], "95% 区间下限": low, "95% 区间上限": high})
     return pd.DataFrame(rows)
 
 
 def interval_text(value: float, low: float, high: float, digits: int = 2) -> str:
-    """'14.39 [12.10, 16.80]': a value with its interval, as notebook 07 prints it."""
+    """'14.39 [12.10, 16.80]': a value with its interval, as notebook 07 prints it ('9.19（不给区间）' without one)."""
+    if math.isnan(low) or math.isnan(high):
+        return f"{value:.{digits}f}（不给区间）"
     return f"{value:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
 
 

@@ -111,7 +111,12 @@ def test_intervals_paired_and_style_tables() -> None:
     answers = evaluation.run_arms(fake.client(), _arms(), QUESTIONS, base_url="u", cache=None)
     intervals = evaluation.metric_intervals(answers, REFERENCES, resamples=50, seed=1)
     assert len(intervals) == 3 * len(evaluation.INTERVAL_METRICS)
-    assert ((intervals["95% 区间下限"] <= intervals["值"] + 1e-9) & (intervals["值"] <= intervals["95% 区间上限"] + 1e-9)).all()
+    pooled = intervals["指标"].isin(evaluation.POOLED_METRICS)
+    boxed = intervals[~pooled]
+    assert ((boxed["95% 区间下限"] <= boxed["值"] + 1e-9) & (boxed["值"] <= boxed["95% 区间上限"] + 1e-9)).all()
+    # Distinct-n pools an arm's answers; a resample repeats answers and lowers it, so it gets no interval
+    assert intervals[pooled]["95% 区间下限"].isna().all() and pooled.sum() == 3 * 2
+    assert evaluation.interval_text(9.19, float("nan"), float("nan")) == "9.19（不给区间）"
     table = evaluation.metric_table(intervals)
     assert list(table.columns) == [evaluation.BASE_ARM, evaluation.FEW_SHOT_ARM, evaluation.TUNED_ARM]
     assert list(table.index) == list(evaluation.INTERVAL_METRICS)
