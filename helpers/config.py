@@ -77,7 +77,7 @@ class Config:
         """A short, secret-free summary for the first cell of each notebook (paths inside the repository relative to it)."""
         label = {"vendored": "vendored (real Huatuo-26M test set)", "fixture": "fixture (synthetic, for tests)"}
         name = label.get(self.data_source, self.data_source)
-        data = name if self.data_path is None else f"{name}: {_display(self.data_path)}"
+        data = name if self.data_path is None else f"{name}: {display_path(self.data_path)}"
         return "\n".join(
             [
                 f"backend     : {self.backend}  ({self.base_url})",
@@ -86,7 +86,7 @@ class Config:
                 f"base model  : {self.base_model}",
                 f"data source : {data}",
                 f"sizes       : train={self.n_train} valid={self.n_valid} heldout={self.n_heldout} seed={self.seed}",
-                f"work folder : {_display(self.work_dir)}",
+                f"work folder : {display_path(self.work_dir)}",
             ]
         )
 
@@ -126,9 +126,10 @@ def is_loopback_url(url: str) -> bool:
     return host in LOCAL_HOSTS or host.startswith("127.")
 
 
-def _display(path: Path) -> str:
-    """A path relative to the repository when it lies inside it, for shorter messages."""
-    return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path)
+def display_path(path: Path) -> str:
+    """A path relative to the repository when it lies inside it (messages and outputs never show machine paths)."""
+    path = Path(path)
+    return str(path.relative_to(REPO_ROOT)) if path.is_absolute() and path.is_relative_to(REPO_ROOT) else str(path)
 
 
 def local_key_path(work_dir: Path) -> Path:
@@ -143,10 +144,10 @@ def read_or_create_local_key(work_dir: Path) -> tuple[str, str]:
         return env_key, "LOCALAPI_KEY"
     path = local_key_path(work_dir)
     if path.is_file():
-        return path.read_text(encoding="utf-8").strip(), f"stored in {_display(path)}"
+        return path.read_text(encoding="utf-8").strip(), f"stored in {display_path(path)}"
     key = "local-" + secrets.token_urlsafe(24)
     write_text_atomic(path, key + "\n", mode=0o600)
-    return key, f"generated and stored in {_display(path)}"
+    return key, f"generated and stored in {display_path(path)}"
 
 
 def huatuo_file(path: Path, given: str) -> Path:

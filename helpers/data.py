@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from helpers.config import HUATUO_HUB_ID, REPO_ROOT, VENDORED_PATH, VENDORED_SHA256, Config
+from helpers.config import HUATUO_HUB_ID, VENDORED_PATH, VENDORED_SHA256, Config
+from helpers.config import display_path as shown_path  # notebook 03 names paths with it
 from helpers.files import write_text_atomic
 
 FIELDS = ("questions", "answers")
@@ -165,12 +166,6 @@ def check_vendored(path: Path = VENDORED_PATH, expected: str = VENDORED_SHA256) 
     if actual != expected:
         raise DataError(f"{shown}: sha256 {actual[:12]}… is not the published test set's {expected[:12]}… (the file was edited): "
                         f"restore it with `git checkout -- {shown}`, or point HUATUO_PATH at your own edited copy")
-
-
-def shown_path(path: Path) -> str:
-    """A path relative to the repository when it lies inside it (messages and outputs never show machine paths)."""
-    path = Path(path)
-    return str(path.relative_to(REPO_ROOT)) if path.is_absolute() and path.is_relative_to(REPO_ROOT) else str(path)
 
 
 def load_huatuo(cfg: Config) -> Dataset:
