@@ -148,3 +148,38 @@ def test_parser_reads_what_the_qwen_template_renders(engine_cache):
     content, calls = parse_tool_calls(answer)
     assert content == "我查一下。" and len(calls) == 1
     assert calls[0]["function"]["name"] == "get_current_weather" and json.loads(calls[0]["function"]["arguments"]) == args
+
+
+def _streamed(text: str, tools: list | None, step: int) -> "ChatCompletion":
+    """The SDK's accumulated completion of `sse_chunks` fed `text` in pieces of `step` characters."""
+    from openai.lib.streaming.chat import ChatCompletionStreamState
+    from openai.types.chat import ChatCompletionChunk
+
+    from helpers.localapi.chat import sse_chunks
+
+    pieces = [{"index": 0, "text": text[k:k + step]} for k in range(0, len(text), step)]
+    pieces.append({"index": 0, "finish_reason": "stop", "prompt_tokens": 9, "completion_tokens": len(pieces)})
+    state = ChatCompletionStreamState(input_tools=tools or openai.omit)
+    for event in sse_chunks("chatcmpl-s", 0, "m", iter(pieces), False, 1, tools):
+        data = event.decode("utf-8").removeprefix("data: ").strip()
+        if data != "[DONE]":
+            state.handle_chunk(ChatCompletionChunk.model_validate(json.loads(data)))
+    return state.get_final_completion()
+
+
+@pytest.mark.parametrize("step", [1, 3, 1000])
+def test_streamed_tool_calls_accumulate_to_the_same_calls_as_the_answer_without_stream(step):
+    text = ('<tool_call>\n{"name": "get_current_weather", "arguments": {"location": "上海", "format": "celsius"}}\n</tool_call>\n'
+            '<tool_call>\n{"name": "get_current_weather", "arguments": {"location": "北京", "format": "celsius"}}\n</tool_call>')
+    choice = _streamed(text, [WEATHER], step).choices[0]
+    assert choice.finish_reason == "tool_calls" and not choice.message.content
+    calls = choice.message.tool_calls
+    assert [json.loads(c.function.arguments)["location"] for c in calls] == ["上海", "北京"]
+    assert all(c.id.startswith("call_") and c.function.name == "get_current_weather" for c in calls)
+    # text before a call is streamed as content; text that only looks like a call's start is released
+    mixed = _streamed("我查一下。\n" + text.split("\n<tool_call>")[0], [WEATHER], step).choices[0]
+    assert mixed.message.content == "我查一下。" and len(mixed.message.tool_calls) == 1
+    for answer in ("晴天 <tool 不是调用", "<tool_call>\n{not json}\n</tool_call>", "结尾是 <tool_c"):
+        plain = _streamed(answer, [WEATHER], step).choices[0]
+        assert plain.finish_reason == "stop" and plain.message.content == answer and not plain.message.tool_calls
+    assert _streamed(text, None, step).choices[0].message.content == text  # no tools asked: the text as it is

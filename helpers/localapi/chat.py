@@ -89,8 +89,6 @@ def chat_params(body: schemas.ChatCreate, default_max_tokens: int) -> dict:
         tools = toolcalls.request_tools(body.tools, body.tool_choice)
     except ValueError as exc:
         raise bad_request(f"Invalid 'tools': {exc}.", param="tools") from None
-    if tools and body.stream:
-        raise bad_request("Streaming with tools is not supported by the local server; use stream=false.", param="stream")
     if body.top_logprobs is not None and not body.logprobs:
         raise bad_request("logprobs must be true when top_logprobs is set.", param="logprobs")
     if body.top_logprobs is not None and not 0 <= body.top_logprobs <= 20:
@@ -134,8 +132,12 @@ def usage_object(prompt_tokens: int, completion_tokens: int) -> dict:
 
 
 def sse_chunks(completion_id: str, created: int, model: str, pieces: Iterator[dict], include_usage: bool,
-               n: int) -> Iterator[bytes]:
-    """Server-sent events in OpenAI's `chat.completion.chunk` format, ending with `data: [DONE]`."""
+               n: int, tools: list | None = None) -> Iterator[bytes]:
+    """Server-sent events in OpenAI's `chat.completion.chunk` format, ending with `data: [DONE]`.
+
+    With `tools`, a choice's text that may be a call is held back and sent as `tool_calls` deltas when it ends
+    (toolcalls.StreamSplitter); logprobs of held tokens come with the choice's last chunk.
+    """
 
     def chunk(choices: list[dict], usage: dict | None = None) -> bytes:
         obj = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model,
@@ -144,19 +146,38 @@ def sse_chunks(completion_id: str, created: int, model: str, pieces: Iterator[di
             obj["usage"] = usage
         return b"data: " + json.dumps(obj, ensure_ascii=False).encode("utf-8") + b"\n\n"
 
+    def delta(i: int, body: dict, logprobs: list | None = None, finish_reason: str | None = None) -> bytes:
+        return chunk([{"index": i, "delta": body, "logprobs": logprobs_object(logprobs), "finish_reason": finish_reason}])
+
+    splitters = {i: toolcalls.StreamSplitter() for i in range(n)} if tools else {}
+    held_logprobs: dict[int, list] = {i: [] for i in range(n)}
     for i in range(n):
-        yield chunk([{"index": i, "delta": {"role": "assistant", "content": "", "refusal": None},
-                      "logprobs": None, "finish_reason": None}])
+        yield delta(i, {"role": "assistant", "content": "", "refusal": None})
     prompt_tokens, completion_tokens = 0, 0
     try:
         for piece in pieces:
             i = piece.get("index", 0)
+            logprobs = piece.get("logprobs")
             if piece.get("text"):
-                yield chunk([{"index": i, "delta": {"content": piece["text"]}, "logprobs": logprobs_object(piece.get("logprobs")),
-                              "finish_reason": None}])
+                text = splitters[i].feed(piece["text"]) if i in splitters else piece["text"]
+                if text:
+                    entries = held_logprobs[i] + (logprobs or []) if logprobs is not None else None
+                    held_logprobs[i] = []
+                    yield delta(i, {"content": text}, entries)
+                elif logprobs:
+                    held_logprobs[i] += logprobs
+                logprobs = None
             if piece.get("finish_reason"):
-                rest = piece.get("logprobs") or None  # entries of tokens whose text was cut by a stop string
-                yield chunk([{"index": i, "delta": {}, "logprobs": logprobs_object(rest), "finish_reason": piece["finish_reason"]}])
+                finish_reason = piece["finish_reason"]
+                rest = held_logprobs[i] + (logprobs or [])  # tokens held back, or whose text a stop string cut
+                if i in splitters:
+                    text, calls = splitters[i].finish()
+                    if text:
+                        yield delta(i, {"content": text})
+                    for body in toolcalls.stream_deltas(calls):
+                        yield delta(i, body)
+                    finish_reason = "tool_calls" if calls else finish_reason
+                yield delta(i, {}, rest or None, finish_reason)
                 prompt_tokens = piece.get("prompt_tokens", prompt_tokens)
                 completion_tokens += piece.get("completion_tokens", 0)
     except Exception as exc:  # the SDK raises an APIError for an `error` event in the stream

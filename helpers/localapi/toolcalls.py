@@ -5,6 +5,10 @@ Models whose chat template renders tools (Qwen2.5's, see models.supports_tools) 
 finished answer into OpenAI's assistant message: `content` (text outside the blocks, or None) and `tool_calls`
 with `arguments` as a JSON string, and finish_reason "tool_calls" when there is at least one call. A block that
 is not valid JSON with a string `name` stays text: nothing the model wrote is dropped.
+
+Streaming (`StreamSplitter`): text is sent as `content` deltas as it comes, except what may be the start of a
+call block; from the first `<tool_call>` on, the rest is held and, when the choice ends, sent as OpenAI's
+`tool_calls` deltas (`stream_deltas`), so the SDK's accumulated message equals the non-streamed one.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import secrets
 from functools import lru_cache
 from typing import Any
 
+CALL_OPEN = "<tool_call>"
 CALL_BLOCK = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.DOTALL)
 
 
@@ -52,6 +57,56 @@ def assistant_message(text: str, finish_reason: str, tools: list[dict[str, Any]]
     message["content"] = content
     message["tool_calls"] = calls
     return message, "tool_calls"
+
+
+class StreamSplitter:
+    """One streamed choice's text split into content to send now and a held tail that may hold tool calls."""
+
+    def __init__(self) -> None:
+        self.held = ""
+        self.in_call = False
+        self.sent_content = False
+
+    def feed(self, text: str) -> str:
+        """The part of `text` that is surely content (may be ""); a possible call block is held back."""
+        self.held += text
+        if self.in_call:
+            return ""
+        at = self.held.find(CALL_OPEN)
+        if at >= 0:  # a call block starts: send what comes before it (its trailing whitespace is layout)
+            out, self.held, self.in_call = self.held[:at].rstrip(), self.held[at:], True
+            return self._sent(out)
+        keep = next((size for size in range(min(len(CALL_OPEN) - 1, len(self.held)), 0, -1)
+                     if self.held.endswith(CALL_OPEN[:size])), 0)  # what may be the start of `<tool_call>`
+        before = self.held[:len(self.held) - keep]
+        cut = len(before.rstrip())  # and the whitespace before it, which would precede a call
+        out, self.held = self.held[:cut], self.held[cut:]
+        return self._sent(out)
+
+    def finish(self) -> tuple[str, list[dict[str, Any]]]:
+        """(the rest of the content, the tool calls) once the choice has ended."""
+        held, self.held = self.held, ""
+        if not self.in_call:
+            return self._sent(held), []
+        content, calls = parse_tool_calls(held)
+        if not calls:
+            return self._sent(held), []
+        rest = content or ""
+        return self._sent(("\n" + rest) if rest and self.sent_content else rest), calls
+
+    def _sent(self, text: str) -> str:
+        self.sent_content = self.sent_content or bool(text)
+        return text
+
+
+def stream_deltas(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """OpenAI's streamed `tool_calls` deltas for finished calls: per call, its id and name, then its arguments."""
+    deltas: list[dict[str, Any]] = []
+    for k, call in enumerate(calls):
+        deltas.append({"tool_calls": [{"index": k, "id": call["id"], "type": "function",
+                                       "function": {"name": call["function"]["name"], "arguments": ""}}]})
+        deltas.append({"tool_calls": [{"index": k, "function": {"arguments": call["function"]["arguments"]}}]})
+    return deltas
 
 
 def request_tools(tools: list[dict[str, Any]] | None, tool_choice: Any) -> list[dict[str, Any]] | None:

@@ -25,5 +25,5 @@ async def create_chat_completion(body: schemas.ChatCreate, engine: EngineDep, se
     # start the generation before answering, so a bad request still gets a proper error status
     pieces = await run_in_threadpool(engine.stream, request.resolved, request.messages, request.params)
     chunks = chat.sse_chunks(completion_id, created, request.model, pieces, request.include_usage,
-                             request.params["n"])
+                             request.params["n"], request.params["tools"])
     return StreamingResponse(chunks, media_type="text/event-stream", headers={"cache-control": "no-cache"})
