@@ -1,7 +1,7 @@
 """Shared set-up of the engine benchmarks: the course's seeded 100/20/50 split of Huatuo rows as chat files.
 
-The rows come from `HUATUO_PATH` (read by `helpers.data` like the notebooks read it; the real test set is
-`/work/shared/data/huatuo26M_test_datasets.jsonl` here) or else `data/huatuo_fixture.jsonl`, cleaned and split
+The rows come from `HUATUO_PATH` (read by `helpers.data` like the notebooks read it) or else the vendored real
+test set `data/huatuo26M_test_datasets.jsonl` (checksum-verified, the course's default), cleaned and split
 exactly as notebook 02 does (`helpers.clean.clean_rows`, then `helpers.split.split_rows` with seed 42 and the
 course's sizes), so a benchmark trains on the rows the course trains on; the chat format and system prompt are
 the workbook's own (`helpers.chatfmt`).
@@ -16,8 +16,8 @@ from pathlib import Path
 
 from helpers.chatfmt import SYSTEM_PROMPT, to_chat
 from helpers.clean import clean_rows
-from helpers.config import REPO_ROOT, huatuo_file
-from helpers.data import read_rows_file
+from helpers.config import VENDORED_PATH, huatuo_file
+from helpers.data import check_vendored, read_rows_file
 from helpers.split import split_rows
 
 COURSE_MODEL = "smollm2-135m-instruct"  # cleaning's token limit is the same for every local model (4,096)
@@ -34,9 +34,12 @@ class Split:
 
 
 def data_path() -> Path:
-    """HUATUO_PATH as the notebooks read it (a file or a downloaded folder), else the fixture."""
+    """HUATUO_PATH as the notebooks read it (a file or a downloaded folder), else the vendored real test set."""
     given = os.environ.get("HUATUO_PATH", "").strip()
-    return huatuo_file(Path(given).expanduser().resolve(), given) if given else REPO_ROOT / "data" / "huatuo_fixture.jsonl"
+    if given:
+        return huatuo_file(Path(given).expanduser().resolve(), given)
+    check_vendored()
+    return VENDORED_PATH
 
 
 def load_rows(path: Path | None = None, model: str = COURSE_MODEL) -> list[dict[str, str]]:
