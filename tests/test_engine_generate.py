@@ -67,6 +67,33 @@ def test_concurrent_requests_share_batches(pool, view):
         generator.close()
 
 
+def test_requests_join_a_running_batch_and_get_the_answers_they_would_get_alone(pool, view):
+    """Continuous batching: requests that arrive while a batch decodes join it between steps (longer and shorter
+    prompts than the running row's, so both caches get left-padded), and each answer is its one-at-a-time answer."""
+    generator = G.Generator(pool, window=0.0, max_batch=4)
+    long_question = "我最近三个月经常头痛，尤其是下午，伴有恶心，血压偏高，需要做哪些检查？" * 3
+    try:
+        first = generator.stream(view, ask("胃疼"), max_tokens=64, temperature=0)
+        pieces = [next(first)]  # the first row is decoding now
+        later = [(q, n) for q, n in ((long_question, 9), ("失眠", 16), ("腰疼挂什么科？", 5), ("发烧", 7))]
+        results: dict[int, str] = {}
+        threads = [threading.Thread(target=lambda i=i, q=q, n=n: results.__setitem__(
+            i, generator.complete(view, ask(q), max_tokens=n, temperature=0)[0].text)) for i, (q, n) in enumerate(later)]
+        for t in threads:
+            t.start()
+        pieces += list(first)
+        for t in threads:
+            t.join(60)
+        text = "".join(p.get("text", "") for p in pieces)
+        assert text == G.naive_generate(view, ask("胃疼"), 64)
+        for i, (q, n) in enumerate(later):
+            assert results[i] == G.naive_generate(view, ask(q), n), q
+        assert generator.rows_joined >= 1 and generator.batches_run < 1 + len(later)
+        assert 1 < generator.largest_batch <= 4  # never more rows than max_batch
+    finally:
+        generator.close()
+
+
 def test_seeded_sampling_is_reproducible_and_n_gives_distinct_choices(gen, view):
     params = dict(max_tokens=10, temperature=1.0, top_p=0.95, seed=123)
     first = gen.complete(view, ask("头痛"), n=3, **params)

@@ -3,8 +3,10 @@
 Requests (from any thread) go into a queue; one worker thread takes the oldest, waits up to `window` seconds
 (default 20 ms) for more requests for the same weights (same base model and adapter), and decodes them together:
 prompts left-padded, one prefill, then one forward pass per new token for the whole batch with a KV cache.
-Rows that finish leave the batch (their cache rows are dropped); requests for other weights wait for the next
-batch. Each row samples on its own (temperature, top_p, a seeded generator per choice: `seed` + choice index),
+Rows that finish leave the batch (their cache rows are dropped); requests for the same weights that arrive
+meanwhile join it between two steps while there is room (their prompts are prefilled on their own, and the two
+caches left-padded to one length): continuous batching, so that clients which send their next question as soon
+as an answer comes keep the batch full. Requests for other weights wait until the running batch ends. Each row samples on its own (temperature, top_p, a seeded generator per choice: `seed` + choice index),
 so a seeded request gives the same answer whatever else shares its batch (up to float rounding, which can
 differ between batch shapes and flip near-tied greedy choices).
 
@@ -86,6 +88,65 @@ class _Request:
     cancelled: bool = False
 
 
+@dataclass
+class _Batch:
+    """Rows being decoded together: their KV cache, attention mask (as long as the cache), next positions and the
+    tokens picked last (the next step's input)."""
+
+    rows: list[_Row]
+    cache: Any  # transformers.DynamicCache, batch dimension = rows
+    mask: Any  # [rows, cached length] 1 = a real token, 0 = left padding
+    next_pos: Any  # [rows, 1] position id of the next token
+    tokens: Any  # [rows] the tokens to feed next
+
+    def select(self, keep: list[int]) -> None:
+        """Keep only these rows, and drop the cache columns that no row needs any more (padding only)."""
+        import torch
+
+        index = torch.tensor(keep, device=self.mask.device)
+        self.rows = [self.rows[i] for i in keep]
+        if not keep:
+            return
+        self.cache.batch_select_indices(index)
+        self.mask, self.next_pos, self.tokens = self.mask[index], self.next_pos[index], self.tokens[index]
+        unused = int(self.mask.any(dim=0).int().argmax())  # leading columns that are padding in every row
+        if unused:
+            self.mask = self.mask[:, unused:]
+            for layer in self.cache.layers:
+                layer.keys, layer.values = layer.keys[:, :, unused:], layer.values[:, :, unused:]
+
+    def merged(self, other: "_Batch") -> "_Batch":
+        """This batch and another one as one: the shorter cache left-padded (masked out) to the longer."""
+        import torch
+
+        if not self.rows:
+            return other
+        if not other.rows:
+            return self
+        width = max(self.mask.shape[1], other.mask.shape[1])
+        for mine, theirs in zip(self.cache.layers, other.cache.layers):
+            k1, v1, k2, v2 = (_left_pad(t, width) for t in (mine.keys, mine.values, theirs.keys, theirs.values))
+            mine.keys, mine.values = torch.cat([k1, k2]), torch.cat([v1, v2])
+        self.mask = torch.cat([_left_pad(self.mask, width), _left_pad(other.mask, width)])
+        self.next_pos = torch.cat([self.next_pos, other.next_pos])
+        self.tokens = torch.cat([self.tokens, other.tokens])
+        self.rows = self.rows + other.rows
+        return self
+
+
+def _left_pad(t: Any, width: int) -> Any:
+    """A cache tensor [B, H, T, D] or mask [B, T] padded with zeros on the left of its sequence axis to `width`."""
+    import torch
+
+    axis = 2 if t.dim() == 4 else 1
+    missing = width - t.shape[axis]
+    if missing <= 0:
+        return t
+    shape = list(t.shape)
+    shape[axis] = missing
+    return torch.cat([t.new_zeros(shape), t], dim=axis)
+
+
 class Generator:
     """Dynamic-batching text generator; thread-safe; one worker thread runs every forward pass."""
 
@@ -101,6 +162,7 @@ class Generator:
         self._worker.start()
         self.batches_run = 0  # for tests and benchmarks: how many batches were decoded
         self.largest_batch = 0
+        self.rows_joined = 0  # rows that joined a batch already decoding
 
     # ---- public API -------------------------------------------------------------------------
 
@@ -245,17 +307,54 @@ class Generator:
                 for request in batch:
                     request.out.put({"error": exc})
 
+    def _admit(self, key: Any, room: int) -> list[_Row]:
+        """Rows of waiting requests for the same weights that fit into a running batch (no waiting), taken off the queue."""
+        if room <= 0:
+            return []
+        with self._cond:
+            if self._pending and self._pending[0].view.key != key:
+                return []  # the oldest waiting request needs other weights: let this batch drain, then serve it
+            taken, rows = [], []
+            for r in self._pending:
+                if r.view.key == key and len(rows) + len(r.rows) <= room:
+                    taken.append(r)
+                    rows += r.rows
+            for r in taken:
+                self._pending.remove(r)
+        return rows
+
     def _decode(self, batch: list[_Request]) -> None:
-        """Generate every row of a batch of requests for the same weights."""
+        """Generate every row of a batch of requests for the same weights; waiting requests for the same weights
+        join between decode steps while there is room (continuous batching), so the batch stays full."""
         import torch
 
-        rows = [row for request in batch for row in request.rows]
         view = batch[0].view
-        tok = view.tokenizer
-        stop_ids = view.stop_ids
-        pad = tok.pad_token_id if tok.pad_token_id is not None else next(iter(stop_ids))
         self.batches_run += 1
-        self.largest_batch = max(self.largest_batch, len(rows))
+        state: _Batch | None = None
+        joining = [row for request in batch for row in request.rows]
+        with view.activated() as model, torch.no_grad():
+            while True:
+                if joining:
+                    fresh = self._prefill(model, view, joining)
+                    state = fresh if state is None else state.merged(fresh)
+                if state is None or not state.rows:
+                    return
+                self.largest_batch = max(self.largest_batch, len(state.rows))
+                state.mask = torch.cat([state.mask, state.mask.new_ones((len(state.rows), 1))], dim=1)
+                out = model(input_ids=state.tokens[:, None], attention_mask=state.mask, position_ids=state.next_pos,
+                            past_key_values=state.cache, use_cache=True)
+                state.next_pos = state.next_pos + 1
+                self._step(view, state, out.logits[:, -1, :].float())
+                joining = self._admit(view.key, self.max_batch - len(state.rows))
+                self.rows_joined += len(joining)
+
+    def _prefill(self, model: Any, view: models.LoadedModel, rows: list[_Row]) -> "_Batch":
+        """Run the prompts of new rows (left-padded) and pick their first tokens; the rows still going, as a batch."""
+        import torch
+        from transformers import DynamicCache
+
+        tok = view.tokenizer
+        pad = tok.pad_token_id if tok.pad_token_id is not None else next(iter(view.stop_ids))
         width = max(len(row.request.prompt) for row in rows)
         ids = torch.full((len(rows), width), pad, dtype=torch.long)
         mask = torch.zeros((len(rows), width), dtype=torch.long)
@@ -265,31 +364,23 @@ class Generator:
             mask[r, width - len(prompt):] = 1
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         ids, mask, positions = ids.to(view.device), mask.to(view.device), positions.to(view.device)
-        with view.activated() as model, torch.no_grad():
-            from transformers import DynamicCache
+        cache = DynamicCache(config=model.config)
+        out = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                    use_cache=True, logits_to_keep=1)
+        state = _Batch(rows, cache, mask, positions[:, -1:] + 1, torch.zeros(len(rows), dtype=torch.long))
+        self._step(view, state, out.logits[:, -1, :].float())
+        return state
 
-            cache = DynamicCache(config=model.config)
-            out = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
-                        use_cache=True, logits_to_keep=1)
-            next_pos = positions[:, -1:] + 1
-            while True:
-                logits = out.logits[:, -1, :].float()
-                tokens = self._sample(logits, rows)
-                entries = self._logprobs(logits, tokens, rows, tok)
-                for row, token, entry in zip(rows, tokens.tolist(), entries):
-                    self._advance(row, token, stop_ids, tok, entry)
-                keep = [i for i, row in enumerate(rows) if not row.done]
-                if not keep:
-                    return
-                if len(keep) < len(rows):
-                    index = torch.tensor(keep, device=view.device)
-                    cache.batch_select_indices(index)
-                    rows = [rows[i] for i in keep]
-                    tokens, mask, next_pos = tokens[index], mask[index], next_pos[index]
-                mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=1)
-                out = model(input_ids=tokens[:, None], attention_mask=mask, position_ids=next_pos,
-                            past_key_values=cache, use_cache=True)
-                next_pos = next_pos + 1
+    def _step(self, view: models.LoadedModel, state: "_Batch", logits: Any) -> None:
+        """Pick each row's next token from its logits, advance the rows, and drop the finished ones from the batch."""
+        tokens = self._sample(logits, state.rows)
+        entries = self._logprobs(logits, tokens, state.rows, view.tokenizer)
+        for row, token, entry in zip(state.rows, tokens.tolist(), entries):
+            self._advance(row, token, view.stop_ids, view.tokenizer, entry)
+        state.tokens = tokens
+        keep = [i for i, row in enumerate(state.rows) if not row.done]
+        if len(keep) < len(state.rows):
+            state.select(keep)
 
     @staticmethod
     def _sample(logits: Any, rows: list[_Row]) -> Any:
