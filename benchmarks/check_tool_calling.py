@@ -4,7 +4,8 @@
 
 Writes a training file in OpenAI's documented function-calling format (a top-level `tools` list, assistant
 messages with `tool_calls` and no `content`, `parallel_tool_calls`), validates it with `helpers.validate`,
-starts a local server of its own (temporary work folder, the repository's converted-model cache), uploads the
+starts a local server of its own (`helpers.local_backend`, a temporary work folder and port, the
+repository's converted-model cache), uploads the
 file, fine-tunes `--model` on it, then asks base and fine-tuned model held-out questions with the same `tools`,
 without and with `stream=True` (the SDK accumulates the streamed `tool_calls` deltas). Prints each answer and
 the share of answers that are a call of the declared function with valid JSON arguments naming the right city;
@@ -24,10 +25,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from helpers.config import REPO_ROOT
+from openai import OpenAI
 
-os.environ.setdefault("LOCALAPI_TEST_MODEL_CACHE", str(REPO_ROOT / "data" / "work" / "localapi" / "models"))
-from tests.localapi_support import Server, free_port  # noqa: E402 (reads the cache variable above)
+from helpers.config import REPO_ROOT, load_config
+from helpers.local_backend import ensure_server, stop_server
+from helpers.net import free_port
 
 WEATHER = {"type": "function", "function": {
     "name": "get_current_weather", "description": "查询一个城市当前的天气 / Get the current weather in a city",
@@ -96,9 +98,15 @@ def main() -> int:
                                capture_output=True, text=True, cwd=REPO_ROOT)
         print(f"python -m helpers.validate weather.jsonl --model {args.model}: exit {check.returncode}")
         print("  " + (check.stdout + check.stderr).strip().replace("\n", "\n  "))
-        server = Server(Path(tmp) / "work", free_port()).start()
+        # a server of its own: a temporary work folder and port, the repository's converted models
+        os.environ.update({"WORKBOOK_WORK_DIR": str(Path(tmp) / "work"), "LOCALAPI_PORT": str(free_port()),
+                           "LOCALAPI_MODEL_CACHE": str(REPO_ROOT / "data" / "work" / "localapi" / "models")})
+        for name in ("OPENAI_BASE_URL", "OPENAI_API_KEY", "FINETUNE_BACKEND"):
+            os.environ.pop(name, None)
+        cfg = load_config()
+        ensure_server(cfg, timeout=180)
         try:
-            client = server.client(timeout=600.0)
+            client = OpenAI(base_url=cfg.base_url, api_key=cfg.api_key, timeout=600.0, max_retries=0)
             upload = client.files.create(file=path, purpose="fine-tune")
             client.files.wait_for_processing(upload.id, poll_interval=0.5, max_wait_seconds=120)
             job = client.fine_tuning.jobs.create(model=args.model, training_file=upload.id,
@@ -120,7 +128,7 @@ def main() -> int:
             print(f"fine-tuned {job.fine_tuned_model}:")
             tuned = ask(client, job.fine_tuned_model)
         finally:
-            server.stop()
+            stop_server(cfg)
     print(f"right calls (plain + stream, {len(HELD_OUT)} held-out questions each): base {sum(base)}/{len(base)}, "
           f"fine-tuned {sum(tuned)}/{len(tuned)}; {time.perf_counter() - started:.0f} s; "
           f"load {os.getloadavg()[0]:.2f}; {time.strftime('%Y-%m-%d %H:%M:%S')}")
