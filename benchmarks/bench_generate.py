@@ -5,7 +5,9 @@
 Answers the held-out questions of the benchmark split (greedy, the training system prompt):
 1. naive baseline: the float32 model, `model.generate` for one question after another (`--baseline-n` of them);
 2. ours, as the server sees notebook 07: `--workers` threads (default 8, like helpers.evaluation) each sending one
-   request at a time to one shared Generator, which batches whatever is waiting (bf16 weights where native);
+   request at a time to one shared Generator, which batches whatever is waiting (bf16 weights where native),
+   once with continuous batching (the server's way: requests join a running batch) and once with static batches
+   (a batch takes no new rows once it runs), in the same run;
 3. ours, everything at once: all `--n` questions submitted together (batches of DEFAULT_MAX_BATCH rows).
 tokens/s counts generated tokens (usage.completion_tokens; for the baseline, new tokens before end-of-turn).
 With `--adapter` the fine-tuned model answers (shorter, in the reference style), otherwise the base model.
@@ -75,15 +77,18 @@ def main() -> int:
     print(f"naive model.generate, one at a time ({args.baseline_n} questions): {tokens} tokens in {seconds:.1f} s = "
           f"{base_rate:.1f} tokens/s  1.00x", flush=True)
 
-    def one(messages: list[dict]) -> int:
-        return generator.complete(view, messages, max_tokens=args.max_tokens, temperature=0)[0].usage.completion_tokens
+    static = G.Generator(pool, continuous=False)
+    for name, gen in (("continuous batching", generator), ("static batches", static)):
+        def one(messages: list[dict], gen: G.Generator = gen) -> int:
+            return gen.complete(view, messages, max_tokens=args.max_tokens, temperature=0)[0].usage.completion_tokens
 
-    started = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=args.workers) as threads:
-        tokens = sum(threads.map(one, conversations))
-    seconds = time.perf_counter() - started
-    print(f"Generator, {args.workers} concurrent clients ({args.n} questions): {tokens} tokens in {seconds:.1f} s = "
-          f"{tokens / seconds:.1f} tokens/s  {tokens / seconds / base_rate:.2f}x", flush=True)
+        started = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=args.workers) as threads:
+            tokens = sum(threads.map(one, conversations))
+        seconds = time.perf_counter() - started
+        print(f"Generator, {args.workers} concurrent clients, {name} ({args.n} questions): {tokens} tokens in "
+              f"{seconds:.1f} s = {tokens / seconds:.1f} tokens/s  {tokens / seconds / base_rate:.2f}x", flush=True)
+    static.close()
 
     started = time.perf_counter()
     choices = generator.complete_many(view, conversations, max_tokens=args.max_tokens, temperature=0)

@@ -183,3 +183,24 @@ def test_streamed_tool_calls_accumulate_to_the_same_calls_as_the_answer_without_
         plain = _streamed(answer, [WEATHER], step).choices[0]
         assert plain.finish_reason == "stop" and plain.message.content == answer and not plain.message.tool_calls
     assert _streamed(text, None, step).choices[0].message.content == text  # no tools asked: the text as it is
+
+
+@pytest.mark.parametrize("step", [1, 4, 1000])
+def test_an_answer_that_is_only_a_json_call_of_a_declared_function_is_a_tool_call(step):
+    """Small models often answer a tools request with the bare JSON object (no <tool_call> tags), sometimes fenced."""
+    from helpers.localapi.chat import completion_object as chat_completion_object
+    from helpers.localapi.generate import Choice, Usage
+
+    call = '{"name": "get_current_weather", "arguments": {"location": "乌鲁木齐", "format": "celsius"}}'
+    for answer in (call, f"\n{call}\n", f"```json\n{call}\n```", f"[{call}, {call.replace('乌鲁木齐', '海口')}]"):
+        for choice in (_streamed(answer, [WEATHER], step).choices[0],
+                       ChatCompletion.model_validate(chat_completion_object(
+                           "c", 0, "m", [Choice(0, answer, "stop", Usage(1, 1))], [WEATHER])).choices[0]):
+            assert choice.finish_reason == "tool_calls" and not choice.message.content, answer
+            assert json.loads(choice.message.tool_calls[0].function.arguments)["location"] == "乌鲁木齐"
+    # not a call: an undeclared name, no arguments, JSON with text around it, or no tools in the request
+    undeclared = call.replace("get_current_weather", "get_weather")
+    for tools, answer in (([WEATHER], undeclared), ([WEATHER], '{"name": "get_current_weather"}'),
+                          ([WEATHER], f"好的：{call}"), (None, call), ([WEATHER], "{不是 JSON"), ([WEATHER], "`ls`")):
+        plain = _streamed(answer, tools, step).choices[0]
+        assert plain.finish_reason == "stop" and plain.message.content == answer and not plain.message.tool_calls

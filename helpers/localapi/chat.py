@@ -149,7 +149,8 @@ def sse_chunks(completion_id: str, created: int, model: str, pieces: Iterator[di
     def delta(i: int, body: dict, logprobs: list | None = None, finish_reason: str | None = None) -> bytes:
         return chunk([{"index": i, "delta": body, "logprobs": logprobs_object(logprobs), "finish_reason": finish_reason}])
 
-    splitters = {i: toolcalls.StreamSplitter() for i in range(n)} if tools else {}
+    names = toolcalls.declared_names(tools)
+    splitters = {i: toolcalls.StreamSplitter(names) for i in range(n)} if tools else {}
     held_logprobs: dict[int, list] = {i: [] for i in range(n)}
     for i in range(n):
         yield delta(i, {"role": "assistant", "content": "", "refusal": None})

@@ -151,10 +151,11 @@ class Generator:
     """Dynamic-batching text generator; thread-safe; one worker thread runs every forward pass."""
 
     def __init__(self, pool: models.ModelPool | None = None, *, window: float = DEFAULT_WINDOW,
-                 max_batch: int = DEFAULT_MAX_BATCH) -> None:
+                 max_batch: int = DEFAULT_MAX_BATCH, continuous: bool = True) -> None:
         self.pool = pool
         self.window = window
         self.max_batch = max_batch
+        self.continuous = continuous  # False: a batch takes no new rows once it runs (the benchmark's comparison)
         self._pending: list[_Request] = []
         self._cond = threading.Condition()
         self._closed = False
@@ -345,7 +346,7 @@ class Generator:
                             past_key_values=state.cache, use_cache=True)
                 state.next_pos = state.next_pos + 1
                 self._step(view, state, out.logits[:, -1, :].float())
-                joining = self._admit(view.key, self.max_batch - len(state.rows))
+                joining = self._admit(view.key, self.max_batch - len(state.rows)) if self.continuous else []
                 self.rows_joined += len(joining)
 
     def _prefill(self, model: Any, view: models.LoadedModel, rows: list[_Row]) -> "_Batch":

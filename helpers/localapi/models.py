@@ -32,6 +32,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import tempfile
 import threading
 from collections import OrderedDict
@@ -215,13 +216,44 @@ def _gguf_tokenizer(cache_dir: Path) -> Path:
     return target
 
 
+@contextlib.contextmanager
+def _progress_bars_on_a_terminal_only() -> Iterator[None]:
+    """Progress bars only where stderr is a terminal: captured (a notebook cell, a log) they are dozens of lines.
+
+    The GGUF conversion draws its bar with plain tqdm on sys.stderr, so stderr is collected meanwhile and
+    shown only if the conversion fails.
+    """
+    import io
+
+    from transformers.utils import logging as hf_logging
+
+    if sys.stderr.isatty():
+        yield
+        return
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    collected = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(collected):
+            yield
+    except BaseException:
+        sys.stderr.write(collected.getvalue())
+        raise
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
 def _convert_gguf(spec: ModelSpec, target: Path, cache_dir: Path) -> None:
     """Dequantise the GGUF to float32 safetensors + config + tokenizer in `target` (~20 s for SmolLM2, once)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     folder, name = gguf_location(spec, cache_dir)
-    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+    print(f"{spec.id}: converting the GGUF file to safetensors (first use only; about a minute on 2 cores) ...",
+          file=sys.stderr, flush=True)
+    with _progress_bars_on_a_terminal_only():
+        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
     # transformers refuses to save a model "quantized with gguf"; the weights are already dequantised,
     # so drop the quantizer and its config and save a plain float32 checkpoint.
     model.hf_quantizer = None

@@ -4,7 +4,9 @@ Models whose chat template renders tools (Qwen2.5's, see models.supports_tools) 
 `<tool_call>\n{"name": ..., "arguments": {...}}\n</tool_call>` (one block per call). `assistant_message` turns a
 finished answer into OpenAI's assistant message: `content` (text outside the blocks, or None) and `tool_calls`
 with `arguments` as a JSON string, and finish_reason "tool_calls" when there is at least one call. A block that
-is not valid JSON with a string `name` stays text: nothing the model wrote is dropped.
+is not valid JSON with a string `name` stays text: nothing the model wrote is dropped. An answer without blocks
+that is nothing but such a JSON object (or a list of them, or one in a ```json fence) naming a declared function
+is a call too: small models often answer that way (Qwen2.5-Coder-0.5B does; benchmarks/README.md).
 
 Streaming (`StreamSplitter`): text is sent as `content` deltas as it comes, except what may be the start of a
 call block; from the first `<tool_call>` on, the rest is held and, when the choice ends, sent as OpenAI's
@@ -20,11 +22,37 @@ from functools import lru_cache
 from typing import Any
 
 CALL_OPEN = "<tool_call>"
+FENCE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.DOTALL)
 CALL_BLOCK = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.DOTALL)
 
 
-def parse_tool_calls(text: str) -> tuple[str | None, list[dict[str, Any]]]:
-    """(content left outside the call blocks or None, OpenAI-shaped tool calls) of a model's answer."""
+def _call(name: str, args: Any) -> dict[str, Any]:
+    """One OpenAI-shaped tool call, `arguments` as a JSON string."""
+    arguments = args if isinstance(args, str) else json.dumps(args, ensure_ascii=False)
+    return {"id": "call_" + secrets.token_hex(12), "type": "function", "function": {"name": name, "arguments": arguments}}
+
+
+def bare_calls(text: str, names: set[str]) -> list[dict[str, Any]]:
+    """Calls of an answer that is only a JSON call object (or a list of them, or one in a ```json fence), each naming
+    one of `names` and holding `arguments`; [] for anything else."""
+    body = text.strip()
+    fenced = FENCE.match(body)
+    body = fenced.group(1) if fenced else body
+    if not body.startswith(("{", "[")):
+        return []
+    try:
+        obj = json.loads(body)
+    except json.JSONDecodeError:
+        return []
+    items = obj if isinstance(obj, list) else [obj]
+    if not items or not all(isinstance(i, dict) and i.get("name") in names and "arguments" in i for i in items):
+        return []
+    return [_call(i["name"], i["arguments"]) for i in items]
+
+
+def parse_tool_calls(text: str, names: set[str] | None = None) -> tuple[str | None, list[dict[str, Any]]]:
+    """(content left outside the call blocks or None, OpenAI-shaped tool calls) of a model's answer; with the declared
+    function `names`, an answer that is only a JSON call object is a call too."""
     calls: list[dict[str, Any]] = []
     kept: list[str] = []
     pos = 0
@@ -38,12 +66,18 @@ def parse_tool_calls(text: str) -> tuple[str | None, list[dict[str, Any]]]:
             continue
         kept.append(text[pos:match.start()])
         pos = match.end()
-        arguments = args if isinstance(args, str) else json.dumps(args, ensure_ascii=False)
-        calls.append({"id": "call_" + secrets.token_hex(12), "type": "function",
-                      "function": {"name": name, "arguments": arguments}})
+        calls.append(_call(name, args))
     kept.append(text[pos:])
+    if not calls and names:
+        calls = bare_calls(text, names)
+        return (None if calls else (text or None)), calls
     content = "".join(kept).strip() if calls else text
     return (content or None), calls
+
+
+def declared_names(tools: list[dict[str, Any]] | None) -> set[str]:
+    """The function names a request's `tools` declare."""
+    return {t["function"]["name"] for t in tools or [] if isinstance(t.get("function"), dict) and t["function"].get("name")}
 
 
 def assistant_message(text: str, finish_reason: str, tools: list[dict[str, Any]] | None) -> tuple[dict[str, Any], str]:
@@ -51,7 +85,7 @@ def assistant_message(text: str, finish_reason: str, tools: list[dict[str, Any]]
     message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None, "annotations": []}
     if not tools:
         return message, finish_reason
-    content, calls = parse_tool_calls(text)
+    content, calls = parse_tool_calls(text, declared_names(tools))
     if not calls:
         return message, finish_reason
     message["content"] = content
@@ -62,7 +96,8 @@ def assistant_message(text: str, finish_reason: str, tools: list[dict[str, Any]]
 class StreamSplitter:
     """One streamed choice's text split into content to send now and a held tail that may hold tool calls."""
 
-    def __init__(self) -> None:
+    def __init__(self, names: set[str] | None = None) -> None:
+        self.names = names or set()
         self.held = ""
         self.in_call = False
         self.sent_content = False
@@ -72,6 +107,9 @@ class StreamSplitter:
         self.held += text
         if self.in_call:
             return ""
+        start = self.held.lstrip()
+        if self.names and not self.sent_content and (start.startswith(("{", "[", "```")) or "```".startswith(start)):
+            return ""  # the answer may be a bare JSON call: hold it until it ends (or stops looking like one)
         at = self.held.find(CALL_OPEN)
         if at >= 0:  # a call block starts: send what comes before it (its trailing whitespace is layout)
             out, self.held, self.in_call = self.held[:at].rstrip(), self.held[at:], True
@@ -87,7 +125,8 @@ class StreamSplitter:
         """(the rest of the content, the tool calls) once the choice has ended."""
         held, self.held = self.held, ""
         if not self.in_call:
-            return self._sent(held), []
+            calls = [] if self.sent_content else bare_calls(held, self.names)
+            return ("" if calls else self._sent(held)), calls
         content, calls = parse_tool_calls(held)
         if not calls:
             return self._sent(held), []
