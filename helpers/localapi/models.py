@@ -246,14 +246,19 @@ def _progress_bars_on_a_terminal_only() -> Iterator[None]:
 
 def _convert_gguf(spec: ModelSpec, target: Path, cache_dir: Path) -> None:
     """Dequantise the GGUF to float32 safetensors + config + tokenizer in `target` (~20 s for SmolLM2, once)."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     folder, name = gguf_location(spec, cache_dir)
     print(f"{spec.id}: converting the GGUF file to safetensors (first use only; about a minute on 2 cores) ...",
           file=sys.stderr, flush=True)
     with _progress_bars_on_a_terminal_only():
-        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+        _convert_gguf_quietly(spec, target, cache_dir, folder, name)
+
+
+def _convert_gguf_quietly(spec: ModelSpec, target: Path, cache_dir: Path, folder: Path, name: str) -> None:
+    """The conversion itself (see _convert_gguf)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
     # transformers refuses to save a model "quantized with gguf"; the weights are already dequantised,
     # so drop the quantizer and its config and save a plain float32 checkpoint.
     model.hf_quantizer = None
