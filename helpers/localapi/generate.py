@@ -5,10 +5,11 @@ Requests (from any thread) go into a queue; one worker thread takes the oldest, 
 prompts left-padded, one prefill, then one forward pass per new token for the whole batch with a KV cache.
 Rows that finish leave the batch (their cache rows are dropped); requests for the same weights that arrive
 meanwhile join it between two steps while there is room (their prompts are prefilled on their own, and the two
-caches left-padded to one length): continuous batching, so that clients which send their next question as soon
-as an answer comes keep the batch full. Requests for other weights wait until the running batch ends. Each row samples on its own (temperature, top_p, a seeded generator per choice: `seed` + choice index),
-so a seeded request gives the same answer whatever else shares its batch (up to float rounding, which can
-differ between batch shapes and flip near-tied greedy choices).
+caches left-padded to one length): continuous batching, so a request never waits for a running batch's longest
+answer (on 2 CPU cores it buys latency, not throughput: benchmarks/README.md). Requests for other weights wait
+until the running batch ends. Each row samples on its own (temperature, top_p, a seeded generator per choice:
+`seed` + choice index), so a seeded request gives the same answer whatever else shares its batch (up to float
+rounding, which can differ between batch shapes and flip near-tied greedy choices).
 
 Usage is counted with the model's own tokenizer: prompt_tokens = the rendered chat prompt, completion_tokens =
 tokens generated (the end-of-turn token not included). finish_reason is "stop" (end-of-turn token or a stop
@@ -326,7 +327,7 @@ class Generator:
 
     def _decode(self, batch: list[_Request]) -> None:
         """Generate every row of a batch of requests for the same weights; waiting requests for the same weights
-        join between decode steps while there is room (continuous batching), so the batch stays full."""
+        join between decode steps while there is room (continuous batching)."""
         import torch
 
         view = batch[0].view
