@@ -76,8 +76,10 @@ def parse_tool_calls(text: str, names: set[str] | None = None) -> tuple[str | No
 
 
 def declared_names(tools: list[dict[str, Any]] | None) -> set[str]:
-    """The function names a request's `tools` declare."""
-    return {t["function"]["name"] for t in tools or [] if isinstance(t.get("function"), dict) and t["function"].get("name")}
+    """The function names a request's `tools` declare (the validator's reading of them)."""
+    from helpers.validate import declared_functions
+
+    return declared_functions(tools)[0] if tools else set()
 
 
 def assistant_message(text: str, finish_reason: str, tools: list[dict[str, Any]] | None) -> tuple[dict[str, Any], str]:
@@ -124,10 +126,7 @@ class StreamSplitter:
     def finish(self) -> tuple[str, list[dict[str, Any]]]:
         """(the rest of the content, the tool calls) once the choice has ended."""
         held, self.held = self.held, ""
-        if not self.in_call:
-            calls = [] if self.sent_content else bare_calls(held, self.names)
-            return ("" if calls else self._sent(held)), calls
-        content, calls = parse_tool_calls(held)
+        content, calls = parse_tool_calls(held, self.names)
         if not calls:
             return self._sent(held), []
         rest = content or ""
