@@ -376,10 +376,25 @@ def style_table(answers: Sequence[Answer], references: Sequence[str], *, resampl
         row: dict[str, Any] = {ARM_INDEX: name}
         for label, share, (low, high) in [("用 Markdown", style.markdown, style.markdown_ci),
                                            ("开头问候（你好/您好）", style.greeting, style.greeting_ci),
-                                           ("结尾建议或祝福", style.closing, style.closing_ci)]:
+                                           ("结尾建议或祝福", style.closing, style.closing_ci),
+                                           ("陷入重复", style.stuck, style.stuck_ci)]:
             row[f"{label} %"] = interval_text(100 * share, 100 * low, 100 * high, digits=0)
         row.update({"字数 P10": style.length_p10, "字数中位数": style.length_median, "字数 P90": style.length_p90})
         rows.append(row)
+    return pd.DataFrame(rows).set_index(ARM_INDEX)
+
+
+def readability_table(answers: Sequence[Answer], references: Sequence[str]) -> pd.DataFrame:
+    """Notebook 07: per arm (and the references), how many answers are empty, one repeated character or contain
+    U+FFFD, and the share of CJK ideographs among their non-space characters (all answers together, and the lowest)."""
+    groups = {REFERENCE_LABEL: list(references)}
+    groups.update({arm: [a.text for a in arm_answers(answers, arm)] for arm in arm_names(answers)})
+    rows = []
+    for name, texts in groups.items():
+        r = m.readability(texts)
+        rows.append({ARM_INDEX: name, "回答数": r.n, "空回答": r.empty, "只有一个字符": r.one_character,
+                     "含 U+FFFD": r.replacement_character, "汉字占比 %": round(100 * r.cjk_share),
+                     "单个回答最低汉字占比 %": round(100 * r.cjk_share_lowest)})
     return pd.DataFrame(rows).set_index(ARM_INDEX)
 
 

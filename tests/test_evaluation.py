@@ -130,6 +130,10 @@ def test_intervals_paired_and_style_tables() -> None:
     style = evaluation.style_table(answers, REFERENCES, resamples=50, seed=1)
     assert style.index[0] == evaluation.REFERENCE_LABEL and len(style) == 4
     assert style.loc[evaluation.REFERENCE_LABEL, "用 Markdown %"] == "0 [0, 0]"
+    assert "陷入重复 %" in style.columns
+    readable = evaluation.readability_table(answers, REFERENCES)
+    assert list(readable.index) == list(style.index)
+    assert (readable["回答数"] == len(QUESTIONS)).all() and (readable["空回答"] == 0).all()
 
 
 def test_token_counts_come_from_usage_and_budget_is_the_quantile(tmp_path) -> None:

@@ -166,6 +166,29 @@ def test_style_measures_by_hand() -> None:
     assert style.greeting == pytest.approx(1 / 3)
     assert style.closing == pytest.approx(1 / 3)
     assert style.length_median == pytest.approx(15)  # lengths 15, 6 (spaces and line breaks not counted) and 100
+    assert style.stuck == pytest.approx(1 / 3)  # "长" x 98 is one character repeated: stuck
     assert style.markdown_ci[0] <= style.markdown <= style.markdown_ci[1]
     with pytest.raises(metrics.MetricsError):
         metrics.style_measures([])
+
+
+def test_stuck_answers_are_phrases_repeated_three_times_in_a_row() -> None:
+    looping = "血压高，是肾虚的表现，表现为头晕、耳鸣、耳鸣、耳鸣、耳鸣、耳鸣、耳鸣、耳"
+    assert "耳鸣、耳鸣、耳鸣、" in metrics.repeated_phrase(looping)
+    assert metrics.is_stuck("注意个人卫生，避免性生活，" * 3)  # a 13-character phrase three times
+    assert metrics.is_stuck("。" * 12)
+    assert not metrics.is_stuck("注意个人卫生，避免性生活，" * 2)  # twice is not a loop
+    assert not metrics.is_stuck("哈哈哈，好的")  # too short to count (6 characters)
+    assert not metrics.is_stuck("你好，根据你的描述，考虑是感冒引起的，建议多喝水，注意休息，必要时就医。")
+
+
+def test_readability_counts_broken_answers_and_the_share_of_chinese() -> None:
+    texts = ["你好，考虑是感冒。", "", "啊啊啊啊", "服用 ABC 片\ufffd"]
+    r = metrics.readability(texts)
+    assert (r.n, r.empty, r.one_character, r.replacement_character) == (4, 1, 1, 1)
+    # ideographs: 7 + 0 + 4 + 3 = 14 of 9 + 0 + 4 + 7 = 20 non-space characters
+    assert r.cjk_share == pytest.approx(14 / 20)
+    assert r.cjk_share_lowest == 0.0  # the empty answer
+    assert metrics.cjk_counts("Qwen 说：你好！") == (3, 9)  # Q w e n 说 ： 你 好 ！
+    with pytest.raises(metrics.MetricsError):
+        metrics.readability([])
