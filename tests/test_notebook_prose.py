@@ -108,3 +108,22 @@ def test_no_test_scaffolding_in_the_lessons(path: Path) -> None:
 def test_the_number_reader_reads_prose_as_written() -> None:
     """The checker itself: thousands separators, decimals and percentages are read; single digits are not."""
     assert _numbers("损失从 4.315 降到 4.040，共 1,024 个词元，87% 的回答，第 3 轮") == {"4.315", "4.040", "1024", "87"}
+
+
+READABILITY_LINE = re.compile(r"^(?P<arm>[^：\n]+)：空回答 (?P<empty>\d+)，只有一个字符 (?P<one>\d+)，含 U\+FFFD (?P<fffd>\d+)，"
+                              r"汉字占比 (?P<cjk>\d+)%", re.M)
+
+
+def test_committed_fine_tuned_answers_are_readable_chinese() -> None:
+    """Issue 11's bar on the committed 07: the fine-tuned answers are Chinese (at least 60% CJK ideographs), at most
+    1 in 20 contains U+FFFD, none is empty or one repeated character (the counts 07's summary cell prints)."""
+    from helpers.evaluation import TUNED_ARM
+
+    text = "\n".join(_output_texts(_load(NOTEBOOKS / "07_compare.ipynb")))
+    rows = {m.group("arm"): m for m in READABILITY_LINE.finditer(text)}
+    assert TUNED_ARM in rows, "07's summary cell prints no readability line for the fine-tuned arm"
+    tuned = rows[TUNED_ARM]
+    n = int(re.search(r"留出集问题：(\d+) 道", text).group(1))  # each arm answers every held-out question
+    assert int(tuned["empty"]) == 0 and int(tuned["one"]) == 0
+    assert int(tuned["fffd"]) <= n / 20
+    assert int(tuned["cjk"]) >= 60
