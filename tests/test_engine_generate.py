@@ -173,3 +173,30 @@ def test_prompt_longer_than_the_context_is_a_clear_error(gen, view):
         gen.complete(view, ask("头痛" * 3000), max_tokens=5)
     with pytest.raises(G.GenerationError, match="at least 1"):
         gen.complete(view, ask("头痛"), max_tokens=0)
+
+
+def test_logit_bias_and_penalties_change_the_sampled_tokens_by_openais_formula(gen, view):
+    """logit_bias adds per token id; frequency/presence penalties subtract count x f + p for generated tokens."""
+    import torch
+
+    (token,) = view.tokenizer.encode("ok", add_special_tokens=False)  # one token in SmolLM2's vocabulary
+    forced = gen.complete(view, ask("胃疼"), max_tokens=5, temperature=0, logit_bias={token: 100.0}, top_logprobs=0)[0]
+    assert forced.text == "ok" * 5 and forced.usage.completion_tokens == 5
+    assert all(e["logprob"] < -1 for e in forced.logprobs)  # logprobs are the model's own, not the biased ones
+    # the same bias with a presence penalty (2 per seen token) still wins
+    assert gen.complete(view, ask("胃疼"), max_tokens=3, temperature=0, logit_bias={token: 100.0},
+                        presence_penalty=2.0)[0].text == "ok" * 3
+    request = G._Request(view, [1], 0.0, 1.0, [], None, frequency_penalty=0.5, presence_penalty=0.25, logit_bias={3: 2.0})
+    row = G._Row(request, 0, 10, None, ids=[4, 4, 5])
+    plain = G._Row(G._Request(view, [1], 0.0, 1.0, []), 0, 10, None, ids=[4])
+    logits = torch.zeros(2, 8)
+    out = G.Generator._penalised(logits, [row, plain])
+    assert out[0].tolist() == [0, 0, 0, 2.0, -(2 * 0.5 + 0.25), -(0.5 + 0.25), 0, 0]
+    assert out[1].tolist() == [0] * 8 and logits.abs().sum() == 0  # other rows and the input are untouched
+    assert G.Generator._penalised(logits, [plain]) is logits  # nothing asked: no copy
+
+
+def test_logit_bias_outside_the_vocabulary_is_a_clear_error(gen, view):
+    with pytest.raises(G.GenerationError, match="token ids 0 to") as info:
+        gen.complete(view, ask("头痛"), max_tokens=2, logit_bias={10**9: 1.0})
+    assert info.value.param == "logit_bias"

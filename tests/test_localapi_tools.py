@@ -81,6 +81,19 @@ def test_logprobs_in_openai_shape_through_the_sdk(client):
             client.chat.completions.create(model="tiny-test", messages=msgs, max_tokens=2, **bad)
 
 
+def test_logit_bias_and_penalties_through_the_sdk(client, engine_cache):
+    from helpers.localapi import models as M
+
+    (token,) = M.load_tokenizer("tiny-test", engine_cache).encode("ok", add_special_tokens=False)
+    msgs = [{"role": "user", "content": "胃疼怎么办？"}]
+    out = client.chat.completions.create(model="tiny-test", messages=msgs, max_tokens=4, temperature=0,
+                                         logit_bias={str(token): 100}, frequency_penalty=0.5)
+    assert out.choices[0].message.content == "ok" * 4  # a bias of 100 outweighs 4 x 0.5
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(model="tiny-test", messages=msgs, max_tokens=2, logit_bias={"1000000000": 5})
+    assert info.value.body["param"] == "logit_bias" and "token ids 0 to" in info.value.body["message"]
+
+
 def _step_losses(client: openai.OpenAI, job) -> list[float]:
     content = base64.b64decode(client.files.content(job.result_files[0]).read()).decode("utf-8")  # as OpenAI serves it
     return [float(r["train_loss"]) for r in csv.DictReader(io.StringIO(content))]

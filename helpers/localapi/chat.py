@@ -95,9 +95,29 @@ def chat_params(body: schemas.ChatCreate, default_max_tokens: int) -> dict:
         raise bad_request(f"{body.top_logprobs} is not in [0, 20] - 'top_logprobs'", param="top_logprobs")
     if body.response_format and body.response_format.get("type", "text") != "text":
         raise bad_request("Only response_format type 'text' is supported by the local server.", param="response_format")
+    penalties = {name: float(value) for name in ("frequency_penalty", "presence_penalty")
+                 if (value := getattr(body, name)) is not None}
+    for name, value in penalties.items():
+        if not -2 <= value <= 2:
+            raise bad_request(f"{value} is not in [-2, 2] - '{name}'", param=name)
     return {"max_tokens": limit or default_max_tokens, "temperature": temperature, "top_p": top_p,
             "seed": body.seed, "stop": [s for s in stop if s], "n": n, "tools": tools,
-            "top_logprobs": (body.top_logprobs or 0) if body.logprobs else None}
+            "top_logprobs": (body.top_logprobs or 0) if body.logprobs else None,
+            **penalties, **({"logit_bias": logit_bias(body.logit_bias)} if body.logit_bias else {})}
+
+
+def logit_bias(raw: dict) -> dict[int, float]:
+    """OpenAI's logit_bias ({"token id": bias in [-100, 100]}) as {int: float}; the model's vocabulary is checked later."""
+    bias = {}
+    for key, value in raw.items():
+        if not str(key).isdigit():
+            raise bad_request(f"Invalid key in 'logit_bias': {key}. You should only be submitting non-negative "
+                              "integers (token ids of the model's own tokenizer).", param="logit_bias", code="invalid_value")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not -100 <= value <= 100:
+            raise bad_request(f"Invalid value for 'logit_bias' token {key}: {value!r}; it must be a number in [-100, 100].",
+                              param="logit_bias", code="invalid_value")
+        bias[int(key)] = float(value)
+    return bias
 
 
 def completion_object(completion_id: str, created: int, model: str, choices: list, tools: list | None = None) -> dict:

@@ -159,7 +159,7 @@ class Engine:
         try:
             return gen.complete(view, messages, **params)
         except self._errors() as exc:  # e.g. the prompt does not fit the model's context
-            raise bad_request(f"{exc}", param="messages", code="context_length_exceeded") from None
+            raise bad_request(f"{exc}", param=exc.param, code=exc.code) from None
 
     def stream(self, resolved: ResolvedModel, messages: list[dict], params: dict) -> Iterator[dict]:
         """Streamed pieces {index, text} and a final {index, finish_reason, prompt_tokens, completion_tokens} per choice."""
@@ -170,5 +170,5 @@ class Engine:
             pieces = iter(gen.stream(view, messages, **params))
             first = next(pieces, None)  # start now, so that a failure still gets a proper HTTP status
         except self._errors() as exc:
-            raise bad_request(f"{exc}", param="messages", code="context_length_exceeded") from None
+            raise bad_request(f"{exc}", param=exc.param, code=exc.code) from None
         return itertools.chain([] if first is None else [first], pieces)

@@ -9,7 +9,10 @@ caches left-padded to one length): continuous batching, so a request never waits
 answer (on 2 CPU cores it buys latency, not throughput: benchmarks/README.md). Requests for other weights wait
 until the running batch ends. Each row samples on its own (temperature, top_p, a seeded generator per choice:
 `seed` + choice index), so a seeded request gives the same answer whatever else shares its batch (up to float
-rounding, which can differ between batch shapes and flip near-tied greedy choices).
+rounding, which can differ between batch shapes and flip near-tied greedy choices). Before sampling, a row's
+logits get OpenAI's `logit_bias` (added per token id) and its `frequency_penalty` / `presence_penalty`
+(subtracted: count x frequency_penalty + presence_penalty for every token the choice has generated so far);
+logprobs stay those of the model's own distribution.
 
 Usage is counted with the model's own tokenizer: prompt_tokens = the rendered chat prompt, completion_tokens =
 tokens generated (the end-of-turn token not included). finish_reason is "stop" (end-of-turn token or a stop
@@ -33,10 +36,15 @@ from helpers.localapi import models
 
 DEFAULT_WINDOW = 0.02  # seconds to wait for more requests before a batch starts
 DEFAULT_MAX_BATCH = 16  # rows (choices) decoded together; see benchmarks/README.md
+PENALTIES = ("frequency_penalty", "presence_penalty", "logit_bias")  # OpenAI's logit adjustments, see `_penalised`
 
 
 class GenerationError(ValueError):
-    """A request the model cannot answer (e.g. the prompt does not fit its context)."""
+    """A request the model cannot answer (e.g. the prompt does not fit its context); `param` names the field at fault."""
+
+    def __init__(self, message: str, param: str = "messages", code: str = "context_length_exceeded") -> None:
+        super().__init__(message)
+        self.param, self.code = param, code
 
 
 @dataclass
@@ -84,6 +92,9 @@ class _Request:
     top_p: float
     stop: list[str]
     top_logprobs: int | None = None  # None: no logprobs; else how many alternatives per token (0-20)
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
+    logit_bias: dict[int, float] | None = None  # token id -> added to its logit
     rows: list[_Row] = field(default_factory=list)
     out: "queue.SimpleQueue[dict]" = field(default_factory=queue.SimpleQueue)
     cancelled: bool = False
@@ -170,19 +181,23 @@ class Generator:
 
     def complete(self, model: models.LoadedModel, messages: list[dict[str, Any]], *, max_tokens: int = 256,
                  temperature: float = 1.0, top_p: float = 1.0, seed: int | None = None, stop: list[str] | None = None,
-                 n: int = 1, tools: list[dict[str, Any]] | None = None, top_logprobs: int | None = None) -> list[Choice]:
+                 n: int = 1, tools: list[dict[str, Any]] | None = None, top_logprobs: int | None = None,
+                 **penalties: Any) -> list[Choice]:
         """Finished choices for one chat request (blocks until all n are done); `tools` go into the chat template,
-        `top_logprobs` (0-20, None for none) asks for each token's logprob and that many alternatives."""
-        request = self._submit(model, messages, max_tokens, temperature, top_p, seed, stop, n, tools, top_logprobs)
+        `top_logprobs` (0-20, None for none) asks for each token's logprob and that many alternatives; `penalties`:
+        frequency_penalty, presence_penalty, logit_bias ({token id: bias})."""
+        request = self._submit(model, messages, max_tokens, temperature, top_p, seed, stop, n, tools, top_logprobs,
+                               **penalties)
         return self._collect(request)
 
     def stream(self, model: models.LoadedModel, messages: list[dict[str, Any]], *, max_tokens: int = 256,
                temperature: float = 1.0, top_p: float = 1.0, seed: int | None = None, stop: list[str] | None = None,
                n: int = 1, tools: list[dict[str, Any]] | None = None,
-               top_logprobs: int | None = None) -> Iterator[dict[str, Any]]:
+               top_logprobs: int | None = None, **penalties: Any) -> Iterator[dict[str, Any]]:
         """Text deltas {index, text[, logprobs]} as they are decoded, then {index, finish_reason, prompt_tokens,
-        completion_tokens[, logprobs]} (logprobs: the entries of the tokens not sent yet)."""
-        request = self._submit(model, messages, max_tokens, temperature, top_p, seed, stop, n, tools, top_logprobs)
+        completion_tokens[, logprobs]} (logprobs: the entries of the tokens not sent yet); `penalties` as in `complete`."""
+        request = self._submit(model, messages, max_tokens, temperature, top_p, seed, stop, n, tools, top_logprobs,
+                               **penalties)
         return self._pieces(request)
 
     def complete_many(self, model: models.LoadedModel, conversations: list[list[dict[str, Any]]],
@@ -190,7 +205,8 @@ class Generator:
         """Answer many conversations at once (batched like concurrent requests); for scripts and benchmarks."""
         requests = [self._submit(model, messages, params.get("max_tokens", 256), params.get("temperature", 1.0),
                                  params.get("top_p", 1.0), params.get("seed"), params.get("stop"), params.get("n", 1),
-                                 params.get("tools"), params.get("top_logprobs"))
+                                 params.get("tools"), params.get("top_logprobs"),
+                                 **{k: params[k] for k in PENALTIES if k in params})
                     for messages in conversations]
         return [self._collect(r) for r in requests]
 
@@ -208,7 +224,9 @@ class Generator:
 
     def _submit(self, view: models.LoadedModel, messages: list[dict[str, Any]], max_tokens: int, temperature: float,
                 top_p: float, seed: int | None, stop: list[str] | None, n: int,
-                tools: list[dict[str, Any]] | None = None, top_logprobs: int | None = None) -> _Request:
+                tools: list[dict[str, Any]] | None = None, top_logprobs: int | None = None,
+                frequency_penalty: float | None = 0.0, presence_penalty: float | None = 0.0,
+                logit_bias: dict[int, float] | None = None) -> _Request:
         """Check and queue a request."""
         import torch
 
@@ -223,8 +241,15 @@ class Generator:
         if room < 1:
             raise GenerationError(f"the prompt has {len(prompt)} tokens; {view.model_id} reads at most {context - 1} "
                                   "(shorten the messages)")
+        vocab = int(getattr(view.model.config, "vocab_size", 0) or 0)
+        outside = sorted(t for t in (logit_bias or {}) if vocab and not 0 <= int(t) < vocab)
+        if outside:
+            raise GenerationError(f"logit_bias names token id {outside[0]}, but {view.model_id} has token ids 0 to "
+                                  f"{vocab - 1} only", param="logit_bias", code="invalid_value")
         request = _Request(view, prompt, float(temperature or 0.0), float(1.0 if top_p is None else top_p),
-                           [s for s in (stop or []) if s], top_logprobs)
+                           [s for s in (stop or []) if s], top_logprobs, float(frequency_penalty or 0.0),
+                           float(presence_penalty or 0.0),
+                           {int(t): float(b) for t, b in (logit_bias or {}).items()} or None)
         base_seed = secrets.randbits(62) if seed is None else int(seed)
         for i in range(n):
             rng = None
@@ -375,7 +400,7 @@ class Generator:
 
     def _step(self, view: models.LoadedModel, state: "_Batch", logits: Any) -> None:
         """Pick each row's next token from its logits, advance the rows, and drop the finished ones from the batch."""
-        tokens = self._sample(logits, state.rows)
+        tokens = self._sample(self._penalised(logits, state.rows), state.rows)
         entries = self._logprobs(logits, tokens, state.rows, view.tokenizer)
         for row, token, entry in zip(state.rows, tokens.tolist(), entries):
             self._advance(row, token, view.stop_ids, view.tokenizer, entry)
@@ -383,6 +408,27 @@ class Generator:
         keep = [i for i, row in enumerate(state.rows) if not row.done]
         if len(keep) < len(state.rows):
             state.select(keep)
+
+    @staticmethod
+    def _penalised(logits: Any, rows: list[_Row]) -> Any:
+        """The logits to sample from: each row's logit_bias added, and count x frequency_penalty + presence_penalty
+        subtracted for every token the row has generated (OpenAI's formula); `logits` itself when no row asks."""
+        import torch
+
+        out = None
+        for r, row in enumerate(rows):
+            request = row.request
+            if not (request.logit_bias or (row.ids and (request.frequency_penalty or request.presence_penalty))):
+                continue
+            if out is None:
+                out = logits.clone()
+            if request.logit_bias:
+                ids = torch.tensor(list(request.logit_bias), dtype=torch.long, device=out.device)
+                out[r, ids] += torch.tensor(list(request.logit_bias.values()), dtype=out.dtype, device=out.device)
+            if row.ids and (request.frequency_penalty or request.presence_penalty):
+                seen, counts = torch.tensor(row.ids, device=out.device).unique(return_counts=True)
+                out[r, seen] -= counts.to(out.dtype) * request.frequency_penalty + request.presence_penalty
+        return logits if out is None else out
 
     @staticmethod
     def _sample(logits: Any, rows: list[_Row]) -> Any:
