@@ -181,15 +181,20 @@ class ResponseCache:
 
 
 def ask(client: OpenAI, cache: ResponseCache | None, base_url: str, model: str, messages: list[dict[str, str]],
-        max_tokens: int, temperature: float = 0.0, seed: int = 42) -> tuple[dict[str, Any], bool]:
-    """One chat completion (the call notebook 07 shows in a cell), from the cache when asked before; returns (record, cached)."""
+        max_tokens: int, temperature: float = 0.0, seed: int = 42,
+        frequency_penalty: float = 0.0) -> tuple[dict[str, Any], bool]:
+    """One chat completion (the call notebook 07 shows in a cell), from the cache when asked before; returns (record, cached).
+
+    A nonzero `frequency_penalty` (07's exercise against answers stuck in a loop) is sent and is part of the cache key.
+    """
+    extra = {"frequency_penalty": frequency_penalty} if frequency_penalty else {}
     request = {"base_url": base_url, "model": model, "messages": messages, "max_tokens": max_tokens,
-               "temperature": temperature, "seed": seed}
+               "temperature": temperature, "seed": seed, **extra}
     key = ResponseCache.key(request)
     if cache is not None and (hit := cache.get(key)) is not None:
         return hit, True
     resp = client.chat.completions.create(model=model, messages=messages, max_tokens=max_tokens,
-                                          temperature=temperature, seed=seed)
+                                          temperature=temperature, seed=seed, **extra)
     choice = resp.choices[0]
     record = {"text": choice.message.content or "", "finish_reason": choice.finish_reason or "",
               "prompt_tokens": resp.usage.prompt_tokens if resp.usage else 0,
@@ -225,7 +230,7 @@ def token_budget(counts: Sequence[int], quantile: float = 0.9, cap: int = 512) -
 
 
 def run_arms(client: OpenAI, arms: Sequence[Arm], questions: Sequence[str], *, base_url: str, cache: ResponseCache | None,
-             max_tokens: int = 128, workers: int = 8, seed: int = 42,
+             max_tokens: int = 128, workers: int = 8, seed: int = 42, frequency_penalty: float = 0.0,
              on_done: Callable[[int, int], None] | None = None) -> list[Answer]:
     """Every arm on every question through a pool of `workers` threads (notebook 07); raise EvaluationError listing failures."""
     tasks = [(arm, i, q) for arm in arms for i, q in enumerate(questions)]
@@ -236,7 +241,8 @@ def run_arms(client: OpenAI, arms: Sequence[Arm], questions: Sequence[str], *, b
         nonlocal done
         arm, i, q = task
         try:
-            record, cached = ask(client, cache, base_url, arm.model, arm.messages(q), max_tokens, seed=seed)
+            record, cached = ask(client, cache, base_url, arm.model, arm.messages(q), max_tokens, seed=seed,
+                                 frequency_penalty=frequency_penalty)
             result: Answer | Exception = Answer(arm.name, i, record["text"], record["prompt_tokens"],
                                                 record["completion_tokens"], record["finish_reason"], cached)
         except Exception as exc:  # collected and reported together below

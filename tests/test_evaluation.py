@@ -29,6 +29,7 @@ class FakeChat:
         body = json.loads(request.read())
         with self.lock:
             self.requests += 1
+            self.last_body = body
             self.active += 1
             self.max_active = max(self.max_active, self.active)
         time.sleep(self.delay)
@@ -72,6 +73,10 @@ def test_rerun_is_served_from_cache(tmp_path) -> None:
     assert [a.text for a in first] == [a.text for a in second]
     evaluation.run_arms(fake.client(), _arms(), QUESTIONS, base_url="u", cache=cache, max_tokens=7)
     assert fake.requests == 18  # a different request is a different cache entry
+    evaluation.run_arms(fake.client(), _arms(), QUESTIONS, base_url="u", cache=cache, frequency_penalty=0.5)
+    assert fake.requests == 27 and fake.last_body["frequency_penalty"] == 0.5  # sent, and its own cache entry
+    evaluation.run_arms(fake.client(), _arms(), QUESTIONS, base_url="u", cache=cache, frequency_penalty=0.0)
+    assert fake.requests == 27  # 0 is not sent: the first run's cache entries serve it
 
 
 def test_pool_is_bounded_and_concurrent() -> None:
