@@ -1,7 +1,7 @@
 """Check: fine-tuning lowers the held-out loss of the reference answers; ROUGE-L with 95% bootstrap intervals.
 
     HUATUO_PATH=... .venv/bin/python benchmarks/check_finetune_beats_base.py --model qwen2.5-coder-0.5b-instruct \
-        [--adapter DIR] [--n 50] [--generate 50] [--max-tokens 200] [--threads 1]
+        [--adapter DIR] [--n 50] [--generate 50] [--max-tokens 200] [--frequency-penalty 0] [--threads 1]
 
 On the course's split of the data (`engine_data.make_split`: 100 training rows, 20 validation rows, `--n` held-out
 rows), trains the default job (3 epochs, the model's own `auto` learning rate) unless `--adapter` names an adapter
@@ -13,7 +13,8 @@ already trained on the same split. Then:
 2. what a reader sees (unless `--generate 0`): greedy answers to the first `--generate` held-out questions from both (same system prompt and
    `--max-tokens`), character-level ROUGE-L against the references (`helpers.metrics.rouge_l`), each mean with a
    95% percentile bootstrap interval over questions, and the paired difference fine-tuned - base with its
-   interval; the generation wall time of each arm; the share of CJK characters in the answers.
+   interval; the generation wall time of each arm; the share of CJK ideographs in the answers and the share stuck
+   repeating a phrase (`helpers.metrics.readability`, `is_stuck`); `--frequency-penalty` is passed to both arms.
 Slow (minutes): not part of `make test`.
 """
 
@@ -30,11 +31,11 @@ from pathlib import Path
 from engine_data import data_path, make_split, question_messages
 
 from helpers.chatfmt import to_chat
-from helpers.config import REPO_ROOT
+from helpers.config import DEFAULT_LOCAL_MODEL, REPO_ROOT
 from helpers.localapi import generate as G
 from helpers.localapi import models as M
 from helpers.localapi import trainer as T
-from helpers.metrics import rouge_l
+from helpers.metrics import is_stuck, readability, rouge_l
 
 RESAMPLES = 2000
 
@@ -45,12 +46,6 @@ def bootstrap_ci(values: list[float], resamples: int = RESAMPLES, seed: int = 0)
     n = len(values)
     means = sorted(sum(values[rng.randrange(n)] for _ in range(n)) / n for _ in range(resamples))
     return means[int(0.025 * resamples)], means[int(0.975 * resamples) - 1]
-
-
-def cjk_share(texts: list[str]) -> float:
-    """Share of CJK ideographs among the non-space characters of all texts."""
-    chars = [ch for text in texts for ch in text if not ch.isspace()]
-    return sum("\u4e00" <= ch <= "\u9fff" for ch in chars) / max(len(chars), 1)
 
 
 def heldout_losses(model_id: str, adapter: Path, rows: list[dict[str, str]], cache_dir: Path) -> dict[str, float]:
@@ -72,7 +67,8 @@ def heldout_losses(model_id: str, adapter: Path, rows: list[dict[str, str]], cac
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=M.DEFAULT_MODEL)
+    parser.add_argument("--model", default=DEFAULT_LOCAL_MODEL, help="default: the course's model")
+    parser.add_argument("--frequency-penalty", type=float, default=0.0, help="OpenAI's frequency_penalty for both arms")
     parser.add_argument("--adapter", type=Path, help="a trained adapter to evaluate instead of training one")
     parser.add_argument("--n", type=int, default=50, help="held-out questions")
     parser.add_argument("--max-tokens", type=int, default=200)
@@ -115,7 +111,8 @@ def main() -> int:
         scores, answers = {}, {}
         for name, view in (("base", pool.get(args.model)), ("fine-tuned", pool.get(args.model, adapter))):
             started = time.perf_counter()
-            choices = generator.complete_many(view, conversations, max_tokens=args.max_tokens, temperature=0)
+            choices = generator.complete_many(view, conversations, max_tokens=args.max_tokens, temperature=0,
+                                              frequency_penalty=args.frequency_penalty)
             seconds = time.perf_counter() - started
             answers[name] = [c[0].text for c in choices]
             scores[name] = [rouge_l(a, r) for a, r in zip(answers[name], references)]
@@ -124,7 +121,8 @@ def main() -> int:
             low, high = bootstrap_ci(scores[name])
             print(f"{name:>10}: ROUGE-L {100 * statistics.mean(scores[name]):.2f} (95% CI {100 * low:.2f}-{100 * high:.2f}) "
                   f"over {len(references)} questions; {tokens} tokens in {seconds:.0f} s ({tokens / seconds:.1f} tokens/s); "
-                  f"cut at max_tokens {cut}/{len(references)}; CJK share {cjk_share(answers[name]):.2f}", flush=True)
+                  f"cut at max_tokens {cut}/{len(references)}; CJK share {readability(answers[name]).cjk_share:.2f}; "
+                  f"stuck in a loop {sum(map(is_stuck, answers[name]))}/{len(references)}", flush=True)
         generator.close()
         diff = [t - b for t, b in zip(scores["fine-tuned"], scores["base"])]
         low, high = bootstrap_ci(diff)
