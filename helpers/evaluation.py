@@ -371,13 +371,18 @@ def verdict(win_rate_ci: tuple[float, float]) -> str:
     return "区间含 0.5：这些题分不出高下"
 
 
+def _texts_by_group(answers: Sequence[Answer], references: Sequence[str]) -> dict[str, list[str]]:
+    """The references (first) and each arm's answer texts, the rows of 07's style and readability tables."""
+    groups = {REFERENCE_LABEL: list(references)}
+    groups.update({arm: [a.text for a in arm_answers(answers, arm)] for arm in arm_names(answers)})
+    return groups
+
+
 def style_table(answers: Sequence[Answer], references: Sequence[str], *, resamples: int = m.BOOTSTRAP_RESAMPLES,
                 seed: int = m.BOOTSTRAP_SEED) -> pd.DataFrame:
     """Notebook 07's style measures per arm and for the references themselves (first row), shares in percent."""
-    groups = {REFERENCE_LABEL: list(references)}
-    groups.update({arm: [a.text for a in arm_answers(answers, arm)] for arm in arm_names(answers)})
     rows = []
-    for name, texts in groups.items():
+    for name, texts in _texts_by_group(answers, references).items():
         style = m.style_measures(texts, resamples=resamples, seed=seed)
         row: dict[str, Any] = {ARM_INDEX: name}
         for label, share, (low, high) in [("用 Markdown", style.markdown, style.markdown_ci),
@@ -393,10 +398,8 @@ def style_table(answers: Sequence[Answer], references: Sequence[str], *, resampl
 def readability_table(answers: Sequence[Answer], references: Sequence[str]) -> pd.DataFrame:
     """Notebook 07: per arm (and the references), how many answers are empty, one repeated character or contain
     U+FFFD, and the share of CJK ideographs among their non-space characters (all answers together, and the lowest)."""
-    groups = {REFERENCE_LABEL: list(references)}
-    groups.update({arm: [a.text for a in arm_answers(answers, arm)] for arm in arm_names(answers)})
     rows = []
-    for name, texts in groups.items():
+    for name, texts in _texts_by_group(answers, references).items():
         r = m.readability(texts)
         rows.append({ARM_INDEX: name, "回答数": r.n, "空回答": r.empty, "只有一个字符": r.one_character,
                      "含 U+FFFD": r.replacement_character, "汉字占比 %": round(100 * r.cjk_share),

@@ -106,18 +106,17 @@ def chat_params(body: schemas.ChatCreate, default_max_tokens: int) -> dict:
             **penalties, **({"logit_bias": logit_bias(body.logit_bias)} if body.logit_bias else {})}
 
 
-def logit_bias(raw: dict) -> dict[int, float]:
-    """OpenAI's logit_bias ({"token id": bias in [-100, 100]}) as {int: float}; the model's vocabulary is checked later."""
-    bias = {}
+def logit_bias(raw: dict[str, float]) -> dict[int, float]:
+    """OpenAI's logit_bias ({"token id": bias in [-100, 100]}; the schema made the biases floats) as {int: float};
+    the model's vocabulary is checked by the generator."""
     for key, value in raw.items():
-        if not str(key).isdigit():
+        if not key.isdigit():
             raise bad_request(f"Invalid key in 'logit_bias': {key}. You should only be submitting non-negative "
                               "integers (token ids of the model's own tokenizer).", param="logit_bias", code="invalid_value")
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not -100 <= value <= 100:
-            raise bad_request(f"Invalid value for 'logit_bias' token {key}: {value!r}; it must be a number in [-100, 100].",
+        if not -100 <= value <= 100:
+            raise bad_request(f"Invalid value for 'logit_bias' token {key}: {value}; it must be in [-100, 100].",
                               param="logit_bias", code="invalid_value")
-        bias[int(key)] = float(value)
-    return bias
+    return {int(key): value for key, value in raw.items()}
 
 
 def completion_object(completion_id: str, created: int, model: str, choices: list, tools: list | None = None) -> dict:
