@@ -115,7 +115,7 @@ def env_int(name: str, default: int, minimum: int = 0) -> int:
     return value
 
 
-def _env_flag(name: str) -> bool:
+def env_flag(name: str) -> bool:
     """True for 1/true/yes/on (any case)."""
     return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
 
@@ -235,7 +235,7 @@ def load_config(env_file: Path | None = None) -> Config:
         work_dir=work_dir,
         build_dir=build_dir,
         local_port=port,
-        allow_new_job=_env_flag("FINETUNE_NEW_JOB"),
-        confirm_cost=_env_flag("FINETUNE_CONFIRM"),
+        allow_new_job=env_flag("FINETUNE_NEW_JOB"),
+        confirm_cost=env_flag("FINETUNE_CONFIRM"),
         request_timeout=float(env_int("WORKBOOK_REQUEST_TIMEOUT", 120, minimum=1)),
     )

@@ -25,7 +25,8 @@ import pandas as pd
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
-from helpers.config import REPO_ROOT, Config, load_config
+from helpers import memory
+from helpers.config import REPO_ROOT, Config, env_flag, load_config
 from helpers.files import write_text_atomic
 from helpers.kernelenv import kernel_environment
 
@@ -115,6 +116,11 @@ def run_course(cfg: Config, *, only: Sequence[str] | None = None, write_back: bo
     env = kernel_environment(cfg, headless=True)
     started_here = False
     if cfg.is_local:
+        need = memory.check(cfg.base_model)
+        have = f"{need.available_gb:.1f} GB" if need.available_gb is not None else "unknown"
+        print(f"memory: {have} available, the course on {cfg.base_model} needs up to {need.needed_gb:.1f} GB", flush=True)
+        if not need.enough and not env_flag("WORKBOOK_SKIP_MEMORY_CHECK"):
+            raise CourseError(memory.advice(need))
         from helpers.local_backend import ensure_server
 
         started_here = ensure_server(cfg)

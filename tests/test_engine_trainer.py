@@ -268,6 +268,50 @@ def test_shared_prefix_pass_gives_the_same_loss(engine_cache, tok):
     assert T.shared_prefix_length(single) == 0
 
 
+def test_head_loss_equals_cross_entropy_and_its_gradient():
+    """The chunked output layer + loss (trainer.head_loss) computes F.cross_entropy's value and gradient."""
+    torch.manual_seed(3)
+    head = torch.nn.Linear(16, 97, bias=True).requires_grad_(False)
+    hidden = torch.randn(300, 16, requires_grad=True)
+    targets = torch.randint(0, 97, (300,))
+    loss, correct = T.head_loss(hidden, head, targets, torch.float32, chunk=64)  # 5 chunks, the last one short
+    loss.backward()
+    reference_hidden = hidden.detach().clone().requires_grad_(True)
+    logits = head(reference_hidden)
+    reference = torch.nn.functional.cross_entropy(logits, targets, reduction="sum")
+    reference.backward()
+    assert float(loss.detach()) == pytest.approx(float(reference.detach()), rel=1e-6)
+    assert correct == int((logits.argmax(-1) == targets).sum())
+    torch.testing.assert_close(hidden.grad, reference_hidden.grad, rtol=1e-5, atol=1e-6)
+    with torch.no_grad():  # scoring without gradients keeps no gradient buffer and gives the same value
+        assert float(T.head_loss(hidden, head, targets, torch.float32, chunk=64)[0]) == pytest.approx(float(reference), rel=1e-6)
+
+
+@pytest.mark.parametrize("share_prefix", [True, False])
+def test_checkpointing_and_chunked_head_keep_the_loss_and_gradients(engine_cache, tok, share_prefix):
+    """Issue 17's memory savings change where numbers are kept, not what is computed (fp32: equal to rounding)."""
+    stop = M.stop_token_ids(tok)
+    examples = [T.encode_example(tok, chat(q, a)["messages"], 512, stop) for q, a in QA[:3]]
+    batch = T.collate(examples, tok.pad_token_id, "cpu")
+    results = []
+    for checkpointing, fused in ((False, False), (True, True)):
+        model = T.add_lora(M.load_model("tiny-test", engine_cache).model, T.DEFAULT_LORA_RANK, 42, "fp32")
+        with torch.no_grad():  # a trained-looking adapter: B != 0, so every LoRA weight gets a gradient
+            for name, p in model.named_parameters():
+                if "lora_B" in name:
+                    p.copy_(torch.randn(p.shape, generator=torch.Generator().manual_seed(len(name))) * 0.02)
+        T.set_checkpointing(model, checkpointing)
+        model.train()
+        loss, correct, n = T.batch_loss(model, batch, "cpu", "fp32", share_prefix=share_prefix, fused_head=fused)
+        loss.backward()
+        grads = torch.cat([p.grad.flatten() for p in model.parameters() if p.requires_grad])
+        results.append((float(loss.detach()), correct, n, grads))
+    (old_loss, old_correct, old_n, old_grads), (new_loss, new_correct, new_n, new_grads) = results
+    assert (new_correct, new_n) == (old_correct, old_n)
+    assert new_loss == pytest.approx(old_loss, rel=1e-6)
+    assert float((new_grads - old_grads).norm() / old_grads.norm()) < 1e-5  # measured 1.4e-7 to 2.7e-7
+
+
 def test_init_adapter_starts_from_the_saved_lora_weights_exactly(tmp_path, engine_cache):
     from safetensors.torch import load_file
 

@@ -18,6 +18,12 @@ How it trains (see benchmarks/README.md for the measurements behind the defaults
 - Batches are grouped by length (shuffled mega-batches of 8 batches, sorted inside, batch order shuffled) and
   padded only to the longest row of the batch; a batch with more than `MAX_BATCH_TOKENS` tokens is split into
   micro-batches whose gradients are accumulated, so one optimiser step always sees `batch_size` examples.
+- Memory (issue 17; benchmarks/bench_memory.py): the output layer and the loss run a chunk of `HEAD_CHUNK`
+  labelled positions at a time and hand the gradient back without keeping positions x vocabulary logits
+  (`head_loss`), and each transformer block's activations are recomputed in the backward pass instead of kept
+  (`TrainSpec.gradient_checkpointing`, on by default; the shared prefix's cache is read-only, so the replay
+  sees what the first pass saw). Both compute the same numbers (tests/test_engine_trainer.py); checkpointing
+  costs one more forward pass of the blocks.
 - bfloat16: where the CPU has native bf16 (AVX512-BF16/AMX) or on a CUDA GPU, the frozen base weights are stored
   in bf16 and the forward/backward runs under bf16 autocast; the LoRA weights and the optimiser stay float32.
   Without native bf16 the trainer uses float32 (bf16 emulation is slower than float32).
@@ -50,13 +56,15 @@ import shutil
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from helpers.localapi import models
 
 IGNORE = -100
-MAX_BATCH_TOKENS = 4096  # tokens per micro-batch (padded); bounds memory, gradients are accumulated
+MAX_BATCH_TOKENS = 1024  # tokens per micro-batch (padded); bounds memory, gradients are accumulated (bench_memory.py)
+HEAD_CHUNK = 256  # labelled positions scored at once by the output layer (256 x 151,936 float32 logits: 156 MB)
 DEFAULT_N_EPOCHS = 3
 DEFAULT_LORA_RANK = 16
 DEFAULT_LORA_ALPHA_RATIO = 2.0  # lora_alpha = ratio * rank
@@ -104,6 +112,7 @@ class TrainSpec:
     init_adapter: Path | None = None  # continue training this LoRA adapter (a fine-tuned model or checkpoint) instead of a new one
     resume: bool = False  # continue from output_dir/training_state.pt (ResumeStateError when unusable)
     state_every_seconds: float = 30.0  # save the training state at least this often (and at every checkpoint)
+    gradient_checkpointing: bool = True  # recompute each block's activations in the backward pass (memory for time)
 
     def __post_init__(self) -> None:
         self.train_path = Path(self.train_path)
@@ -401,13 +410,132 @@ def shared_prefix_length(batch: dict[str, Any], minimum: int = 16) -> int:
     return n if n >= minimum else 0
 
 
+@lru_cache(maxsize=1)
+def _head_loss_function() -> Any:
+    """The autograd function behind `head_loss` (built on first use: torch is imported lazily in this module)."""
+    import torch
+
+    class HeadLoss(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx: Any, hidden: Any, weight: Any, bias: Any, targets: Any, dtype: Any, chunk: int) -> Any:
+            total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+            correct = torch.zeros((), dtype=torch.long, device=hidden.device)
+            grad = torch.empty_like(hidden) if ctx.needs_input_grad[0] else None
+            w = weight.to(dtype)
+            b = bias.to(dtype) if bias is not None else None
+            with torch.autocast(device_type=hidden.device.type, enabled=False):
+                for start in range(0, hidden.shape[0], chunk):
+                    tgt = targets[start:start + chunk]
+                    rows = torch.arange(len(tgt), device=hidden.device)
+                    logits = torch.nn.functional.linear(hidden[start:start + chunk].to(dtype), w, b).float()
+                    lse = torch.logsumexp(logits, dim=-1)
+                    total += (lse - logits[rows, tgt]).sum()
+                    correct += (logits.argmax(-1) == tgt).sum()
+                    if grad is not None:
+                        probs = logits.sub_(lse[:, None]).exp_()  # the softmax, in place of the logits
+                        probs[rows, tgt] -= 1.0
+                        grad[start:start + chunk] = (probs.to(dtype) @ w).to(hidden.dtype)
+            ctx.mark_non_differentiable(correct)
+            ctx.save_for_backward(grad if grad is not None else hidden.new_empty(0))
+            return total, correct
+
+        @staticmethod
+        def backward(ctx: Any, grad_total: Any, _grad_correct: Any) -> Any:
+            (grad,) = ctx.saved_tensors
+            return grad * grad_total.to(grad.dtype), None, None, None, None, None
+
+    return HeadLoss
+
+
+def head_loss(hidden: Any, head: Any, targets: Any, dtype: Any, chunk: int = HEAD_CHUNK) -> tuple[Any, int]:
+    """Summed cross-entropy of the output layer at `hidden` (positions x hidden) against `targets`, and the number
+    of correct argmax predictions, a chunk of positions at a time.
+
+    The logits of a chunk (chunk x vocabulary: 151,936 wide for Qwen) live only while that chunk is scored: the
+    forward pass also computes the loss's gradient with respect to the hidden states ((softmax - one-hot) @ W, what
+    the backward pass of a linear layer and cross-entropy computes) and hands it back in the backward pass. The
+    output layer is frozen (LoRA does not adapt it), so no weight gradient is needed. Same arithmetic as
+    `F.cross_entropy(head(hidden), reduction="sum")` without positions x vocabulary tensors kept for the backward
+    pass (for 4 rows of ~200 answer tokens, ~1 GB less at the peak).
+    """
+    loss, correct = _head_loss_function().apply(hidden, head.weight, head.bias, targets, dtype, chunk)
+    return loss, int(correct)
+
+
+class _PrefixCache:
+    """Builds the KV cache of a shared prefix; frozen, it returns prefix + new keys/values without storing them.
+
+    Frozen, the cache is read-only, so a checkpointed layer recomputed in the backward pass sees exactly the cache
+    it saw in the forward pass (a cache that appends would hold the new tokens twice on the replay).
+    """
+
+    @staticmethod
+    def new(decoder: Any) -> Any:
+        """A transformers DynamicCache whose `update` stops storing once `.frozen` is set."""
+        import torch
+        from transformers import DynamicCache
+
+        class Cache(DynamicCache):
+            frozen = False
+
+            def update(self, key_states: Any, value_states: Any, layer_idx: int, *args: Any, **kwargs: Any) -> Any:
+                if not self.frozen:
+                    return super().update(key_states, value_states, layer_idx, *args, **kwargs)
+                layer = self.layers[layer_idx]
+                return torch.cat([layer.keys, key_states], dim=-2), torch.cat([layer.values, value_states], dim=-2)
+
+        return Cache(config=getattr(decoder, "config", None))
+
+
+def set_checkpointing(model: Any, enabled: bool) -> None:
+    """Recompute each transformer block's activations in the backward pass instead of keeping them (memory for time)."""
+    decoder, _ = _decoder_and_head(model)
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if enabled:
+        inner.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        for layer in decoder.layers:
+            layer._can_checkpoint_with_cache = True  # our training cache is frozen (read-only) in checkpointed passes
+    elif getattr(decoder, "gradient_checkpointing", False):
+        inner.activation_checkpointing_disable()
+
+
+@contextlib.contextmanager
+def _checkpointing_paused(decoder: Any) -> Iterator[None]:
+    """Run the blocks without checkpointing (the shared-prefix pass writes the cache, so it must not be replayed)."""
+    modules = [m for m in (decoder, *decoder.layers) if getattr(m, "gradient_checkpointing", False)]
+    for module in modules:
+        module.gradient_checkpointing = False
+    try:
+        yield
+    finally:
+        for module in modules:
+            module.gradient_checkpointing = True
+
+
+def release_free_memory() -> None:
+    """Hand memory that PyTorch has freed back to the operating system (glibc's `malloc_trim`; a no-op elsewhere).
+
+    glibc keeps freed blocks of up to 32 MB in its heap for reuse, and after micro-batches of different sizes that
+    heap holds gigabytes nobody uses: resident memory a learner's laptop does not have (benchmarks/README.md).
+    """
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None)
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to do
+        return
+    trim(0)
+
+
 def batch_loss(model: Any, batch: dict[str, Any], device: str, precision: str,
-               share_prefix: bool = True) -> tuple[Any, int, int]:
+               share_prefix: bool = True, fused_head: bool = True) -> tuple[Any, int, int]:
     """(sum of token losses, correct predictions, labelled tokens) for one micro-batch; logits only where labelled.
 
     When every row starts with the same tokens (the system prompt of a training file usually is identical),
     that prefix runs once and its keys/values are repeated for the batch; the rest of each row attends to them
-    through the KV cache, and gradients flow back through the shared pass.
+    through a frozen KV cache, and gradients flow back through the shared pass. The output layer and the loss run
+    a chunk of positions at a time (`head_loss`; `fused_head=False`: all labelled positions at once, the old way).
     """
     import torch
     import torch.nn.functional as F
@@ -417,20 +545,25 @@ def batch_loss(model: Any, batch: dict[str, Any], device: str, precision: str,
     ids, mask, targets = batch["input_ids"], batch["attention_mask"], batch["targets"]
     with autocast(device, precision):
         if prefix:
-            from transformers import DynamicCache
-
-            cache = DynamicCache(config=getattr(decoder, "config", None))
-            decoder(input_ids=ids[:1, :prefix], past_key_values=cache, use_cache=True)
+            cache = _PrefixCache.new(decoder)
+            with _checkpointing_paused(decoder):
+                decoder(input_ids=ids[:1, :prefix], past_key_values=cache, use_cache=True)
             cache.batch_repeat_interleave(ids.shape[0])
+            cache.frozen = True
             positions = torch.arange(prefix, ids.shape[1], device=ids.device).unsqueeze(0).expand(ids.shape[0], -1)
             hidden = decoder(input_ids=ids[:, prefix:], attention_mask=mask, position_ids=positions,
-                             past_key_values=cache, use_cache=True).last_hidden_state
+                             past_key_values=cache, use_cache=False).last_hidden_state  # the cache is only read
             targets = targets[:, prefix:]
         else:
             hidden = decoder(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
         where = targets != IGNORE
-        logits = head(hidden[where]).float()
+        if not fused_head:
+            logits = head(hidden[where]).float()
     chosen = targets[where]
+    if fused_head:
+        dtype = torch.bfloat16 if precision == "bf16" else head.weight.dtype
+        loss, correct = head_loss(hidden[where], head, chosen, dtype)
+        return loss, correct, int(chosen.numel())
     loss = F.cross_entropy(logits, chosen, reduction="sum")
     with torch.no_grad():
         correct = int((logits.argmax(-1) == chosen).sum())
@@ -447,7 +580,7 @@ def evaluate(model: Any, examples: list[Example], pad_id: int, device: str, prec
     total, correct, count = 0.0, 0, 0
     model.eval()
     with torch.no_grad():
-        for group in micro_batches(order, lengths, MAX_BATCH_TOKENS * 2):
+        for group in micro_batches(order, lengths):
             if should_stop():
                 return None
             loss, c, n = batch_loss(model, collate([examples[i] for i in group], pad_id, device), device, precision)
@@ -589,6 +722,7 @@ def train(spec: TrainSpec, on_event: Callable[[dict], None], should_stop: Callab
 
     precision = choose_precision(spec.precision, device)
     model = add_lora(loaded.model, spec.lora_rank, spec.seed, precision, spec.init_adapter)
+    set_checkpointing(model, spec.gradient_checkpointing)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     peak_lr = spec.learning_rate * spec.learning_rate_multiplier
