@@ -561,7 +561,7 @@ def batch_loss(model: Any, batch: dict[str, Any], device: str, precision: str,
             logits = head(hidden[where]).float()
     chosen = targets[where]
     if fused_head:
-        dtype = torch.bfloat16 if precision == "bf16" else head.weight.dtype
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float32
         loss, correct = head_loss(hidden[where], head, chosen, dtype)
         return loss, correct, int(chosen.numel())
     loss = F.cross_entropy(logits, chosen, reduction="sum")
