@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/bench_memory.py train [--model qwen2.5-coder-0.5b-instruct] [--steps 4]
         [--variants before,fused-head,checkpointing,now] [--precision auto|fp32|bf16] [--isa avx2] [--rounds 1]
         [--env NAME=VALUE]
+    .venv/bin/python benchmarks/bench_memory.py job [--variants before,now] [--epochs 3] [--isa avx2]
     .venv/bin/python benchmarks/bench_memory.py course [--only 06 07] [--interval 1]
 
 `train`: each variant trains the same optimiser steps of the course's job (the real data split as notebook 02
@@ -22,6 +23,11 @@ to give the same losses. Variants:
 ONEDNN_MAX_CPU_ISA=AVX2 and in float32 (what `precision="auto"` picks on a CPU without native bf16): this CPU's
 cores then run the kernels a laptop CPU without AVX-512 runs. That is an emulation (clock, caches and memory
 bandwidth stay this machine's): label its figures as such.
+
+`job`: the course's whole training job (trainer.train: 100 rows, validation before training, every half epoch
+and at epoch ends, checkpoints) once per variant, each in its own process: `before` (no checkpointing, micro-batches
+of 4,096 padded tokens; the chunked output layer has no switch in train()) and `now` (the defaults); prints the
+wall time, the process's peak resident memory and the full validation losses.
 
 `course`: runs `python -m helpers.course run` (the `make course` command; `--only` passes through) and samples the
 resident memory of every process it starts (the notebooks' kernels, the local server, the training worker) every
@@ -91,6 +97,23 @@ def reset_peak() -> bool:
         return False
 
 
+def release_free_memory() -> None:
+    """Hand memory that PyTorch has freed back to the operating system (glibc's `malloc_trim`; a no-op elsewhere).
+
+    glibc keeps freed blocks of up to 32 MB in its heap for reuse, and after micro-batches of different sizes that
+    heap holds gigabytes nobody uses; the `now-trim` variant measures what handing them back after every
+    micro-batch saves.
+    """
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None)
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to do
+        return
+    trim(0)
+
+
 # ---- train: one variant in its own process ---------------------------------------------------------------
 
 def child(args: argparse.Namespace) -> int:
@@ -129,7 +152,7 @@ def child(args: argparse.Namespace) -> int:
             loss_sum, tokens = loss_sum + float(loss.detach()), tokens + tensors["tokens"]
             del loss, tensors
             if v["trim"]:
-                T.release_free_memory()
+                release_free_memory()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
         steps.append({"seconds": time.perf_counter() - started, "tokens": tokens, "loss": loss_sum / n_labels,
@@ -140,33 +163,103 @@ def child(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_variant(name: str, args: argparse.Namespace, train_path: Path, env: dict[str, str]) -> dict[str, Any]:
-    """Run one variant's process; its JSON report plus the peak resident memory the kernel recorded for it."""
-    cmd = [sys.executable, __file__, "_child", "--variant", name, "--model", args.model, "--steps", str(args.steps),
-           "--precision", args.precision, "--train", str(train_path), "--cache-dir", str(args.cache_dir)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, env=env, text=True)
-    out = proc.stdout.read() if proc.stdout else ""
-    _, status, usage = os.wait4(proc.pid, 0)
-    if status != 0:
-        raise SystemExit(f"variant {name} failed (exit status {status})")
-    report = json.loads(out.strip().splitlines()[-1])
-    report["process_peak_kb"] = usage.ru_maxrss
-    return report
+JOB_VARIANTS = {  # name: gradient checkpointing, tokens per micro-batch (training and validation)
+    "before": dict(checkpointing=False, max_tokens=4096),  # before issue 17, but with the chunked output layer
+    "now": dict(checkpointing=True, max_tokens=1024),
+}
 
 
-def train_main(args: argparse.Namespace) -> int:
-    """Run the training variants side by side and print the table."""
+def job_child(args: argparse.Namespace) -> int:
+    """Run the course's training job (trainer.train, validation and checkpoints included); print one JSON line."""
+    from helpers.localapi import trainer as T
+
+    v = JOB_VARIANTS[args.variant]
+    spec = T.TrainSpec(args.model, Path(args.train), Path(args.valid), Path(args.out), n_epochs=args.epochs,
+                       precision=args.precision, cache_dir=args.cache_dir, gradient_checkpointing=v["checkpointing"],
+                       micro_batch_tokens=v["max_tokens"])
+    events: list[dict] = []
+    started = time.perf_counter()
+    result = T.train(spec, events.append, lambda: False)
+    full = [e["full_valid_loss"] for e in events if e["type"] == "metrics" and "full_valid_loss" in e]
+    print(json.dumps({"variant": args.variant, "seconds": time.perf_counter() - started,
+                      "precision": result.hyperparameters["precision"], "trained_tokens": result.trained_tokens,
+                      "initial_valid_loss": result.initial_valid_loss, "full_valid_losses": full}), flush=True)
+    return 0
+
+
+def job_main(args: argparse.Namespace) -> int:
+    """Run the whole training job once per variant, one after another, and print the table."""
+    env = _variant_env(args)
+    work = Path(tempfile.mkdtemp(prefix="bench-memory-job-"))
+    split = make_split(work / "data")
+    M.load_model(args.model, args.cache_dir)
+    print(cpu_line())
+    print(f"model {args.model}, precision {args.precision}, {args.epochs} epoch(s) of the course's job with its "
+          f"20-row validation, kernels: {_kernels(args)}", flush=True)
+    rows = []
+    for name in args.variants.split(","):
+        cmd = [sys.executable, __file__, "_job", "--variant", name, "--model", args.model, "--precision", args.precision,
+               "--train", str(split.train_path), "--valid", str(split.valid_path), "--out", str(work / name),
+               "--epochs", str(args.epochs), "--cache-dir", str(args.cache_dir)]
+        report, peak_kb = _run_child(cmd, env, name)
+        rows.append((name, report, peak_kb))
+        print(f"  {name}: {report['seconds']:.0f} s, peak {peak_kb / 1024 ** 2:.2f} GB, full validation loss "
+              f"{report['initial_valid_loss']:.4f} -> {' / '.join(f'{x:.4f}' for x in report['full_valid_losses'])}, "
+              f"load {os.getloadavg()[0]:.2f}", flush=True)
+    base = rows[0][1]["seconds"]
+    print("\n| variant | precision | process peak | seconds | vs first | full validation loss before -> each epoch |")
+    print("|---|---|---|---|---|---|")
+    for name, report, peak_kb in rows:
+        losses = " / ".join(f"{x:.4f}" for x in report["full_valid_losses"])
+        print(f"| {name} | {report['precision']} | {peak_kb / 1024 ** 2:.2f} GB | {report['seconds']:.0f} | "
+              f"{report['seconds'] / base:.2f}x | {report['initial_valid_loss']:.4f} -> {losses} |")
+    return 0
+
+
+def _variant_env(args: argparse.Namespace) -> dict[str, str]:
+    """The environment of the variants' processes (AVX2-only kernels with --isa avx2, and --env settings)."""
     env = dict(os.environ, **dict(item.split("=", 1) for item in args.env))
     if args.isa == "avx2":
         env.update(AVX2_ENV)
         if args.precision == "auto":
             args.precision = "fp32"  # what `auto` picks on a CPU without native bf16
+    return env
+
+
+def _kernels(args: argparse.Namespace) -> str:
+    """How the variants' kernels were chosen, in words."""
+    if args.isa == "avx2":
+        return "AVX2 only (emulated: " + " ".join(f"{k}={v}" for k, v in AVX2_ENV.items()) + ")"
+    return "this CPU's best"
+
+
+def _run_child(cmd: list[str], env: dict[str, str], name: str) -> tuple[dict[str, Any], int]:
+    """Run a variant's process: its JSON report and the peak resident memory (kB) the kernel recorded for it."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, env=env, text=True)
+    out = proc.stdout.read() if proc.stdout else ""
+    _, status, usage = os.wait4(proc.pid, 0)
+    if status != 0:
+        raise SystemExit(f"variant {name} failed (exit status {status})")
+    return json.loads(out.strip().splitlines()[-1]), usage.ru_maxrss
+
+
+def run_variant(name: str, args: argparse.Namespace, train_path: Path, env: dict[str, str]) -> dict[str, Any]:
+    """Run one variant's process; its JSON report plus the peak resident memory the kernel recorded for it."""
+    cmd = [sys.executable, __file__, "_child", "--variant", name, "--model", args.model, "--steps", str(args.steps),
+           "--precision", args.precision, "--train", str(train_path), "--cache-dir", str(args.cache_dir)]
+    report, peak_kb = _run_child(cmd, env, name)
+    report["process_peak_kb"] = peak_kb
+    return report
+
+
+def train_main(args: argparse.Namespace) -> int:
+    """Run the training variants side by side and print the table."""
+    env = _variant_env(args)
     work = Path(tempfile.mkdtemp(prefix="bench-memory-"))
     split = make_split(work / "data")
     M.load_model(args.model, args.cache_dir)  # converts once, outside the measurements
     print(cpu_line())
-    print(f"model {args.model}, precision {args.precision}, kernels: "
-          f"{'AVX2 only (emulated: ' + ' '.join(f'{k}={v}' for k, v in AVX2_ENV.items()) + ')' if args.isa == 'avx2' else 'this CPU’s best'}; "
+    print(f"model {args.model}, precision {args.precision}, kernels: {_kernels(args)}; "
           f"{args.steps} steps per variant (the batch with the longest row first), {args.rounds} round(s)"
           + (f"; environment {' '.join(args.env)}" if args.env else ""), flush=True)
     names = args.variants.split(",")
@@ -294,19 +387,30 @@ def main() -> int:
         p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
         p.add_argument("--cache-dir", type=Path, default=REPO_ROOT / "data" / "work" / "localapi" / "models")
     train.add_argument("--variants", default="before,fused-head,checkpointing,now")
-    train.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
-                       help="set in every variant's process (e.g. MALLOC_MMAP_THRESHOLD_=65536)")
-    train.add_argument("--isa", choices=["native", "avx2"], default="native")
     train.add_argument("--rounds", type=int, default=1)
     kid.add_argument("--variant", choices=list(VARIANTS), required=True)
     kid.add_argument("--train", required=True)
+    job = sub.add_parser("job", help="the whole training job, variant by variant")
+    jkid = sub.add_parser("_job")
+    for p in (job, jkid):
+        p.add_argument("--model", default=M.QWEN_MODEL)
+        p.add_argument("--epochs", type=int, default=3)
+        p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+        p.add_argument("--cache-dir", type=Path, default=REPO_ROOT / "data" / "work" / "localapi" / "models")
+    for p in (train, job):
+        p.add_argument("--isa", choices=["native", "avx2"], default="native")
+        p.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                       help="set in every variant's process (e.g. MALLOC_MMAP_THRESHOLD_=65536)")
+    job.add_argument("--variants", default="before,now")
+    jkid.add_argument("--variant", choices=list(JOB_VARIANTS), required=True)
+    for name in ("--train", "--valid", "--out"):
+        jkid.add_argument(name, required=True)
     course = sub.add_parser("course", help="sample the memory of a headless course run")
     course.add_argument("--only", nargs="+", metavar="NN")
     course.add_argument("--interval", type=float, default=1.0)
     args = parser.parse_args()
-    if args.command == "_child":
-        return child(args)
-    return train_main(args) if args.command == "train" else course_main(args)
+    commands = {"_child": child, "_job": job_child, "train": train_main, "job": job_main, "course": course_main}
+    return commands[args.command](args)
 
 
 if __name__ == "__main__":

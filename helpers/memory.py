@@ -1,7 +1,7 @@
 """How much memory the course needs on the local backend, and whether this machine has it free (`make course`).
 
-The figures are the measured peaks of the course's processes together (the notebooks' kernel, the local server
-and its training worker), from `benchmarks/bench_memory.py course`, rounded up; benchmarks/README.md has the runs.
+The figures are the peaks of the course's processes together (the notebooks' kernel, the local server and its
+training worker), from `benchmarks/bench_memory.py`, rounded up; benchmarks/README.md has the runs.
 """
 
 from __future__ import annotations
@@ -12,8 +12,17 @@ from pathlib import Path
 from helpers.localapi import models
 
 GB = 1024 ** 3
-# Peak resident memory of the whole course on the local backend, by base model (rounded up from the measurements).
-COURSE_PEAK_GB = {models.QWEN_MODEL: 4.0, models.DEFAULT_MODEL: 2.0, models.TINY_MODEL: 1.5}
+# Peak resident memory of the course's processes together on the local backend, by base model and by the trainer's
+# path on this CPU: True where it has native bf16 (AVX512-BF16 or AMX: the trainer computes in bf16), False where
+# it computes in float32 (most laptops). benchmarks/README.md ("Memory") has the measurements behind each figure.
+COURSE_PEAK_GB = {
+    (models.QWEN_MODEL, True): 4.0,
+    (models.QWEN_MODEL, False): 6.5,
+    (models.DEFAULT_MODEL, True): 2.0,  # not measured: a quarter of Qwen's weights, the same processes around them
+    (models.DEFAULT_MODEL, False): 2.5,  # not measured (as above)
+    (models.TINY_MODEL, True): 1.5,
+    (models.TINY_MODEL, False): 1.5,
+}
 UNMEASURED_PEAK_GB = 8.0  # models listed in LOCALAPI_EXTRA_MODELS: not measured, assume a generous figure
 
 
@@ -42,10 +51,16 @@ def available_gb(meminfo: Path = Path("/proc/meminfo")) -> float | None:
     return None
 
 
-def check(model: str, available: float | None = None) -> MemoryCheck:
+def needed_gb(model: str, native_bf16: bool | None = None) -> float:
+    """The course's peak memory on the local backend for `model` on this CPU (or on one with/without native bf16)."""
+    native = models.cpu_supports_bf16() if native_bf16 is None else native_bf16
+    return COURSE_PEAK_GB.get((model, native), UNMEASURED_PEAK_GB)
+
+
+def check(model: str, available: float | None = None, native_bf16: bool | None = None) -> MemoryCheck:
     """The course's need for `model` against the machine's free memory (read now unless given)."""
     free = available_gb() if available is None else available
-    return MemoryCheck(model, COURSE_PEAK_GB.get(model, UNMEASURED_PEAK_GB), free)
+    return MemoryCheck(model, needed_gb(model, native_bf16), free)
 
 
 def advice(result: MemoryCheck) -> str:
@@ -57,7 +72,7 @@ def advice(result: MemoryCheck) -> str:
         "可以这样做：关掉浏览器标签页、IDE 等占内存的程序后再运行；",
     ]
     if smaller:
-        lines.append(f"  或者换一个更小的模型：FINETUNE_BASE_MODEL={smaller}（约 {COURSE_PEAK_GB[smaller]:.1f} GB，"
+        lines.append(f"  或者换一个更小的模型：FINETUNE_BASE_MODEL={smaller}（约 {needed_gb(smaller):.1f} GB，"
                      "但它几乎不会写中文）；")
     lines += [
         "  或者改用远程后端（README「换成 OpenAI」一节）；",

@@ -113,6 +113,7 @@ class TrainSpec:
     resume: bool = False  # continue from output_dir/training_state.pt (ResumeStateError when unusable)
     state_every_seconds: float = 30.0  # save the training state at least this often (and at every checkpoint)
     gradient_checkpointing: bool = True  # recompute each block's activations in the backward pass (memory for time)
+    micro_batch_tokens: int = MAX_BATCH_TOKENS  # padded tokens per micro-batch, in training and validation
 
     def __post_init__(self) -> None:
         self.train_path = Path(self.train_path)
@@ -512,22 +513,6 @@ def _checkpointing_paused(decoder: Any) -> Iterator[None]:
             module.gradient_checkpointing = True
 
 
-def release_free_memory() -> None:
-    """Hand memory that PyTorch has freed back to the operating system (glibc's `malloc_trim`; a no-op elsewhere).
-
-    glibc keeps freed blocks of up to 32 MB in its heap for reuse, and after micro-batches of different sizes that
-    heap holds gigabytes nobody uses: resident memory a learner's laptop does not have (benchmarks/README.md).
-    """
-    import ctypes
-
-    try:
-        libc = ctypes.CDLL(None)
-        trim = libc.malloc_trim
-    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to do
-        return
-    trim(0)
-
-
 def batch_loss(model: Any, batch: dict[str, Any], device: str, precision: str,
                share_prefix: bool = True, fused_head: bool = True) -> tuple[Any, int, int]:
     """(sum of token losses, correct predictions, labelled tokens) for one micro-batch; logits only where labelled.
@@ -571,7 +556,7 @@ def batch_loss(model: Any, batch: dict[str, Any], device: str, precision: str,
 
 
 def evaluate(model: Any, examples: list[Example], pad_id: int, device: str, precision: str,
-             should_stop: Callable[[], bool]) -> tuple[float, float] | None:
+             should_stop: Callable[[], bool], max_tokens: int = MAX_BATCH_TOKENS) -> tuple[float, float] | None:
     """Mean token loss and accuracy over examples (no gradients); None when stopped."""
     import torch
 
@@ -580,7 +565,7 @@ def evaluate(model: Any, examples: list[Example], pad_id: int, device: str, prec
     total, correct, count = 0.0, 0, 0
     model.eval()
     with torch.no_grad():
-        for group in micro_batches(order, lengths):
+        for group in micro_batches(order, lengths, max_tokens):
             if should_stop():
                 return None
             loss, c, n = batch_loss(model, collate([examples[i] for i in group], pad_id, device), device, precision)
@@ -757,7 +742,7 @@ def train(spec: TrainSpec, on_event: Callable[[dict], None], should_stop: Callab
                   "checkpoints": [dict(c) for c in result.checkpoints]})
     else:
         if valid_set:
-            first = evaluate(model, valid_set, pad_id, device, precision, should_stop)
+            first = evaluate(model, valid_set, pad_id, device, precision, should_stop, spec.micro_batch_tokens)
             if first is None:
                 return _stopped(result, started)
             result.initial_valid_loss = first[0]
@@ -793,7 +778,7 @@ def train(spec: TrainSpec, on_event: Callable[[dict], None], should_stop: Callab
             n_labels = sum(train_set[i].n_trainable for i in batch)
             loss_sum, correct = 0.0, 0
             optimizer.zero_grad(set_to_none=True)
-            for group in micro_batches(batch, lengths):
+            for group in micro_batches(batch, lengths, spec.micro_batch_tokens):
                 tensors = collate([train_set[i] for i in group], pad_id, device)
                 loss, c, n = batch_loss(model, tensors, device, precision)
                 (loss / n_labels).backward()
@@ -809,13 +794,13 @@ def train(spec: TrainSpec, on_event: Callable[[dict], None], should_stop: Callab
             epoch_end = index == len(batches) - 1
             if valid_set and (step % eval_every == 0 or epoch_end):
                 # valid_loss is always the same fixed batch (one series); the full set is scored at epoch ends only
-                scores = evaluate(model, valid_batch, pad_id, device, precision, should_stop)
+                scores = evaluate(model, valid_batch, pad_id, device, precision, should_stop, spec.micro_batch_tokens)
                 if scores is None:
                     return _stopped(result, started)
                 event["valid_loss"], event["valid_mean_token_accuracy"] = scores
                 if epoch_end:
                     full = scores if len(valid_batch) == len(valid_set) else evaluate(
-                        model, valid_set, pad_id, device, precision, should_stop)
+                        model, valid_set, pad_id, device, precision, should_stop, spec.micro_batch_tokens)
                     if full is None:
                         return _stopped(result, started)
                     event["full_valid_loss"], event["full_valid_mean_token_accuracy"] = full
