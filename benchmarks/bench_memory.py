@@ -295,11 +295,18 @@ def train_main(args: argparse.Namespace) -> int:
 
 # ---- course: sample the process tree of a course run ----------------------------------------------------
 
+def command(pid: int) -> str:
+    """A process's command line (the first 100 characters), or "" when it is gone."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")[:100]
+    except OSError:
+        return ""
+
+
 def role(pid: int) -> str:
     """What a process of the course is, from its command line."""
-    try:
-        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")
-    except OSError:
+    cmd = command(pid)
+    if not cmd:
         return "gone"
     if "ipykernel" in cmd:
         return "kernel"
@@ -341,6 +348,7 @@ def course_main(args: argparse.Namespace) -> int:
     peaks: dict[str, float] = {}
     total_peak, total_at = 0.0, 0.0
     seen_server: set[int] = set()
+    others: dict[str, float] = {}  # what the processes of no known role are, and their peaks
     import threading
 
     lines: list[str] = []
@@ -357,7 +365,10 @@ def course_main(args: argparse.Namespace) -> int:
         sizes: dict[str, float] = {}
         for pid in set(pids):
             r = role(pid)
-            sizes[r] = sizes.get(r, 0.0) + status_kb("VmRSS", pid) / 1024 ** 2
+            rss = status_kb("VmRSS", pid) / 1024 ** 2
+            sizes[r] = sizes.get(r, 0.0) + rss
+            if r == "other" and rss > others.get(command(pid), 0.0):
+                others[command(pid)] = rss
         total = sum(sizes.values())
         for r, size in sizes.items():
             peaks[r] = max(peaks.get(r, 0.0), size)
@@ -373,6 +384,8 @@ def course_main(args: argparse.Namespace) -> int:
         if r in peaks:
             print(f"| {r} | {peaks[r]:.2f} GB |")
     print(f"| **all together (sampled every {args.interval:g} s)** | **{total_peak:.2f} GB** (at {total_at:.0f} s) |")
+    for name, size in sorted(others.items(), key=lambda item: -item[1])[:5]:
+        print(f"other: {size:.2f} GB  {name}")
     return proc.returncode or 0
 
 
