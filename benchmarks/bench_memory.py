@@ -394,26 +394,24 @@ def main() -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="the trainer's memory and time, variant by variant")
     kid = sub.add_parser("_child")
-    for p in (train, kid):
-        p.add_argument("--model", default=M.QWEN_MODEL)
-        p.add_argument("--steps", type=int, default=4)
-        p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
-        p.add_argument("--cache-dir", type=Path, default=REPO_ROOT / "data" / "work" / "localapi" / "models")
-    train.add_argument("--variants", default="before,fused-head,checkpointing,now")
-    train.add_argument("--rounds", type=int, default=1)
-    kid.add_argument("--variant", choices=list(VARIANTS), required=True)
-    kid.add_argument("--train", required=True)
     job = sub.add_parser("job", help="the whole training job, variant by variant")
     jkid = sub.add_parser("_job")
-    for p in (job, jkid):
+    for p in (train, kid, job, jkid):
         p.add_argument("--model", default=M.QWEN_MODEL)
-        p.add_argument("--epochs", type=int, default=3)
         p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
         p.add_argument("--cache-dir", type=Path, default=REPO_ROOT / "data" / "work" / "localapi" / "models")
+    for p in (train, kid):
+        p.add_argument("--steps", type=int, default=4)
+    for p in (job, jkid):
+        p.add_argument("--epochs", type=int, default=3)
     for p in (train, job):
         p.add_argument("--isa", choices=["native", "avx2"], default="native")
         p.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                        help="set in every variant's process (e.g. MALLOC_MMAP_THRESHOLD_=65536)")
+    train.add_argument("--variants", default="before,fused-head,checkpointing,now")
+    train.add_argument("--rounds", type=int, default=1)
+    kid.add_argument("--variant", choices=list(VARIANTS), required=True)
+    kid.add_argument("--train", required=True)
     job.add_argument("--variants", default="before,now")
     jkid.add_argument("--variant", choices=list(JOB_VARIANTS), required=True)
     for name in ("--train", "--valid", "--out"):
