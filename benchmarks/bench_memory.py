@@ -178,13 +178,30 @@ def job_child(args: argparse.Namespace) -> int:
                        precision=args.precision, cache_dir=args.cache_dir, gradient_checkpointing=v["checkpointing"],
                        micro_batch_tokens=v["max_tokens"])
     events: list[dict] = []
+    timeline: list[tuple[str, int, int]] = []  # (event, step, peak resident memory so far in kB)
+
+    def on_event(event: dict) -> None:
+        events.append(event)
+        timeline.append((event["type"], event.get("step", 0), status_kb("VmHWM")))
+
     started = time.perf_counter()
-    result = T.train(spec, events.append, lambda: False)
+    result = T.train(spec, on_event, lambda: False)
     full = [e["full_valid_loss"] for e in events if e["type"] == "metrics" and "full_valid_loss" in e]
     print(json.dumps({"variant": args.variant, "seconds": time.perf_counter() - started,
                       "precision": result.hyperparameters["precision"], "trained_tokens": result.trained_tokens,
-                      "initial_valid_loss": result.initial_valid_loss, "full_valid_losses": full}), flush=True)
+                      "initial_valid_loss": result.initial_valid_loss, "full_valid_losses": full,
+                      "peak_timeline": _peak_steps(timeline)}), flush=True)
     return 0
+
+
+def _peak_steps(timeline: list[tuple[str, int, int]]) -> list[str]:
+    """The events at which the process's peak resident memory grew by 50 MB or more, as 'event@step: GB'."""
+    out, last = [], 0
+    for kind, step, peak in timeline:
+        if peak - last >= 50 * 1024:
+            out.append(f"{kind}@{step}: {peak / 1024 ** 2:.2f}")
+            last = peak
+    return out
 
 
 def job_main(args: argparse.Namespace) -> int:
@@ -206,6 +223,7 @@ def job_main(args: argparse.Namespace) -> int:
         print(f"  {name}: {report['seconds']:.0f} s, peak {peak_kb / 1024 ** 2:.2f} GB, full validation loss "
               f"{report['initial_valid_loss']:.4f} -> {' / '.join(f'{x:.4f}' for x in report['full_valid_losses'])}, "
               f"load {os.getloadavg()[0]:.2f}", flush=True)
+        print(f"    where the peak grew (GB): {', '.join(report['peak_timeline'])}", flush=True)
     base = rows[0][1]["seconds"]
     print("\n| variant | precision | process peak | seconds | vs first | full validation loss before -> each epoch |")
     print("|---|---|---|---|---|---|")
