@@ -690,7 +690,9 @@ def train(spec: TrainSpec, on_event: Callable[[dict], None], should_stop: Callab
 
     started = time.time()
     say = lambda text, level="info": on_event({"type": "message", "level": level, "message": text})  # noqa: E731
-    loaded = models.load_model(spec.base_model, spec.cache_dir)
+    precision = choose_precision(spec.precision, models.default_device())
+    # loaded straight in bf16 when training in bf16: converting a float32 copy afterwards held both at once (~4 GB)
+    loaded = models.load_model(spec.base_model, spec.cache_dir, dtype="bfloat16" if precision == "bf16" else "float32")
     tok, device = loaded.tokenizer, loaded.device
     max_len = spec.max_seq_len or loaded.spec.max_seq_len
     stop_ids = loaded.stop_ids
@@ -705,7 +707,6 @@ def train(spec: TrainSpec, on_event: Callable[[dict], None], should_stop: Callab
     if not train_set:
         raise TrainDataError(f"{train_name}: no example has an assistant token to learn from")
 
-    precision = choose_precision(spec.precision, device)
     model = add_lora(loaded.model, spec.lora_rank, spec.seed, precision, spec.init_adapter)
     set_checkpointing(model, spec.gradient_checkpointing)
     model.train()
