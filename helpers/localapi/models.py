@@ -15,7 +15,8 @@ Base models (ids as `GET /v1/models` shows them):
   e.g. `Qwen/Qwen2.5-0.5B-Instruct`; loaded with `from_pretrained` (the hub's own cache, if you are online).
 
 CUDA is used when present (weights in bfloat16 there when supported), otherwise the CPU with float32 weights
-(the trainer and generator autocast to bfloat16 where the CPU has native bf16 support).
+(the trainer and generator autocast to bfloat16 where the CPU has native bf16 support). Loads in bf16 read a bf16
+copy of the converted model, written once beside it (`ensure_bf16_copy`, ~1.3 GB more on disk for Qwen).
 
 Memory: SmolLM2-135M in float32 is ~540 MB (embedding tied with the output layer); a LoRA adapter of rank 16
 on all linear layers is ~20 MB. `ModelPool` keeps one copy of each base model and loads fine-tuned adapters
@@ -315,6 +316,41 @@ def ensure_converted(model_id: str, cache_dir: Path) -> Path | str:
     return target
 
 
+def ensure_bf16_copy(model_id: str, cache_dir: Path) -> Path | str:
+    """The folder of a bf16 copy of a converted base model (written once beside the float32 one), or the hub id.
+
+    Loading in bf16 from the float32 files reads and converts all of them (2.5 GB for Qwen) while the bf16 copy
+    is built in memory: both are resident at once (benchmarks/README.md, "Memory"). From this copy the weights are
+    memory-mapped as they are. The rounding is the same as converting while loading (round to nearest even).
+    """
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    source = ensure_converted(model_id, cache_dir)
+    if isinstance(source, str):
+        return source
+    target = source.parent / f"{source.name}-bf16"
+    if _marker_ok(target):
+        return target
+    with _file_lock(source.parent / f".{source.name}-bf16.lock"):
+        if _marker_ok(target):
+            return target
+        tmp = Path(tempfile.mkdtemp(prefix=".bf16-", dir=source.parent))
+        for item in source.iterdir():
+            if item.suffix == ".safetensors":
+                with safe_open(str(item), framework="pt") as f:
+                    tensors = {k: (t.to(torch.bfloat16) if t.is_floating_point() else t)
+                               for k in f.keys() for t in (f.get_tensor(k),)}
+                    metadata = f.metadata()
+                save_file(tensors, str(tmp / item.name), metadata=metadata)
+                del tensors
+            elif item.is_file() and item.name != "converted.json":
+                shutil.copyfile(item, tmp / item.name)
+        _publish(tmp, target, {"source": source.name, "dtype": "bfloat16"})
+    return target
+
+
 _IMPORT_LOCK = threading.Lock()  # transformers' lazy module is not safe to resolve from two threads at once
 
 
@@ -481,10 +517,13 @@ def _load_base(model_id: str, cache_dir: Path, device: str | None = None, dtype:
     """Load a base model and its tokenizer in eval mode on the chosen device."""
     from transformers import AutoModelForCausalLM
 
+    import torch
+
     device = device or default_device()
-    source = ensure_converted(model_id, cache_dir)
+    torch_dtype = resolve_dtype(dtype, device)
+    source = ensure_bf16_copy(model_id, cache_dir) if torch_dtype == torch.bfloat16 else ensure_converted(model_id, cache_dir)
     try:
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=resolve_dtype(dtype, device))
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype)
     except OSError as exc:
         raise ModelError(f"cannot load {model_id!r} from {source}: {exc}") from exc
     model.to(device)
