@@ -339,9 +339,11 @@ def ensure_bf16_copy(model_id: str, cache_dir: Path) -> Path | str:
         tmp = Path(tempfile.mkdtemp(prefix=".bf16-", dir=source.parent))
         for item in source.iterdir():
             if item.suffix == ".safetensors":
+                tensors = {}
                 with safe_open(str(item), framework="pt") as f:
-                    tensors = {k: (t.to(torch.bfloat16) if t.is_floating_point() else t)
-                               for k in f.keys() for t in (f.get_tensor(k),)}
+                    for name in f.keys():
+                        tensor = f.get_tensor(name)
+                        tensors[name] = tensor.to(torch.bfloat16) if tensor.is_floating_point() else tensor
                     metadata = f.metadata()
                 save_file(tensors, str(tmp / item.name), metadata=metadata)
                 del tensors

@@ -463,29 +463,27 @@ def head_loss(hidden: Any, head: Any, targets: Any, dtype: Any, chunk: int = HEA
     return loss, int(correct)
 
 
-class _PrefixCache:
-    """Builds the KV cache of a shared prefix; frozen, it returns prefix + new keys/values without storing them.
+@lru_cache(maxsize=1)
+def _prefix_cache_class() -> Any:
+    """A transformers DynamicCache that, once `.frozen` is set, returns prefix + new keys/values without storing them.
 
     Frozen, the cache is read-only, so a checkpointed layer recomputed in the backward pass sees exactly the cache
-    it saw in the forward pass (a cache that appends would hold the new tokens twice on the replay).
+    it saw in the forward pass (a cache that appends would hold the new tokens twice on the replay). Built on first
+    use: torch and transformers are imported lazily in this module.
     """
+    import torch
+    from transformers import DynamicCache
 
-    @staticmethod
-    def new(decoder: Any) -> Any:
-        """A transformers DynamicCache whose `update` stops storing once `.frozen` is set."""
-        import torch
-        from transformers import DynamicCache
+    class PrefixCache(DynamicCache):
+        frozen = False
 
-        class Cache(DynamicCache):
-            frozen = False
+        def update(self, key_states: Any, value_states: Any, layer_idx: int, *args: Any, **kwargs: Any) -> Any:
+            if not self.frozen:
+                return super().update(key_states, value_states, layer_idx, *args, **kwargs)
+            layer = self.layers[layer_idx]
+            return torch.cat([layer.keys, key_states], dim=-2), torch.cat([layer.values, value_states], dim=-2)
 
-            def update(self, key_states: Any, value_states: Any, layer_idx: int, *args: Any, **kwargs: Any) -> Any:
-                if not self.frozen:
-                    return super().update(key_states, value_states, layer_idx, *args, **kwargs)
-                layer = self.layers[layer_idx]
-                return torch.cat([layer.keys, key_states], dim=-2), torch.cat([layer.values, value_states], dim=-2)
-
-        return Cache(config=getattr(decoder, "config", None))
+    return PrefixCache
 
 
 def set_checkpointing(model: Any, enabled: bool) -> None:
@@ -530,7 +528,7 @@ def batch_loss(model: Any, batch: dict[str, Any], device: str, precision: str,
     ids, mask, targets = batch["input_ids"], batch["attention_mask"], batch["targets"]
     with autocast(device, precision):
         if prefix:
-            cache = _PrefixCache.new(decoder)
+            cache = _prefix_cache_class()(config=getattr(decoder, "config", None))
             with _checkpointing_paused(decoder):
                 decoder(input_ids=ids[:1, :prefix], past_key_values=cache, use_cache=True)
             cache.batch_repeat_interleave(ids.shape[0])
