@@ -568,13 +568,15 @@ class ModelPool:
 
     Thread-safe. All views of one base share one lock: hold `view.activated()` while running the model.
     `dtype="auto"` stores base weights in bfloat16 where the hardware computes in bf16 natively (generation reads
-    every weight once per token, so half the bytes is faster there); adapters stay float32.
+    every weight once per token, so half the bytes is faster there); adapters stay float32. On a CPU, `prepack`
+    stores the linear layers' weights packed for oneDNN (`prepack.py`: same arithmetic, decoding about 2x faster).
     """
 
     def __init__(self, cache_dir: Path, max_bases: int = 2, max_adapters: int = 16, device: str | None = None,
-                 dtype: str = "auto") -> None:
+                 dtype: str = "auto", prepack: bool = True) -> None:
         self.cache_dir = Path(cache_dir)
         self.dtype = dtype
+        self.prepack = prepack
         self.max_bases = max_bases
         self.max_adapters = max_adapters
         self.device = device
@@ -588,6 +590,11 @@ class ModelPool:
             self._bases.move_to_end(model_id)
             return self._bases[model_id]
         model, tok, device = _load_base(model_id, self.cache_dir, self.device, self.dtype)
+        if self.prepack:
+            from helpers.localapi import prepack
+
+            if prepack.can_prepack(model):
+                prepack.prepack_linears(model)
         base = LoadedModel(model_id, get_spec(model_id), SharedWeights(model), tok, device)
         self._bases[model_id] = base
         self._adapters[model_id] = OrderedDict()

@@ -1,0 +1,59 @@
+"""Linear layers whose weights are pre-packed for oneDNN, for generation on a CPU.
+
+A decoding step multiplies a handful of rows (one per answer in the batch) by every weight matrix of the model.
+PyTorch's default CPU matmul re-arranges the weight for its kernel on every call, and for so few rows that costs
+about as much as the arithmetic. oneDNN (bundled with PyTorch) can re-arrange ("pack") each weight once, at load
+time, into the blocked layout its kernel reads; every later call then streams the weights once. Same float32 (or
+bf16) arithmetic, same memory (the packed weight replaces the plain one): on a 2-core CPU without native bf16 a
+decoding step of 8 rows takes about half the time, and the greedy answers are the same (benchmarks/README.md,
+"Generation").
+
+Only the model pool of the local server packs (generation); training keeps plain layers, which need gradients.
+peft wraps a PackedLinear like any nn.Linear, so LoRA adapters still load on top of the shared base.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+PACK_BATCH_HINT = 8  # rows the packing is tuned for (07 sends 8 requests at a time); any row count works
+
+
+class PackedLinear(torch.nn.Linear):
+    """A frozen nn.Linear whose weight is stored in oneDNN's packed layout (inference only, CPU only)."""
+
+    def __init__(self, linear: torch.nn.Linear, batch_hint: int = PACK_BATCH_HINT) -> None:
+        torch.nn.Module.__init__(self)  # not nn.Linear's: it would allocate a fresh weight
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        # a plain attribute, not a Parameter: an opaque oneDNN tensor that only _linear_pointwise reads
+        self.weight = torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach(), batch_hint)
+        self.bias = None if linear.bias is None else torch.nn.Parameter(linear.bias.detach().clone(), requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x @ weight.T + bias, for any leading shape."""
+        return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, "none", [], "")
+
+
+def can_prepack(model: Any) -> bool:
+    """True when the model sits on a CPU in float32 or bfloat16 and this PyTorch has oneDNN."""
+    param = next(model.parameters())
+    return (param.device.type == "cpu" and param.dtype in (torch.float32, torch.bfloat16)
+            and torch.backends.mkldnn.is_available())
+
+
+def prepack_linears(model: Any, batch_hint: int = PACK_BATCH_HINT) -> int:
+    """Replace every plain nn.Linear of a (not yet peft-wrapped) model by a PackedLinear; returns how many.
+
+    The remaining parameters are copied off the file the weights were loaded from (transformers maps it), so the
+    packed weights are the only copy of the linear layers and the file's pages are not kept resident.
+    """
+    targets = [(parent, name, child) for parent in model.modules() for name, child in parent.named_children()
+               if type(child) is torch.nn.Linear]
+    with torch.no_grad():
+        for parent, name, child in targets:
+            setattr(parent, name, PackedLinear(child, batch_hint))
+        for tensor in list(model.parameters()) + list(model.buffers()):
+            tensor.data = tensor.data.clone()
+    return len(targets)

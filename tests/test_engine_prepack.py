@@ -1,0 +1,67 @@
+"""Pre-packed linear layers (helpers/localapi/prepack.py): the same numbers as nn.Linear, adapters on top, the pool's default."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from helpers.localapi import generate as G
+from helpers.localapi import models as M
+from helpers.localapi import prepack
+
+pytestmark = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="this PyTorch has no oneDNN")
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("shape", [(1, 64), (8, 64), (3, 5, 64)])
+def test_packed_linear_computes_what_the_linear_computes(bias, shape):
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(64, 48, bias=bias)
+    packed = prepack.PackedLinear(linear)
+    x = torch.randn(*shape)
+    with torch.no_grad():
+        expected, got = linear(x), packed(x)
+    assert got.shape == expected.shape == (*shape[:-1], 48)
+    assert torch.allclose(got, expected, atol=1e-5, rtol=1e-5)
+    assert isinstance(packed, torch.nn.Linear) and (packed.in_features, packed.out_features) == (64, 48)
+    assert not any(p.requires_grad for p in packed.parameters())
+
+
+def test_bfloat16_weights_pack_too():
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(64, 48).to(torch.bfloat16)
+    x = torch.randn(8, 64, dtype=torch.bfloat16)
+    with torch.no_grad():
+        expected, got = linear(x).float(), prepack.PackedLinear(linear)(x).float()
+    assert torch.allclose(got, expected, atol=0.05, rtol=0.02)
+
+
+def _prompt_ids(view: M.LoadedModel) -> torch.Tensor:
+    return torch.tensor([M.encode_prompt(view.tokenizer, [{"role": "user", "content": "头痛怎么办"}])])
+
+
+def test_a_packed_model_gives_the_plain_models_logits_and_answers(engine_cache):
+    plain = M.load_model("tiny-test", engine_cache)
+    packed = M.load_model("tiny-test", engine_cache)
+    n = prepack.prepack_linears(packed.model)
+    layers = packed.model.config.num_hidden_layers
+    assert n == layers * 7 + 1  # q k v o gate up down in every block, and the output layer
+    assert not [m for m in packed.model.modules() if type(m) is torch.nn.Linear]
+    ids = _prompt_ids(plain)
+    with torch.no_grad():
+        assert torch.allclose(packed.model(input_ids=ids).logits, plain.model(input_ids=ids).logits, atol=1e-4)
+    questions = [[{"role": "user", "content": q}] for q in ("头痛怎么办", "高血压吃什么药", "失眠")]
+    generator = G.Generator()
+    try:
+        a = [c[0].text for c in generator.complete_many(plain, questions, max_tokens=12, temperature=0)]
+        b = [c[0].text for c in generator.complete_many(packed, questions, max_tokens=12, temperature=0)]
+    finally:
+        generator.close()
+    assert a == b
+
+
+def test_the_pool_packs_on_a_cpu_unless_told_not_to(engine_cache):
+    packed = M.ModelPool(engine_cache, dtype="float32", device="cpu").get("tiny-test")
+    assert isinstance(packed.model.lm_head, prepack.PackedLinear)
+    plain = M.ModelPool(engine_cache, dtype="float32", device="cpu", prepack=False).get("tiny-test")
+    assert type(plain.model.lm_head) is torch.nn.Linear
