@@ -200,3 +200,16 @@ def test_logit_bias_outside_the_vocabulary_is_a_clear_error(gen, view):
     with pytest.raises(G.GenerationError, match="token ids 0 to") as info:
         gen.complete(view, ask("头痛"), max_tokens=2, logit_bias={10**9: 1.0})
     assert info.value.param == "logit_bias"
+
+
+def test_prefill_groups_pad_little_and_keep_every_row():
+    from types import SimpleNamespace
+
+    rows = [SimpleNamespace(request=SimpleNamespace(prompt=[0] * n)) for n in (100, 12, 700, 105, 98, 650, 10)]
+    groups = G.length_groups(rows)
+    assert sorted(id(r) for g in groups for r in g) == sorted(id(r) for r in rows)
+    assert [[len(r.request.prompt) for r in g] for g in groups] == [[10, 12], [98, 100, 105], [650, 700]]
+    for group in groups:
+        real = sum(len(r.request.prompt) for r in group)
+        assert len(group[-1].request.prompt) * len(group) <= 1.1 * real
+    assert [len(g) for g in G.length_groups(rows, slack=10.0)] == [7]  # no limit: one prefill, as before

@@ -2,7 +2,8 @@
 
 Requests (from any thread) go into a queue; one worker thread takes the oldest, waits up to `window` seconds
 (default 20 ms) for more requests for the same weights (same base model and adapter), and decodes them together:
-prompts left-padded, one prefill, then one forward pass per new token for the whole batch with a KV cache.
+prompts prefilled in groups of similar length (left-padded within a group), then one forward pass per new token for
+the whole batch with a KV cache.
 Rows that finish leave the batch (their cache rows are dropped); requests for the same weights that arrive
 meanwhile join it between two steps while there is room (their prompts are prefilled on their own, and the two
 caches left-padded to one length): continuous batching, so a request never waits for a running batch's longest
@@ -36,6 +37,7 @@ from helpers.localapi import models
 
 DEFAULT_WINDOW = 0.02  # seconds to wait for more requests before a batch starts
 DEFAULT_MAX_BATCH = 16  # rows (choices) decoded together; see benchmarks/README.md
+PREFILL_SLACK = 0.1  # a prefill pads at most this share of its tokens: rows are prefilled in groups of similar length
 PENALTIES = ("frequency_penalty", "presence_penalty", "logit_bias")  # OpenAI's logit adjustments, see `_penalised`
 
 
@@ -144,6 +146,21 @@ class _Batch:
         self.tokens = torch.cat([self.tokens, other.tokens])
         self.rows = self.rows + other.rows
         return self
+
+
+def length_groups(rows: list[_Row], slack: float = PREFILL_SLACK) -> list[list[_Row]]:
+    """Rows grouped by prompt length so that padding a group to its longest prompt adds at most `slack` of its tokens."""
+    groups: list[list[_Row]] = []
+    total = 0
+    for row in sorted(rows, key=lambda r: len(r.request.prompt)):
+        n = len(row.request.prompt)  # the longest so far: the group's padded width if the row joins
+        if groups and n * (len(groups[-1]) + 1) <= (1 + slack) * (total + n):
+            groups[-1].append(row)
+            total += n
+        else:
+            groups.append([row])
+            total = n
+    return groups
 
 
 def _left_pad(t: Any, width: int) -> Any:
@@ -376,6 +393,17 @@ class Generator:
                 self.rows_joined += len(joining)
 
     def _prefill(self, model: Any, view: models.LoadedModel, rows: list[_Row]) -> "_Batch":
+        """Run the prompts of new rows and pick their first tokens; the rows still going, as one batch. Rows are
+        prefilled in groups of similar prompt length (`length_groups`), so that short prompts are not padded to the
+        longest one (padding costs as much compute as a real token)."""
+        state: _Batch | None = None
+        for group in length_groups(rows):
+            fresh = self._prefill_group(model, view, group)
+            state = fresh if state is None else state.merged(fresh)
+        assert state is not None
+        return state
+
+    def _prefill_group(self, model: Any, view: models.LoadedModel, rows: list[_Row]) -> "_Batch":
         """Run the prompts of new rows (left-padded) and pick their first tokens; the rows still going, as a batch."""
         import torch
         from transformers import DynamicCache
