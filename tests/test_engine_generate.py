@@ -213,3 +213,42 @@ def test_prefill_groups_pad_little_and_keep_every_row():
         real = sum(len(r.request.prompt) for r in group)
         assert len(group[-1].request.prompt) * len(group) <= 1.1 * real
     assert [len(g) for g in G.length_groups(rows, slack=10.0)] == [7]  # no limit: one prefill, as before
+
+
+FEW_SHOT = [{"role": "system", "content": "你是一名耐心、严谨的全科医生，在线回答患者的健康咨询。"},
+            {"role": "user", "content": "头痛两天了，吃什么药？"}, {"role": "assistant", "content": "先休息，多喝水，必要时吃布洛芬。"},
+            {"role": "user", "content": "咳嗽有痰怎么办？"}, {"role": "assistant", "content": "多喝水，可以用化痰药，发烧要就医。"}]
+
+
+def test_prompts_that_open_alike_reuse_the_cached_prefix_and_answer_the_same(pool, view):
+    conversations = [FEW_SHOT + [{"role": "user", "content": q}] for q in QUESTIONS]
+    cached, plain = G.Generator(pool), G.Generator(pool, prefix_cache=False)
+    try:
+        with_cache = [cached.complete(view, c, max_tokens=10, temperature=0, top_logprobs=0)[0] for c in conversations]
+        without = [plain.complete(view, c, max_tokens=10, temperature=0, top_logprobs=0)[0] for c in conversations]
+    finally:
+        cached.close()
+        plain.close()
+    shared = G.common_prefix(M.encode_prompt(view.tokenizer, conversations[0]), M.encode_prompt(view.tokenizer, conversations[1]))
+    assert shared >= G.PREFIX_MIN_TOKENS
+    assert cached.prefixes.tokens_reused >= shared * (len(QUESTIONS) - 1)  # every prompt after the first
+    assert plain.prefixes is None
+    assert [c.text for c in with_cache] == [c.text for c in without]
+    assert [c.usage for c in with_cache] == [c.usage for c in without]
+    for a, b in zip(with_cache, without):
+        assert [e["logprob"] for e in a.logprobs] == pytest.approx([e["logprob"] for e in b.logprobs], abs=1e-4)
+
+
+def test_prefix_cache_reuses_at_most_all_but_the_last_token_and_forgets_the_oldest():
+    cache = G.PrefixCache(max_tokens=100, min_tokens=4)
+    first = list(range(40))
+    assert cache.wants("m", first)
+    cache.store("m", first, [])
+    assert cache.lookup("m", first) == (cache._entries[-1], 39)  # the last token is run again for its logits
+    assert cache.lookup("m", first[:10] + [999]) [1] == 10
+    assert cache.lookup("m", first[:3] + [999]) == (None, 0)  # under min_tokens
+    assert cache.lookup("other-weights", first) == (None, 0)
+    assert not cache.wants("m", first[:30] + [7] * 10)  # covered by more than half
+    assert cache.wants("m", first[:10] + [7] * 30)
+    cache.store("m", [7] * 70, [])
+    assert [len(e.tokens) for e in cache._entries] == [70]  # 40 + 70 > 100: the least recently used went

@@ -3,7 +3,8 @@
 Requests (from any thread) go into a queue; one worker thread takes the oldest, waits up to `window` seconds
 (default 20 ms) for more requests for the same weights (same base model and adapter), and decodes them together:
 prompts prefilled in groups of similar length (left-padded within a group), then one forward pass per new token for
-the whole batch with a KV cache.
+the whole batch with a KV cache. A prompt that opens like a recent one (the same system prompt, the same few-shot examples)
+starts from that prompt's cached keys and values and runs only the rest (`PrefixCache`).
 Rows that finish leave the batch (their cache rows are dropped); requests for the same weights that arrive
 meanwhile join it between two steps while there is room (their prompts are prefilled on their own, and the two
 caches left-padded to one length): continuous batching, so a request never waits for a running batch's longest
@@ -38,6 +39,8 @@ from helpers.localapi import models
 DEFAULT_WINDOW = 0.02  # seconds to wait for more requests before a batch starts
 DEFAULT_MAX_BATCH = 16  # rows (choices) decoded together; see benchmarks/README.md
 PREFILL_SLACK = 0.1  # a prefill pads at most this share of its tokens: rows are prefilled in groups of similar length
+PREFIX_MIN_TOKENS = 32  # a prompt reuses a cached prefix (a recent prompt's KV cache) at least this long
+PREFIX_CACHE_TOKENS = 8192  # tokens of recent prompts kept with their KV cache (Qwen 0.5B, float32: 25 KB a token)
 PENALTIES = ("frequency_penalty", "presence_penalty", "logit_bias")  # OpenAI's logit adjustments, see `_penalised`
 
 
@@ -176,12 +179,75 @@ def _left_pad(t: Any, width: int) -> Any:
     return torch.cat([t.new_zeros(shape), t], dim=axis)
 
 
+@dataclass
+class _Prefix:
+    """A recent prompt and its KV cache (one [1, heads, tokens, dim] keys/values pair per layer)."""
+
+    key: str  # the weights (LoadedModel.key)
+    tokens: list[int]
+    layers: list[tuple[Any, Any]]
+
+
+def common_prefix(a: list[int], b: list[int]) -> int:
+    """How many leading tokens two token lists share."""
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+class PrefixCache:
+    """KV caches of recent prompts, so that a prompt that starts like a recent one skips that part of its prefill.
+
+    Attention is causal: the keys and values of a prompt's first k tokens depend on those k tokens only, so any
+    cached prompt serves every later prompt that shares its opening (the system prompt, the few-shot examples of
+    notebook 07). A prompt is kept when no cached prompt covers half of it; least recently used ones go first
+    once more than `max_tokens` are kept. Used by the generator's worker thread only.
+    """
+
+    def __init__(self, max_tokens: int = PREFIX_CACHE_TOKENS, min_tokens: int = PREFIX_MIN_TOKENS) -> None:
+        self.max_tokens, self.min_tokens = max_tokens, min_tokens
+        self._entries: list[_Prefix] = []  # least recently used first
+        self.tokens_reused = 0  # for tests and benchmarks: prompt tokens whose prefill was skipped
+
+    def lookup(self, key: str, prompt: list[int]) -> tuple[_Prefix | None, int]:
+        """The cached prompt sharing the longest opening with `prompt`, and how many tokens of it to reuse (at most
+        all but the prompt's last token, whose logits the first answer token needs); (None, 0) when under min_tokens."""
+        best, length = None, 0
+        for entry in self._entries:
+            if entry.key == key:
+                n = min(common_prefix(entry.tokens, prompt), len(prompt) - 1)
+                if n > length:
+                    best, length = entry, n
+        if best is None or length < self.min_tokens:
+            return None, 0
+        self._entries.remove(best)
+        self._entries.append(best)
+        return best, length
+
+    def wants(self, key: str, prompt: list[int]) -> bool:
+        """True when no cached prompt covers half of this one (then it is worth keeping)."""
+        covered = max((common_prefix(e.tokens, prompt) for e in self._entries if e.key == key), default=0)
+        return len(prompt) >= self.min_tokens and covered < len(prompt) // 2 and len(prompt) <= self.max_tokens
+
+    def store(self, key: str, prompt: list[int], layers: list[tuple[Any, Any]]) -> None:
+        """Keep a prompt's KV cache, dropping the least recently used ones beyond max_tokens."""
+        self._entries.append(_Prefix(key, list(prompt), layers))
+        while sum(len(e.tokens) for e in self._entries) > self.max_tokens:
+            self._entries.pop(0)
+
+
 class Generator:
     """Dynamic-batching text generator; thread-safe; one worker thread runs every forward pass."""
 
     def __init__(self, pool: models.ModelPool | None = None, *, window: float = DEFAULT_WINDOW,
-                 max_batch: int = DEFAULT_MAX_BATCH, continuous: bool = True) -> None:
+                 max_batch: int = DEFAULT_MAX_BATCH, continuous: bool = True, prefix_cache: bool = True,
+                 prefill_slack: float = PREFILL_SLACK) -> None:
         self.pool = pool
+        self.prefixes = PrefixCache() if prefix_cache else None
+        self.prefill_slack = prefill_slack
         self.window = window
         self.max_batch = max_batch
         self.continuous = continuous  # False: a batch takes no new rows once it runs (the benchmark's comparison)
@@ -397,31 +463,55 @@ class Generator:
         prefilled in groups of similar prompt length (`length_groups`), so that short prompts are not padded to the
         longest one (padding costs as much compute as a real token)."""
         state: _Batch | None = None
-        for group in length_groups(rows):
+        fresh_rows = []
+        for row in rows:
+            prefix, length = self.prefixes.lookup(view.key, row.request.prompt) if self.prefixes else (None, 0)
+            if prefix is None:
+                fresh_rows.append(row)
+                continue
+            self.prefixes.tokens_reused += length
+            fresh = self._prefill_group(model, view, [row], (prefix, length))
+            state = fresh if state is None else state.merged(fresh)
+        for group in length_groups(fresh_rows, self.prefill_slack):
             fresh = self._prefill_group(model, view, group)
             state = fresh if state is None else state.merged(fresh)
         assert state is not None
         return state
 
-    def _prefill_group(self, model: Any, view: models.LoadedModel, rows: list[_Row]) -> "_Batch":
-        """Run the prompts of new rows (left-padded) and pick their first tokens; the rows still going, as a batch."""
+    def _prefill_group(self, model: Any, view: models.LoadedModel, rows: list[_Row],
+                       prefix: tuple[_Prefix, int] | None = None) -> "_Batch":
+        """Run the prompts of new rows (left-padded) and pick their first tokens; the rows still going, as a batch.
+        With `prefix` (a cached prompt and how many of its tokens to reuse; one row only), only the rest is run."""
         import torch
         from transformers import DynamicCache
 
         tok = view.tokenizer
         pad = tok.pad_token_id if tok.pad_token_id is not None else next(iter(view.stop_ids))
-        width = max(len(row.request.prompt) for row in rows)
+        cache = DynamicCache(config=model.config)
+        skip = 0
+        if prefix is not None:
+            entry, skip = prefix
+            for i, (keys, values) in enumerate(entry.layers):
+                cache.update(keys[:, :, :skip].clone(), values[:, :, :skip].clone(), i)
+        width = max(len(row.request.prompt) for row in rows) - skip
         ids = torch.full((len(rows), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        mask = torch.zeros((len(rows), skip + width), dtype=torch.long)
         for r, row in enumerate(rows):
             prompt = row.request.prompt
-            ids[r, width - len(prompt):] = torch.tensor(prompt)
-            mask[r, width - len(prompt):] = 1
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            ids[r, width - len(prompt) + skip:] = torch.tensor(prompt[skip:])
+            mask[r, skip + width - len(prompt):] = 1
+        positions = ((mask.cumsum(-1) - 1).clamp(min=0))[:, skip:]
         ids, mask, positions = ids.to(view.device), mask.to(view.device), positions.to(view.device)
-        cache = DynamicCache(config=model.config)
         out = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
                     use_cache=True, logits_to_keep=1)
+        if self.prefixes is not None:
+            for r, row in enumerate(rows):
+                prompt = row.request.prompt
+                if self.prefixes.wants(view.key, prompt):
+                    start = skip + width - len(prompt)
+                    self.prefixes.store(view.key, prompt, [(layer.keys[r:r + 1, :, start:].clone(),
+                                                            layer.values[r:r + 1, :, start:].clone())
+                                                           for layer in cache.layers])
         state = _Batch(rows, cache, mask, positions[:, -1:] + 1, torch.zeros(len(rows), dtype=torch.long))
         self._step(view, state, out.logits[:, -1, :].float())
         return state
