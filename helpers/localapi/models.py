@@ -155,7 +155,10 @@ def default_device() -> str:
 
 
 def cpu_supports_bf16() -> bool:
-    """True when this CPU has native bfloat16 instructions (AVX512-BF16 or AMX), so bf16 autocast pays off."""
+    """True when this CPU has native bfloat16 instructions (AVX512-BF16 or AMX), so bf16 autocast pays off; False
+    when PyTorch is held to AVX2 kernels (ATEN_CPU_CAPABILITY=avx2 or default: how the benchmarks emulate a laptop)."""
+    if os.environ.get("ATEN_CPU_CAPABILITY", "").strip().lower() in {"default", "avx2"}:
+        return False
     try:
         flags = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
     except OSError:
