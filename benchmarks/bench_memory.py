@@ -4,7 +4,7 @@
         [--variants before,fused-head,checkpointing,now] [--precision auto|fp32|bf16] [--isa avx2] [--rounds 1]
         [--env NAME=VALUE]
     .venv/bin/python benchmarks/bench_memory.py job [--variants before,now] [--epochs 3] [--isa avx2]
-    .venv/bin/python benchmarks/bench_memory.py course [--only 06 07] [--interval 1]
+    .venv/bin/python benchmarks/bench_memory.py course [--only 06 07] [--interval 1] [--isa avx2]
 
 `train`: each variant trains the same optimiser steps of the course's job (the real data split as notebook 02
 splits it, the trainer's epoch-1 batch order, seed 42: the batch holding the longest row first, then the first
@@ -359,10 +359,12 @@ def descendants(root: int) -> list[int]:
 def course_main(args: argparse.Namespace) -> int:
     """Run the course headless and print the peak resident memory of each role and of their sum."""
     print(cpu_line(), flush=True)
+    env = dict(os.environ, **(AVX2_ENV if args.isa == "avx2" else {}))
+    print(f"kernels: {_kernels(args)} (a local server already running keeps its own: stop it first)", flush=True)
     cmd = [sys.executable, "-m", "helpers.course", "run"] + (["--only", *args.only] if args.only else [])
     started = time.monotonic()
     proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+                            start_new_session=True, env=env)
     peaks: dict[str, float] = {}
     total_peak, total_at = 0.0, 0.0
     seen_server: set[int] = set()
@@ -437,6 +439,7 @@ def main() -> int:
     course = sub.add_parser("course", help="sample the memory of a headless course run")
     course.add_argument("--only", nargs="+", metavar="NN")
     course.add_argument("--interval", type=float, default=1.0)
+    course.add_argument("--isa", choices=["native", "avx2"], default="native")
     args = parser.parse_args()
     commands = {"_child": child, "_job": job_child, "train": train_main, "job": job_main, "course": course_main}
     return commands[args.command](args)
