@@ -252,3 +252,22 @@ def test_prefix_cache_reuses_at_most_all_but_the_last_token_and_forgets_the_olde
     assert cache.wants("m", first[:10] + [7] * 30)
     cache.store("m", [7] * 70, [])
     assert [len(e.tokens) for e in cache._entries] == [70]  # 40 + 70 > 100: the least recently used went
+
+
+def test_cache_layers_append_in_place_and_hold_what_concatenation_would(view):
+    import torch
+
+    cache = G.new_cache(view.model.config)
+    layer = cache.layers[0]
+    assert type(layer).__name__ == "GrowingLayer"
+    torch.manual_seed(0)
+    parts = [torch.randn(2, 3, n, 4) for n in (5, 1, 1)]
+    for part in parts:
+        keys, values = cache.update(part, -part, 0)
+    assert torch.equal(keys, torch.cat(parts, dim=2)) and torch.equal(values, -keys)
+    before = keys.data_ptr()
+    keys, _ = cache.update(torch.ones(2, 3, 1, 4), torch.ones(2, 3, 1, 4), 0)
+    assert keys.data_ptr() == before and keys.shape == (2, 3, 8, 4)  # written into the room, not copied
+    cache.batch_select_indices(torch.tensor([1]))  # the generator drops a finished row: the layer rebuilds its room
+    keys, _ = cache.update(torch.zeros(1, 3, 1, 4), torch.zeros(1, 3, 1, 4), 0)
+    assert torch.equal(keys[0, :, :7], torch.cat(parts, dim=2)[1, :, :7]) and keys.shape == (1, 3, 9, 4)
