@@ -234,7 +234,10 @@ def test_prompts_that_open_alike_reuse_the_cached_prefix_and_answer_the_same(poo
     assert cached.prefixes.tokens_reused >= shared * (len(QUESTIONS) - 1)  # every prompt after the first
     assert plain.prefixes is None
     assert [c.text for c in with_cache] == [c.text for c in without]
-    assert [c.usage for c in with_cache] == [c.usage for c in without]
+    assert [(c.usage.prompt_tokens, c.usage.completion_tokens) for c in with_cache] == \
+        [(c.usage.prompt_tokens, c.usage.completion_tokens) for c in without]
+    assert with_cache[0].usage.cached_tokens == 0 and all(c.usage.cached_tokens >= shared for c in with_cache[1:])
+    assert all(c.usage.cached_tokens == 0 for c in without)
     for a, b in zip(with_cache, without):
         assert [e["logprob"] for e in a.logprobs] == pytest.approx([e["logprob"] for e in b.logprobs], abs=1e-4)
 

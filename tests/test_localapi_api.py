@@ -277,3 +277,19 @@ def test_fault_mode_is_seeded_and_the_sdk_gets_through(tmp_path):
         assert [j.id for j in client.fine_tuning.jobs.list()] == [job.id]  # ... nor a job
     finally:
         again.stop()
+
+
+def test_usage_reports_the_prompt_tokens_a_cached_prefix_saved(client):
+    system = {"role": "system", "content": "你是一名耐心、严谨的全科医生，在线回答患者的健康咨询。先分析原因，再给出建议。"}
+    first = client.chat.completions.create(model="tiny-test", max_tokens=2, temperature=0,
+                                           messages=[system, {"role": "user", "content": "头痛怎么办？"}])
+    again = client.chat.completions.create(model="tiny-test", max_tokens=2, temperature=0,
+                                           messages=[system, {"role": "user", "content": "失眠多梦怎么办？"}])
+    stream = client.chat.completions.create(model="tiny-test", max_tokens=2, temperature=0, stream=True,
+                                            stream_options={"include_usage": True},
+                                            messages=[system, {"role": "user", "content": "胃疼吃什么？"}])
+    streamed = list(stream)[-1].usage
+    assert first.usage.prompt_tokens_details.cached_tokens == 0
+    for usage in (again.usage, streamed):
+        cached = usage.prompt_tokens_details.cached_tokens
+        assert 32 <= cached < usage.prompt_tokens  # the system prompt, not the question

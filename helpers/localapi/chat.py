@@ -123,6 +123,7 @@ def completion_object(completion_id: str, created: int, model: str, choices: lis
     """The `chat.completion` object for finished choices (tool calls parsed when the request had tools)."""
     prompt_tokens = choices[0].usage.prompt_tokens if choices else 0
     completion_tokens = sum(c.usage.completion_tokens for c in choices)
+    cached_tokens = choices[0].usage.cached_tokens if choices else 0
     return {
         "id": completion_id,
         "object": "chat.completion",
@@ -130,7 +131,7 @@ def completion_object(completion_id: str, created: int, model: str, choices: lis
         "model": model,
         "choices": [{"index": i, **dict(zip(("message", "finish_reason"), toolcalls.assistant_message(c.text, c.finish_reason, tools))),
                      "logprobs": logprobs_object(c.logprobs)} for i, c in enumerate(choices)],
-        "usage": usage_object(prompt_tokens, completion_tokens),
+        "usage": usage_object(prompt_tokens, completion_tokens, cached_tokens),
         "service_tier": "default",
         "system_fingerprint": "fp_local",
     }
@@ -141,11 +142,11 @@ def logprobs_object(entries: list | None) -> dict | None:
     return None if entries is None else {"content": entries, "refusal": None}
 
 
-def usage_object(prompt_tokens: int, completion_tokens: int) -> dict:
-    """OpenAI's usage block."""
+def usage_object(prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> dict:
+    """OpenAI's usage block (cached_tokens: prompt tokens whose prefill the generator's prefix cache saved)."""
     return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
             "total_tokens": prompt_tokens + completion_tokens,
-            "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+            "prompt_tokens_details": {"cached_tokens": cached_tokens, "audio_tokens": 0},
             "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0,
                                           "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0}}
 
@@ -173,7 +174,7 @@ def sse_chunks(completion_id: str, created: int, model: str, pieces: Iterator[di
     held_logprobs: dict[int, list] = {i: [] for i in range(n)}
     for i in range(n):
         yield delta(i, {"role": "assistant", "content": "", "refusal": None})
-    prompt_tokens, completion_tokens = 0, 0
+    prompt_tokens, completion_tokens, cached_tokens = 0, 0, 0
     try:
         for piece in pieces:
             i = piece.get("index", 0)
@@ -199,6 +200,8 @@ def sse_chunks(completion_id: str, created: int, model: str, pieces: Iterator[di
                     finish_reason = "tool_calls" if calls else finish_reason
                 yield delta(i, {}, rest or None, finish_reason)
                 prompt_tokens = piece.get("prompt_tokens", prompt_tokens)
+                if i == 0:  # the prompt is counted once, as in prompt_tokens
+                    cached_tokens = piece.get("cached_tokens", 0)
                 completion_tokens += piece.get("completion_tokens", 0)
     except Exception as exc:  # the SDK raises an APIError for an `error` event in the stream
         log.exception("generation failed while streaming")
@@ -207,5 +210,5 @@ def sse_chunks(completion_id: str, created: int, model: str, pieces: Iterator[di
         yield b"data: " + json.dumps(err).encode() + b"\n\n"
         return
     if include_usage:
-        yield chunk([], usage_object(prompt_tokens, completion_tokens))
+        yield chunk([], usage_object(prompt_tokens, completion_tokens, cached_tokens))
     yield b"data: [DONE]\n\n"

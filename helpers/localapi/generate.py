@@ -22,7 +22,8 @@ string, which is cut off) or "length" (max_tokens or the model's context is used
 
 Streaming yields `{"index": i, "text": delta}` pieces while decoding (text is held back while it could still be
 the start of a stop string or is an incomplete UTF-8 character) and one final
-`{"index": i, "finish_reason", "prompt_tokens", "completion_tokens"}` per choice.
+`{"index": i, "finish_reason", "prompt_tokens", "completion_tokens", "cached_tokens"}` per choice (cached_tokens: the
+prompt tokens a cached prefix saved, reported as OpenAI reports prompt caching).
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ class Usage:
 
     prompt_tokens: int
     completion_tokens: int
+    cached_tokens: int = 0  # of prompt_tokens, those whose prefill a cached prefix saved (OpenAI's prompt caching)
 
 
 @dataclass
@@ -87,6 +89,7 @@ class _Row:
     done: bool = False
     logprobs: list[dict[str, Any]] = field(default_factory=list)  # one entry per generated token, when asked for
     logprobs_sent: int = 0
+    cached: int = 0  # prompt tokens taken from the prefix cache
 
 
 @dataclass
@@ -409,7 +412,7 @@ class Generator:
                 texts[i] += piece["text"]
             else:
                 done[i] = Choice(i, texts[i], piece["finish_reason"],
-                                 Usage(piece["prompt_tokens"], piece["completion_tokens"]),
+                                 Usage(piece["prompt_tokens"], piece["completion_tokens"], piece.get("cached_tokens", 0)),
                                  logprobs[i] if request.top_logprobs is not None else None)
         return [done[i] for i in sorted(done)]
 
@@ -520,6 +523,7 @@ class Generator:
                 fresh_rows.append(row)
                 continue
             self.prefixes.tokens_reused += length
+            row.cached = length
             fresh = self._prefill_group(model, view, [row], (prefix, length))
             state = fresh if state is None else state.merged(fresh)
         for group in length_groups(fresh_rows, self.prefill_slack):
@@ -541,7 +545,7 @@ class Generator:
         if prefix is not None:
             entry, skip = prefix
             for i, (keys, values) in enumerate(entry.layers):
-                cache.update(keys[:, :, :skip].clone(), values[:, :, :skip].clone(), i)
+                cache.update(keys[:, :, :skip], values[:, :, :skip], i)  # copied into the layer's own buffer
         width = max(len(row.request.prompt) for row in rows) - skip
         ids = torch.full((len(rows), width), pad, dtype=torch.long)
         mask = torch.zeros((len(rows), skip + width), dtype=torch.long)
@@ -673,7 +677,7 @@ class Generator:
             request.out.put({"index": row.index, "text": final[row.emitted:], **Generator._new_logprobs(row)})
             row.emitted = len(final)
         request.out.put({"index": row.index, "finish_reason": finish, "prompt_tokens": len(request.prompt),
-                         "completion_tokens": len(row.ids), **Generator._new_logprobs(row)})
+                         "completion_tokens": len(row.ids), "cached_tokens": row.cached, **Generator._new_logprobs(row)})
 
     @staticmethod
     def _new_logprobs(row: _Row) -> dict[str, Any]:
