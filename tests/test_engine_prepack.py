@@ -47,6 +47,10 @@ def test_a_packed_model_gives_the_plain_models_logits_and_answers(engine_cache):
     layers = packed.model.config.num_hidden_layers
     assert n == layers * 7 + 1  # q k v o gate up down in every block, and the output layer
     assert not [m for m in packed.model.modules() if type(m) is torch.nn.Linear]
+    # tiny-test ties its embedding to the output layer: the file pages released after packing the output layer
+    # are read again for the embedding, never lost
+    assert plain.model.config.tie_word_embeddings
+    assert torch.equal(packed.model.get_input_embeddings().weight, plain.model.get_input_embeddings().weight)
     ids = _prompt_ids(plain)
     with torch.no_grad():
         assert torch.allclose(packed.model(input_ids=ids).logits, plain.model(input_ids=ids).logits, atol=1e-4)

@@ -14,6 +14,9 @@ peft wraps a PackedLinear like any nn.Linear, so LoRA adapters still load on top
 
 from __future__ import annotations
 
+import ctypes
+import mmap
+import sys
 from typing import Any
 
 import torch
@@ -43,17 +46,54 @@ def can_prepack(model: Any) -> bool:
             and torch.backends.mkldnn.is_available())
 
 
+def _mapped_weight_files() -> list[tuple[int, int]]:
+    """Address ranges of this process's memory-mapped .safetensors files (Linux; empty elsewhere)."""
+    try:
+        lines = open("/proc/self/maps", encoding="utf-8", errors="replace").read().splitlines()
+    except OSError:
+        return []
+    ranges = []
+    for line in lines:
+        parts = line.split()
+        if len(parts) >= 6 and parts[5].endswith(".safetensors"):
+            start, end = (int(x, 16) for x in parts[0].split("-"))
+            ranges.append((start, end))
+    return ranges
+
+
+def _release_file_pages(tensor: torch.Tensor, ranges: list[tuple[int, int]]) -> None:
+    """Let the kernel drop the pages of a weight read from a memory-mapped file (madvise DONTNEED).
+
+    Only for pages of a mapped file (never this process's own memory): they are clean copies of the file, re-read
+    if anything touches them again (a tied embedding still can). Without it, loading holds the float32 file's
+    pages and the packed copies together: Qwen's load peak 5.4 GB instead of 3.5 GB.
+    """
+    start = tensor.data_ptr()
+    end = start + tensor.untyped_storage().nbytes()
+    if not sys.platform.startswith("linux") or not any(a <= start and end <= b for a, b in ranges):
+        return
+    page = mmap.PAGESIZE
+    first, last = -(-start // page) * page, end // page * page
+    if last > first:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+        libc.madvise(first, last - first, 4)  # MADV_DONTNEED
+
+
 def prepack_linears(model: Any, batch_hint: int = PACK_BATCH_HINT) -> int:
     """Replace every plain nn.Linear of a (not yet peft-wrapped) model by a PackedLinear; returns how many.
 
-    The remaining parameters are copied off the file the weights were loaded from (transformers maps it), so the
-    packed weights are the only copy of the linear layers and the file's pages are not kept resident.
+    The remaining parameters are copied off the file the weights were loaded from (transformers maps it), and the
+    file pages of each packed weight are released as soon as it is packed, so the packed weights are the only
+    copy of the linear layers in memory.
     """
     targets = [(parent, name, child) for parent in model.modules() for name, child in parent.named_children()
                if type(child) is torch.nn.Linear]
+    ranges = _mapped_weight_files()
     with torch.no_grad():
         for parent, name, child in targets:
             setattr(parent, name, PackedLinear(child, batch_hint))
+            _release_file_pages(child.weight, ranges)
         for tensor in list(model.parameters()) + list(model.buffers()):
             tensor.data = tensor.data.clone()
     return len(targets)
