@@ -28,7 +28,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from bench_memory import AVX2_ENV, cpu_line
+from bench_memory import AVX2_ENV, kernels_text, cpu_line
 from engine_data import load_rows, make_split
 
 from helpers import evaluation
@@ -103,8 +103,7 @@ def main() -> int:
     train = split_rows(load_rows(), 100, 20, 50, 42).train
     questions = [row["questions"] for row in split.heldout[: args.n]]
     print(cpu_line(), flush=True)
-    kernels = "AVX2 only (emulated: " + " ".join(f"{k}={v}" for k, v in AVX2_ENV.items()) + ")" if args.isa == "avx2" else "this CPU's best"
-    print(f"kernels: {kernels}; weights {M.resolve_dtype('auto', 'cpu')}; model {args.model} + {args.adapter.name}; "
+    print(f"kernels: {kernels_text(args)}; weights {M.resolve_dtype('auto', 'cpu')}; model {args.model} + {args.adapter.name}; "
           f"{len(questions)} questions x 3 arms, {args.workers} clients", flush=True)
     results = {name: run_variant(name, args, train, questions) for name in args.order.split(",")}
     first = args.order.split(",")[0]

@@ -212,7 +212,7 @@ def job_main(args: argparse.Namespace) -> int:
     M.load_model(args.model, args.cache_dir)
     print(cpu_line())
     print(f"model {args.model}, precision {args.precision}, {args.epochs} epoch(s) of the course's job with its "
-          f"20-row validation, kernels: {_kernels(args)}", flush=True)
+          f"20-row validation, kernels: {kernels_text(args)}", flush=True)
     rows = []
     for name in args.variants.split(","):
         cmd = [sys.executable, __file__, "_job", "--variant", name, "--model", args.model, "--precision", args.precision,
@@ -244,7 +244,7 @@ def _variant_env(args: argparse.Namespace) -> dict[str, str]:
     return env
 
 
-def _kernels(args: argparse.Namespace) -> str:
+def kernels_text(args: argparse.Namespace) -> str:
     """How the variants' kernels were chosen, in words."""
     if args.isa == "avx2":
         return "AVX2 only (emulated: " + " ".join(f"{k}={v}" for k, v in AVX2_ENV.items()) + ")"
@@ -277,7 +277,7 @@ def train_main(args: argparse.Namespace) -> int:
     split = make_split(work / "data")
     M.load_model(args.model, args.cache_dir)  # converts once, outside the measurements
     print(cpu_line())
-    print(f"model {args.model}, precision {args.precision}, kernels: {_kernels(args)}; "
+    print(f"model {args.model}, precision {args.precision}, kernels: {kernels_text(args)}; "
           f"{args.steps} steps per variant (the batch with the longest row first), {args.rounds} round(s)"
           + (f"; environment {' '.join(args.env)}" if args.env else ""), flush=True)
     names = args.variants.split(",")
@@ -360,7 +360,7 @@ def course_main(args: argparse.Namespace) -> int:
     """Run the course headless and print the peak resident memory of each role and of their sum."""
     print(cpu_line(), flush=True)
     env = dict(os.environ, **(AVX2_ENV if args.isa == "avx2" else {}))
-    print(f"kernels: {_kernels(args)} (a local server already running keeps its own: stop it first)", flush=True)
+    print(f"kernels: {kernels_text(args)} (a local server already running keeps its own: stop it first)", flush=True)
     cmd = [sys.executable, "-m", "helpers.course", "run"] + (["--only", *args.only] if args.only else [])
     started = time.monotonic()
     proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

@@ -15,8 +15,8 @@ peft wraps a PackedLinear like any nn.Linear, so LoRA adapters still load on top
 from __future__ import annotations
 
 import ctypes
+import functools
 import mmap
-import sys
 from typing import Any
 
 import torch
@@ -70,14 +70,20 @@ def _release_file_pages(tensor: torch.Tensor, ranges: list[tuple[int, int]]) -> 
     """
     start = tensor.data_ptr()
     end = start + tensor.untyped_storage().nbytes()
-    if not sys.platform.startswith("linux") or not any(a <= start and end <= b for a, b in ranges):
+    if not any(a <= start and end <= b for a, b in ranges):  # ranges are only ever found on Linux
         return
     page = mmap.PAGESIZE
     first, last = -(-start // page) * page, end // page * page
     if last > first:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-        libc.madvise(first, last - first, 4)  # MADV_DONTNEED
+        _madvise()(first, last - first, 4)  # MADV_DONTNEED
+
+
+@functools.lru_cache(maxsize=None)
+def _madvise() -> Any:
+    """libc's madvise, loaded once."""
+    madvise = ctypes.CDLL(None, use_errno=True).madvise
+    madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    return madvise
 
 
 def prepack_linears(model: Any, batch_hint: int = PACK_BATCH_HINT) -> int:
