@@ -74,19 +74,21 @@ class Config:
         return self.work_dir / "localapi"
 
     def describe(self) -> str:
-        """A short, secret-free summary for the first cell of each notebook (paths inside the repository relative to it)."""
-        label = {"vendored": "vendored (real Huatuo-26M test set)", "fixture": "fixture (synthetic, for tests)"}
+        """A short, secret-free summary in Chinese for the first cell of each notebook (paths relative to the repository)."""
+        label = {"vendored": "仓库自带的华佗-26M 真实测试集", "fixture": "合成的测试数据（fixture，只供测试用）",
+                 "hub": "Hugging Face 上的华佗-26M 测试集"}
         name = label.get(self.data_source, self.data_source)
-        data = name if self.data_path is None else f"{name}: {display_path(self.data_path)}"
+        data = name if self.data_path is None else f"{name}：{display_path(self.data_path)}"
+        backend = "本地（local）" if self.is_local else "远程（remote）"
         return "\n".join(
             [
-                f"backend     : {self.backend}  ({self.base_url})",
-                f"because     : {self.backend_reason}",
-                f"api key     : {self.api_key_source}",
-                f"base model  : {self.base_model}",
-                f"data source : {data}",
-                f"sizes       : train={self.n_train} valid={self.n_valid} heldout={self.n_heldout} seed={self.seed}",
-                f"work folder : {display_path(self.work_dir)}",
+                f"后端          ：{backend}，{self.base_url}",
+                f"为什么        ：{self.backend_reason}",
+                f"API 密钥      ：{self.api_key_source}",
+                f"基础模型      ：{self.base_model}",
+                f"数据来源      ：{data}",
+                f"数据量        ：训练 {self.n_train} 条，验证 {self.n_valid} 条，留出 {self.n_heldout} 条，随机种子（seed）{self.seed}",
+                f"工作目录      ：{display_path(self.work_dir)}",
             ]
         )
 
@@ -141,13 +143,13 @@ def read_or_create_local_key(work_dir: Path) -> tuple[str, str]:
     """Return (key, source) for the local server: LOCALAPI_KEY, else the stored key, else a new one."""
     env_key = os.environ.get("LOCALAPI_KEY", "").strip()
     if env_key:
-        return env_key, "LOCALAPI_KEY"
+        return env_key, "来自环境变量 LOCALAPI_KEY"
     path = local_key_path(work_dir)
     if path.is_file():
-        return path.read_text(encoding="utf-8").strip(), f"stored in {display_path(path)}"
+        return path.read_text(encoding="utf-8").strip(), f"保存在 {display_path(path)}"
     key = "local-" + secrets.token_urlsafe(24)
     write_text_atomic(path, key + "\n", mode=0o600)
-    return key, f"generated and stored in {display_path(path)}"
+    return key, f"新生成，保存在 {display_path(path)}"
 
 
 def huatuo_file(path: Path, given: str) -> Path:
@@ -171,14 +173,15 @@ def choose_backend(forced: str, base_url: str) -> tuple[str, str]:
     if forced not in BACKEND_CHOICES:
         raise ConfigError(f"FINETUNE_BACKEND={forced!r}: use 'local' or 'openai' ('remote' is accepted too)")
     if forced == "local":
-        return "local", "FINETUNE_BACKEND=local"
+        return "local", "设置了 FINETUNE_BACKEND=local"
     if forced in {"openai", "remote"}:
-        return "remote", f"FINETUNE_BACKEND={forced}"
+        return "remote", f"设置了 FINETUNE_BACKEND={forced}"
     if base_url and not is_loopback_url(base_url):
-        return "remote", "OPENAI_BASE_URL points at another machine"
+        return "remote", "OPENAI_BASE_URL 指向另一台机器"
     if base_url:
-        return "local", "OPENAI_BASE_URL points at this machine"
-    return "local", "the default: neither FINETUNE_BACKEND=openai nor a remote OPENAI_BASE_URL is set (an exported OPENAI_API_KEY alone does not switch)"
+        return "local", "OPENAI_BASE_URL 指向本机"
+    return "local", ("默认如此：既没有设置 FINETUNE_BACKEND=openai，也没有指向别处的 OPENAI_BASE_URL"
+                     "（只导出 OPENAI_API_KEY 不会切换后端）")
 
 
 def load_config(env_file: Path | None = None) -> Config:
@@ -203,7 +206,7 @@ def load_config(env_file: Path | None = None) -> Config:
                 f"the remote backend is chosen ({reason}) but OPENAI_API_KEY is not set: put the key in the environment "
                 "or in the git-ignored .env file (or set FINETUNE_BACKEND=local)"
             )
-        api_key, key_source = env_key, "OPENAI_API_KEY"
+        api_key, key_source = env_key, "来自环境变量 OPENAI_API_KEY"
         default_model = DEFAULT_REMOTE_MODEL
 
     base_model = os.environ.get("FINETUNE_BASE_MODEL", "").strip() or default_model

@@ -45,7 +45,7 @@ class FontChoice:
     def describe(self) -> str:
         """One line for the setup cell."""
         if self.family is None:
-            return "none found — Chinese labels will show as boxes (install noto-cjk-sans-otc: `make setup`)"
+            return "没有找到：图里的中文会显示成方框（运行 `make setup` 安装 noto-cjk-sans-otc）"
         return f"{self.family} ({self.source})"
 
 

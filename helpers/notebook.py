@@ -69,16 +69,16 @@ def setup_notebook(nb_id: str, **overrides: Any) -> Config:
     """The first cell of notebooks 01-07: load the configuration (plus field overrides), ready tiktoken and the CJK font offline, print what this run uses."""
     cfg = apply_overrides(load_config(), **overrides)
     if cfg.is_local and nb_id[:2] in API_NOTEBOOKS and ensure_server(cfg, timeout=SERVER_START_TIMEOUT):
-        print(f"local server: started on {cfg.base_url}; it keeps running for the next notebooks "
-              "(stop it with `python -m helpers.local_backend stop`)")
+        print(f"本地服务器（local server）已在 {cfg.base_url} 启动，后面的笔记本接着用它"
+              "（要停掉它：`python -m helpers.local_backend stop`）")
     ensure_tiktoken()
     font = setup_cjk_font()
     names = BASE_PACKAGES + (MODEL_PACKAGES if nb_id[:2] in MODEL_NOTEBOOKS else ())
-    print(f"notebook    : {nb_id}")
+    print(f"笔记本        ：{nb_id}")
     if overrides:
-        print("overrides   : " + ", ".join(f"{k}={v!r}" for k, v in overrides.items()) + "  (set in this cell)")
+        print("改动的设置    ：" + ", ".join(f"{k}={v!r}" for k, v in overrides.items()) + "（在这一格里设置）")
     print(cfg.describe())
-    print(f"tokens      : {encoding_for_model(cfg.base_model).label()}")
-    print(f"CJK font    : {font.describe()}")
-    print("versions    : " + ", ".join(f"{k} {v}" for k, v in package_versions(names).items()))
+    print(f"词元（token） ：{encoding_for_model(cfg.base_model).label()}")
+    print(f"中文字体      ：{font.describe()}")
+    print("版本          ：" + ", ".join(f"{k} {v}" for k, v in package_versions(names).items()))
     return cfg

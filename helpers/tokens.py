@@ -58,7 +58,7 @@ class EncodingChoice:
     def label(self) -> str:
         """A short human-readable description, e.g. for the first notebook cell."""
         if self.estimate:
-            return f"{self.encoding} (estimate: {self.model} is not an OpenAI model, its own tokenizer counts differently)"
+            return f"{self.encoding}（估计值：{self.model} 不是 OpenAI 的模型，它自己的分词器（tokenizer）数出来会不同）"
         return self.encoding
 
 

@@ -46,7 +46,7 @@ def test_defaults_to_local_backend_with_generated_key(env, tmp_path):
     assert cfg.base_url == "http://127.0.0.1:8765/v1"
     assert cfg.base_model == config.DEFAULT_LOCAL_MODEL
     assert cfg.data_source == "vendored" and cfg.data_path == config.VENDORED_PATH
-    assert "data source : vendored (real Huatuo-26M test set): data/huatuo26M_test_datasets.jsonl" in cfg.describe()
+    assert "数据来源      ：仓库自带的华佗-26M 真实测试集：data/huatuo26M_test_datasets.jsonl" in cfg.describe()
     key_file = tmp_path / "work" / "localapi" / "api_key"
     assert key_file.read_text(encoding="utf-8").strip() == cfg.api_key
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
@@ -60,7 +60,7 @@ def test_key_never_in_repr_or_description(env, tmp_path):
     assert cfg.api_key == "secret-local-key-123"
     assert "secret-local-key-123" not in repr(cfg)
     assert "secret-local-key-123" not in cfg.describe()
-    assert cfg.api_key_source == "LOCALAPI_KEY"
+    assert cfg.api_key_source == "来自环境变量 LOCALAPI_KEY"
 
 
 def test_an_exported_openai_key_alone_keeps_the_local_backend_and_key(env, tmp_path):
@@ -68,7 +68,7 @@ def test_an_exported_openai_key_alone_keeps_the_local_backend_and_key(env, tmp_p
     cfg = load_config(no_env_file(tmp_path))
     assert cfg.backend == "local" and cfg.base_url == "http://127.0.0.1:8765/v1"
     assert cfg.api_key != "sk-test-not-real" and cfg.api_key.startswith("local-")
-    assert "OPENAI_API_KEY alone does not switch" in cfg.describe()
+    assert "只导出 OPENAI_API_KEY 不会切换后端" in cfg.describe()
     assert "sk-test-not-real" not in cfg.describe()
 
 
@@ -81,7 +81,7 @@ def test_remote_backend_needs_an_explicit_choice(env, tmp_path, choice):
     assert cfg.base_url == config.OPENAI_BASE_URL and cfg.api_key == "sk-test-remote"
     assert cfg.base_model == config.DEFAULT_REMOTE_MODEL
     assert cfg.data_source == "hub" and cfg.data_path is None
-    assert f"because     : FINETUNE_BACKEND={choice.lower()}" in cfg.describe()
+    assert f"为什么        ：设置了 FINETUNE_BACKEND={choice.lower()}" in cfg.describe()
 
 
 def test_remote_base_url_chooses_remote_also_from_dotenv(env, tmp_path):
@@ -90,7 +90,7 @@ def test_remote_base_url_chooses_remote_also_from_dotenv(env, tmp_path):
     try:
         cfg = load_config(dotenv)
         assert (cfg.backend, cfg.base_url, cfg.api_key) == ("remote", "https://api.example.com/v1", "sk-from-dotenv")
-        assert "OPENAI_BASE_URL points at another machine" in cfg.describe()
+        assert "OPENAI_BASE_URL 指向另一台机器" in cfg.describe()
     finally:
         os.environ.pop("OPENAI_BASE_URL", None)
         os.environ.pop("OPENAI_API_KEY", None)
@@ -111,8 +111,8 @@ def test_loopback_base_url_counts_as_local(env, tmp_path):
     cfg = load_config(no_env_file(tmp_path))
     assert cfg.backend == "local"
     assert cfg.base_url == "http://127.0.0.1:9999/v1"
-    assert cfg.api_key == "the-local-key" and cfg.api_key_source == "LOCALAPI_KEY"
-    assert "points at this machine" in cfg.describe()
+    assert cfg.api_key == "the-local-key" and cfg.api_key_source == "来自环境变量 LOCALAPI_KEY"
+    assert "OPENAI_BASE_URL 指向本机" in cfg.describe()
 
 
 def test_remote_base_url_without_key_is_a_clear_error(env, tmp_path):
@@ -203,7 +203,7 @@ def test_setup_notebook_overrides_replace_fields(env, tmp_path, monkeypatch, cap
     cfg = notebook.setup_notebook("02", seed=7, n_train=200, base_model="tiny-test", request_timeout=30)
     assert (cfg.seed, cfg.n_train, cfg.base_model, cfg.request_timeout) == (7, 200, "tiny-test", 30.0)
     out = capsys.readouterr().out
-    assert "overrides   : seed=7, n_train=200" in out and "seed=7" in out.split("sizes")[1]
+    assert "改动的设置    ：seed=7, n_train=200" in out and "随机种子（seed）7" in out.split("数据量")[1]
     assert notebook.setup_notebook("02").seed == 42  # nothing sticks between calls
 
 

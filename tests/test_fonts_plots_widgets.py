@@ -154,11 +154,11 @@ def test_setup_notebook_prints_config_and_versions(tmp_path, monkeypatch, capsys
     monkeypatch.setattr("helpers.notebook.ensure_server", lambda c, timeout: asked.append(c) or True)
     cfg = setup_notebook("01")
     out = capsys.readouterr().out
-    assert cfg.backend == "local" and "notebook    : 01" in out and "data source : fixture" in out
+    assert cfg.backend == "local" and "笔记本        ：01" in out and "数据来源      ：合成的测试数据" in out
     assert "tiktoken 0." in out and "matplotlib" in out and "torch" not in out
     assert "secret-key-not-to-print" not in out
     assert asked == []  # 01-03 need no server
     setup_notebook("05")
     out = capsys.readouterr().out
     assert "torch " in out
-    assert asked == [cfg] and f"local server: started on {cfg.base_url}" in out  # 04-07 start it when none answers
+    assert asked == [cfg] and f"本地服务器（local server）已在 {cfg.base_url} 启动" in out  # 04-07 start it when none answers
