@@ -5,6 +5,7 @@
   committed outputs print; 06 and 07 must have one.
 - No committed output shows an absolute path of the machine that ran it.
 - No notebook source mentions NBVAL_CHECK_OUTPUT (nbval's checks are cell-metadata tags).
+- The notebooks use the glossary's terms, never the synonyms it rules out (its "不用“…”" notes).
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ MUST_SAY_WHAT_WE_SAW = {"06", "07"}
 
 # A number as prose quotes it: 4.315, 30.50, 1,024, 87%, 12 (single digits are too common to check).
 NUMBER = re.compile(r"(?<![\w.])\d{1,3}(?:,\d{3})+(?:\.\d+)?|(?<![\w.,])\d+\.\d+|(?<![\w.,])\d{2,}")
+GLOSSARY = NOTEBOOKS.parent / "docs" / "GLOSSARY.md"
+RULED_OUT = re.compile(r"不用((?:“[^”]+”、?)+)")
 ABSOLUTE_PATH = re.compile(r"(?<![\w.:/])/(?:work|tmp|root|home|Users|var/folders|private|opt|mnt|srv)/[\w.-]")
 
 
@@ -127,3 +130,31 @@ def test_committed_fine_tuned_answers_are_readable_chinese() -> None:
     assert int(tuned["empty"]) == 0 and int(tuned["one"]) == 0
     assert int(tuned["fffd"]) <= n / 20
     assert int(tuned["cjk"]) >= 60
+
+
+def ruled_out_synonyms(glossary: str) -> dict[str, str]:
+    """{synonym: the glossary's term} for every "不用“X”" note in the glossary's table."""
+    found: dict[str, str] = {}
+    for line in glossary.splitlines():
+        if line.startswith("| ") and not line.startswith("| 中文") and not line.startswith("|---"):
+            term = line.split("|")[1].strip()
+            for note in RULED_OUT.finditer(line):
+                for synonym in re.findall(r"“([^”]+)”", note.group(1)):
+                    found[synonym] = term
+    return found
+
+
+def test_the_glossary_rules_out_synonyms() -> None:
+    """The checker itself: the glossary's job entry rules out 任务, and the parser reads lists of synonyms."""
+    assert ruled_out_synonyms(GLOSSARY.read_text(encoding="utf-8"))["任务"] == "作业"
+    assert ruled_out_synonyms("| 作业 | job | x（不用“任务”、“工作”） |") == {"任务": "作业", "工作": "作业"}
+
+
+@pytest.mark.parametrize("path", ALL, ids=_key)
+def test_notebooks_use_the_glossary_terms(path: Path) -> None:
+    nb = _load(path)
+    texts = [_source(c) for c in nb["cells"] if c["cell_type"] == "markdown"] + _output_texts(nb)
+    for synonym, term in ruled_out_synonyms(GLOSSARY.read_text(encoding="utf-8")).items():
+        hits = [t for t in texts if synonym in t]
+        assert not hits, f"{path.name}: says {synonym!r} where the glossary's term is {term!r}: " \
+                         f"{hits[0][max(0, hits[0].index(synonym) - 30):hits[0].index(synonym) + 30]!r}"
