@@ -425,6 +425,57 @@ def claims_check(metrics: pd.DataFrame, few_shot_arm: str = FEW_SHOT_ARM,
     return pd.DataFrame(rows).set_index("说法")
 
 
+def cost_table(priced: pd.DataFrame, prices: dict[str, tuple[float, float]]) -> pd.DataFrame:
+    """Notebook 07: per arm, the measured mean tokens, the unit prices and the dollars per 1,000 requests they give."""
+    rows = []
+    for arm, (inp, out) in prices.items():
+        row = priced.loc[arm]
+        rows.append({ARM_INDEX: arm, "提示词元（平均，实测）": round(row["提示词元（平均）"], 1),
+                     "回答词元（平均，实测）": round(row["回答词元（平均）"], 1),
+                     "输入单价（美元/1M 词元）": inp, "输出单价（美元/1M 词元）": out,
+                     "每千次请求（美元，按价目表计算）": round(row[PRICED_COLUMN], 3)})
+    return pd.DataFrame(rows).set_index(ARM_INDEX)
+
+
+@dataclass(frozen=True)
+class BreakEven:
+    """Where fine-tuning starts to pay against a few-shot prompt (notebook 07), from measured tokens and a price table."""
+
+    tuned_usd: float  # one fine-tuned request, as measured
+    few_shot_usd: float  # one few-shot request, as measured
+    few_shot_prompt_tokens: float  # the measured mean prompt of the few-shot arm
+    break_even_prompt_tokens: float  # the few-shot prompt length at which both cost the same per request
+    training_usd: float  # the one-off training cost (trained tokens x training price)
+    requests_to_recover_training: float | None  # requests until the training cost is paid back; None: it never is
+
+    def lines(self) -> list[str]:
+        """The findings as sentences in Chinese."""
+        out = [f"每次请求：微调模型 ${self.tuned_usd * 1000:.3f} / 千次，少样本提示 ${self.few_shot_usd * 1000:.3f} / 千次"
+               f"（少样本提示平均 {self.few_shot_prompt_tokens:.0f} 个提示词元）。",
+               f"盈亏平衡点：少样本提示长到约 {self.break_even_prompt_tokens:,.0f} 个词元时，两者每次请求一样贵；"
+               "再长，微调模型每次请求更便宜。"]
+        if self.requests_to_recover_training is None:
+            out.append(f"按这次的长度，微调模型每次请求更贵，训练的 ${self.training_usd:.2f} 永远收不回来。")
+        else:
+            out.append(f"按这次的长度，每次请求省下的钱在约 {self.requests_to_recover_training:,.0f} 次请求后"
+                       f"抵消训练的 ${self.training_usd:.2f}。")
+        return out
+
+
+def break_even(priced: pd.DataFrame, prices: dict[str, tuple[float, float]], *, trained_tokens: int,
+               training_price: float, tuned_arm: str = TUNED_ARM, few_shot_arm: str = FEW_SHOT_ARM) -> BreakEven:
+    """The few-shot prompt length at which fine-tuning becomes cheaper per request, and when training pays back."""
+    tuned = priced.loc[tuned_arm, PRICED_COLUMN] / 1000
+    few = priced.loc[few_shot_arm, PRICED_COLUMN] / 1000
+    inp, out = prices[few_shot_arm]
+    answer_usd = priced.loc[few_shot_arm, "回答词元（平均）"] * out / 1_000_000
+    break_even_tokens = (tuned - answer_usd) / (inp / 1_000_000) if inp > 0 else math.inf
+    training_usd = trained_tokens * training_price / 1_000_000
+    saving = few - tuned
+    return BreakEven(float(tuned), float(few), float(priced.loc[few_shot_arm, "提示词元（平均）"]), float(break_even_tokens),
+                     training_usd, float(training_usd / saving) if saving > 0 else None)
+
+
 def save_comparison(work_dir: Path, metrics: pd.DataFrame, table: pd.DataFrame) -> list[Path]:
     """Write notebook 07's metrics and side-by-side answers as UTF-8 CSV into the work folder (the course report reads them)."""
     paths = []

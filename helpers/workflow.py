@@ -162,7 +162,7 @@ def create_once(client: OpenAI, create: Callable[[OpenAI], Any], find: Callable[
             return create(once)
         except TRANSIENT_ERRORS as exc:
             if attempt == retries:
-                raise WorkflowError(f"{what} failed {retries + 1} times (last: {exc}); re-run the cell") from exc
+                raise WorkflowError(f"{what}失败了 {retries + 1} 次（最后一次：{exc}）；请重新运行这一格") from exc
             time.sleep(min(2**attempt, 10))
             found = find()
             if found is not None:
@@ -186,7 +186,7 @@ def upload_file(client: OpenAI, cfg: Config, path: Path, purpose: str = "fine-tu
     if found is None:
         name, data = upload_name(path), _read_training_file(path)
         found = create_once(client, lambda c: c.files.create(file=(name, data, "application/jsonl"), purpose=purpose),
-                            lambda: find_upload(client, cfg, path, purpose), what=f"uploading {path.name}", retries=retries)
+                            lambda: find_upload(client, cfg, path, purpose), what=f"上传 {path.name}", retries=retries)
     return record_upload(cfg, path, found, reused=reused)
 
 
@@ -272,6 +272,25 @@ def plan_job(cfg: Config, train: Upload, valid: Upload | None, *, suffix: str = 
                    seed=cfg.seed, suffix=suffix, train_sha256=train.sha256, valid_sha256=valid.sha256 if valid else None)
 
 
+PLAN_LABELS = {
+    "model": "基础模型", "training_file": "训练文件（第 04 节上传）", "validation_file": "验证文件（第 04 节上传）",
+    "method.type": "方法：supervised 是监督微调", "n_epochs": "轮数", "batch_size": "批次大小（auto：服务器按数据量选）",
+    "learning_rate_multiplier": "学习率倍数（auto：服务器按模型选）", "suffix": "微调后模型名字里的后缀",
+    "seed": "随机种子", "metadata.run_id": "作业的身份：数据哈希 + 参数", "metadata.train_sha256": "训练文件的内容哈希（前 16 位）",
+    "metadata.valid_sha256": "验证文件的内容哈希（前 16 位）",
+}
+
+
+def plan_table(plan: JobPlan) -> pd.DataFrame:
+    """Notebook 05: what `jobs.create` will get, one argument a row, with what it means in Chinese."""
+    values = {"model": plan.model, "training_file": plan.training_file, "validation_file": plan.validation_file or "-",
+              "method.type": "supervised", "n_epochs": plan.n_epochs, "batch_size": plan.batch_size,
+              "learning_rate_multiplier": plan.learning_rate_multiplier, "suffix": plan.suffix, "seed": plan.seed,
+              "metadata.run_id": plan.run_id, "metadata.train_sha256": plan.metadata["train_sha256"],
+              "metadata.valid_sha256": plan.metadata["valid_sha256"] or "-"}
+    return pd.DataFrame([{"参数": name, "值": str(value), "含义": PLAN_LABELS[name]} for name, value in values.items()])
+
+
 def list_jobs(client: OpenAI, max_jobs: int = 1000, metadata: dict[str, str] | None = None) -> list[Any]:
     """Up to `max_jobs` fine-tuning jobs (only those with the given metadata, if any), newest first."""
     jobs = []
@@ -292,17 +311,18 @@ def confirm_cost(cfg: Config, estimate_usd: float | None, ask: Callable[[str], s
     """Notebook 05: on a remote backend, require FINETUNE_CONFIRM=1 or an interactive 'yes'; raise CostNotConfirmed otherwise."""
     if cfg.is_local or cfg.confirm_cost:
         return
-    cost = "unknown (run notebook 03 for an estimate)" if estimate_usd is None else f"about ${estimate_usd:.2f}"
-    question = f"Launching a fine-tuning job on {cfg.base_url} for {cfg.base_model} costs {cost}. Type yes to launch: "
+    cost = "多少未知（运行第 03 节可以得到估计）" if estimate_usd is None else f"约 ${estimate_usd:.2f}"
+    question = f"在 {cfg.base_url} 上为 {cfg.base_model} 启动一个微调作业，花费{cost}。输入 yes 启动："
+    cannot_ask = f"没有启动：会花费{cost}，而这次运行无法询问你。要接受这笔花费，请设置 FINETUNE_CONFIRM=1。"
     ask = ask or input
     if ask is input and not _stdin_available():
-        raise CostNotConfirmed(f"Not launched: {cost} would be charged and this run cannot ask. Set FINETUNE_CONFIRM=1 to accept it.")
+        raise CostNotConfirmed(cannot_ask)
     try:
         answer = ask(question)
     except (EOFError, NotImplementedError, OSError):  # headless kernels raise StdinNotImplementedError
-        raise CostNotConfirmed(f"Not launched: {cost} would be charged and this run cannot ask. Set FINETUNE_CONFIRM=1 to accept it.") from None
+        raise CostNotConfirmed(cannot_ask) from None
     if answer.strip().lower() not in {"y", "yes", "是"}:
-        raise CostNotConfirmed(f"Not launched: you answered {answer.strip()!r}. Re-run the cell and type yes, or set FINETUNE_CONFIRM=1.")
+        raise CostNotConfirmed(f"没有启动：你输入的是 {answer.strip()!r}。重新运行这一格并输入 yes，或设置 FINETUNE_CONFIRM=1。")
 
 
 def _stdin_available() -> bool:
@@ -357,7 +377,7 @@ def find_or_create_job(client: OpenAI, cfg: Config, plan: JobPlan, *, estimate_u
     confirm_cost(cfg, estimate_usd, ask)
     kwargs = plan.create_kwargs()
     job = create_once(client, lambda c: c.fine_tuning.jobs.create(**kwargs), lambda: find_new_job(client, lookup),
-                      what="creating the job", retries=retries)
+                      what="创建微调作业", retries=retries)
     record_job(cfg, job, plan.run_id)
     return LaunchResult(job, False, lookup.existing)
 
@@ -608,10 +628,10 @@ def cost_summary(cfg: Config, job: Any) -> pd.DataFrame:
     estimated = stats.get("billed_tokens")
     reported = job.trained_tokens
     ratio = f"{reported / estimated:.2f}" if estimated and reported else "-"
-    rows = [("estimated billed tokens (notebook 03)", estimated), ("trained_tokens reported by the job", reported),
-            ("reported / estimated", ratio), ("estimated cost in USD (notebook 03)", stats.get("estimated_cost_usd")),
-            ("encoding used for the estimate", stats.get("encoding"))]
-    return pd.DataFrame([{"what": what, "value": "-" if value is None else str(value)} for what, value in rows])
+    rows = [("预计计费词元数（第 03 节）", estimated), ("作业报告的 trained_tokens", reported),
+            ("实际 / 预计", ratio), ("预计费用，美元（第 03 节）", stats.get("estimated_cost_usd")),
+            ("估计用的编码", stats.get("encoding"))]
+    return pd.DataFrame([{"项目": what, "值": "-" if value is None else str(value)} for what, value in rows]).set_index("项目")
 
 
 def cleanup(client: OpenAI, cfg: Config, *, delete_files: bool = True, delete_model: bool = True) -> list[str]:

@@ -183,3 +183,40 @@ def test_arm_prices_local_uses_walkthrough_model_remote_uses_configured(tmp_path
     assert model == "gpt-4o-mini-2024-07-18" and prices[evaluation.FEW_SHOT_ARM] == (0.15, 0.60)
     with pytest.raises(evaluation.EvaluationError, match="BASE_INFERENCE_PRICES"):
         evaluation.arm_prices(dataclasses.replace(remote, base_model="babbage-002"), arms)
+
+
+def test_cost_table_and_break_even_follow_from_measured_tokens() -> None:
+    """Dollars per 1,000 requests from the measured means; the break-even prompt length solves cost(few) = cost(tuned)."""
+    fake = FakeChat()
+    answers = evaluation.run_arms(fake.client(), _arms(), QUESTIONS, base_url="u", cache=None)
+    prices = {evaluation.BASE_ARM: (1.5, 2.0), evaluation.FEW_SHOT_ARM: (1.5, 2.0), evaluation.TUNED_ARM: (12.0, 16.0)}
+    priced = evaluation.arm_metrics(answers, REFERENCES, prices)
+    costs = evaluation.cost_table(priced, prices)
+    assert list(costs.index) == [evaluation.BASE_ARM, evaluation.FEW_SHOT_ARM, evaluation.TUNED_ARM]
+    assert costs.loc[evaluation.TUNED_ARM, "每千次请求（美元，按价目表计算）"] == round(priced.loc[evaluation.TUNED_ARM, evaluation.PRICED_COLUMN], 3)
+    even = evaluation.break_even(priced, prices, trained_tokens=50_000, training_price=8.0)
+    few_answer = priced.loc[evaluation.FEW_SHOT_ARM, "回答词元（平均）"]
+    at_break_even = (even.break_even_prompt_tokens * 1.5 + few_answer * 2.0) / 1e6
+    assert at_break_even == pytest.approx(even.tuned_usd)  # a few-shot prompt that long costs what a tuned request does
+    assert even.training_usd == pytest.approx(0.4)
+    # The fake's few-shot prompts are long enough at these prices: each request saves money, training pays back.
+    assert even.few_shot_prompt_tokens > even.break_even_prompt_tokens
+    assert even.requests_to_recover_training == pytest.approx(0.4 / (even.few_shot_usd - even.tuned_usd))
+    assert "抵消训练" in even.lines()[-1]
+    dear = dict(prices, **{evaluation.TUNED_ARM: (100.0, 100.0)})
+    never = evaluation.break_even(evaluation.arm_metrics(answers, REFERENCES, dear), dear,
+                                  trained_tokens=50_000, training_price=8.0)
+    assert never.few_shot_prompt_tokens < never.break_even_prompt_tokens and never.requests_to_recover_training is None
+    assert "永远收不回来" in never.lines()[-1]
+
+
+def test_cost_summary_is_chinese(tmp_path) -> None:
+    from types import SimpleNamespace
+
+    from helpers import workflow
+    from helpers.files import write_json_atomic
+
+    cfg = SimpleNamespace(work_dir=tmp_path)
+    write_json_atomic(tmp_path / "train_stats.json", {"billed_tokens": 1000, "estimated_cost_usd": 0.0, "encoding": "o200k_base"})
+    table = workflow.cost_summary(cfg, SimpleNamespace(trained_tokens=800))
+    assert table.loc["实际 / 预计", "值"] == "0.80" and table.loc["作业报告的 trained_tokens", "值"] == "800"

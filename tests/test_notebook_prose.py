@@ -79,6 +79,22 @@ def test_the_taught_calls_stand_in_code_cells(path: Path) -> None:
     assert not missing, f"{path.name}: no code cell makes {missing}"
 
 
+BARE_CALLS = {"04": "client.files.create(", "05": "client.fine_tuning.jobs.create("}
+
+
+@pytest.mark.parametrize("path", [p for p in ALL if _key(p) in BARE_CALLS], ids=_key)
+def test_the_taught_create_call_stands_bare_with_its_arguments(path: Path) -> None:
+    """Issue 18: the call is not hidden in a lambda or behind `**kwargs`; its keyword arguments are written out."""
+    call = BARE_CALLS[_key(path)]
+    code = "\n".join(_source(c) for c in _load(path)["cells"] if c["cell_type"] == "code")
+    for line in code.splitlines():
+        if call in line:
+            assert "lambda" not in line, f"{path.name}: {call} appears only inside a lambda: {line.strip()!r}"
+    start = code.index(call)
+    args = code[start:code.index("\n    )", start)]
+    assert "**" not in args and args.count("=") >= 2, f"{path.name}: {call} without its arguments written out"
+
+
 @pytest.mark.parametrize("path", ALL, ids=_key)
 def test_what_we_saw_quotes_the_committed_outputs(path: Path) -> None:
     nb = _load(path)

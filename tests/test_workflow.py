@@ -184,7 +184,7 @@ def test_remote_job_needs_confirmation(api, client, cfg, tmp_path) -> None:
 def test_remote_job_refused_headless_without_flag(cfg, monkeypatch) -> None:
     remote = dataclasses.replace(cfg, backend="remote")
     monkeypatch.setattr(workflow, "_stdin_available", lambda: False)
-    with pytest.raises(workflow.CostNotConfirmed, match="cannot ask"):
+    with pytest.raises(workflow.CostNotConfirmed, match="无法询问你"):
         workflow.confirm_cost(remote, 2.0)
     workflow.confirm_cost(dataclasses.replace(remote, confirm_cost=True), 2.0)  # the headless flag
 
@@ -294,8 +294,8 @@ def test_create_once_gives_up_with_advice(api, client, cfg) -> None:
     def always_down(c):
         raise openai.APIConnectionError(request=httpx.Request("POST", "http://127.0.0.1:9/v1/files"))
 
-    with pytest.raises(workflow.WorkflowError, match="uploading x failed 3 times .* re-run the cell"):
-        workflow.create_once(client, always_down, find=lambda: None, what="uploading x", retries=2)
+    with pytest.raises(workflow.WorkflowError, match="上传 x失败了 3 次.*请重新运行这一格"):
+        workflow.create_once(client, always_down, find=lambda: None, what="上传 x", retries=2)
 
 
 def test_job_find_or_create_here_as_notebook_05_writes_it(api, client, cfg, tmp_path) -> None:
