@@ -88,7 +88,7 @@ export function jobsView(root, ctx) {
     h("table", { id: "jobs" },
       h("thead", {}, h("tr", {}, h("th", {}, "作业 ID"), h("th", {}, "状态 status"), h("th", {}, "基础模型 model"),
         h("th", {}, "后缀 suffix"), h("th", {}, "创建时间 created_at"), h("th", { class: "num" }, "训练词元 trained_tokens"),
-        h("th", {}, "微调模型 fine_tuned_model"))),
+        h("th", {}, "微调后的模型 fine_tuned_model"))),
       body));
   let jobs = [];
   select.addEventListener("change", () => { filter = select.value; sessionStorage.setItem("dashboard-job-filter", filter); draw(); });
@@ -233,11 +233,11 @@ export function jobView(root, ctx, jobId) {
     progressText.textContent = total ? `第 ${step} / ${total} 步` : "";
     const hp = (job.method && job.method.supervised && job.method.supervised.hyperparameters) || job.hyperparameters || {};
     summary.replaceChildren(...[
-      ["状态 status", badge(job.status)], ["基础模型 model", job.model], ["微调模型 fine_tuned_model", job.fine_tuned_model || "—"],
+      ["状态 status", badge(job.status)], ["基础模型 model", job.model], ["微调后的模型 fine_tuned_model", job.fine_tuned_model || "—"],
       ["后缀 suffix", job.user_provided_suffix || "—"], ["方法 method", (job.method && job.method.type) || "supervised"],
       ["创建 created_at", when(job.created_at)], ["完成 finished_at", when(job.finished_at)],
       ["预计完成 estimated_finish", when(job.estimated_finish)], ["训练词元 trained_tokens", num(job.trained_tokens)],
-      ["种子 seed", job.seed], ["错误 error", job.error && job.error.message ? job.error.message : "—"],
+      ["随机种子 seed", job.seed], ["错误 error", job.error && job.error.message ? job.error.message : "—"],
     ].flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]));
     hyper.replaceChildren(...Object.entries(hp).flatMap(([k, v]) => [h("dt", {}, k), h("dd", { class: "mono" }, typeof v === "object" ? JSON.stringify(v) : String(v))]));
     const rows = [];
@@ -306,7 +306,7 @@ async function trainingSystemPrompt(fileId) {
 export function playgroundView(root, ctx, jobId = null, checkpointId = null) {
   const SLOTS = [
     { key: "base", title: "基础模型（base model）" },
-    { key: "tuned", title: "微调模型（fine-tuned model）" },
+    { key: "tuned", title: "微调后的模型（fine-tuned model）" },
     { key: "checkpoint", title: "检查点（checkpoint）" },
   ];
   const jobSelect = h("select", { id: "pg-job", "aria-label": "作业" });
