@@ -30,8 +30,8 @@ export function forgetKey() {
   sessionStorage.removeItem(KEY_NAME);
 }
 
-/** Call `/v1{path}`; the parsed JSON, or an ApiError with the server's message. */
-export async function api(path, { method = "GET", body = null, timeoutMs = TIMEOUT_MS, raw = false } = {}) {
+/** Send `/v1{path}` with the key; the Response when it is 2xx, else an ApiError with the server's message. */
+async function request(path, { method = "GET", body = null, timeoutMs = TIMEOUT_MS } = {}) {
   const key = getKey();
   if (!key) throw new ApiError(401, "没有密钥（API key）。");
   const headers = { Authorization: `Bearer ${key}` };
@@ -46,13 +46,37 @@ export async function api(path, { method = "GET", body = null, timeoutMs = TIMEO
     const why = err.name === "TimeoutError" ? `${timeoutMs / 1000} 秒内没有回答` : "连不上本地服务器（它还在运行吗？）";
     throw new ApiError(0, `${method} /v1${path}：${why}`);
   }
-  const text = await response.text();
   if (!response.ok) {
+    const text = await response.text();
     let error = {};
     try { error = JSON.parse(text).error || {}; } catch { /* not JSON: use the status */ }
     throw new ApiError(response.status, error.message || `HTTP ${response.status}`, error.param, error.code);
   }
-  return raw ? text : JSON.parse(text);
+  return response;
+}
+
+/** Call `/v1{path}`; the parsed JSON, or an ApiError with the server's message. */
+export async function api(path, options = {}) {
+  return (await request(path, options)).json();
+}
+
+/** The first non-empty line of a file's content (`/v1/files/{id}/content`), read without downloading the rest. */
+export async function firstLine(fileId) {
+  const response = await request(`/files/${encodeURIComponent(fileId)}/content`);
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder("utf-8");
+  let text = "";
+  try {
+    for (;;) {
+      const { value, done } = await reader.read();
+      text += decoder.decode(value || new Uint8Array(), { stream: !done });
+      const line = text.split("\n").find((l, i, all) => l.trim() && (i < all.length - 1 || done));
+      if (line !== undefined) return line;
+      if (done) return "";
+    }
+  } finally {
+    reader.cancel().catch(() => {});
+  }
 }
 
 /** Every item of a paginated list (`has_more` / `after`), newest first; at most `maxPages` pages. */

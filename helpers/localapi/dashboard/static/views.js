@@ -1,7 +1,7 @@
 // The four views of the dashboard: jobs list, job page, files list, playground. Each view builds its DOM from
 // /v1 answers (text only: nothing from the API is parsed as HTML) and returns a function that stops its polling.
 
-import { api, listAll, CHAT_TIMEOUT_MS } from "./api.js";
+import { api, firstLine, listAll, CHAT_TIMEOUT_MS } from "./api.js";
 import { lineChart } from "./chart.js";
 
 export const STATUS_ZH = {
@@ -296,8 +296,7 @@ export function filesView(root, ctx) {
 // ------------------------------------------------------------------------------------------------ playground
 /** The system message of the first example of a training file (07 asks every model with the prompt it was tuned with). */
 async function trainingSystemPrompt(fileId) {
-  const text = await api(`/files/${fileId}/content`, { raw: true });
-  const first = text.split("\n").find(line => line.trim());
+  const first = await firstLine(fileId);
   if (!first) return "";
   const system = (JSON.parse(first).messages || []).find(m => m.role === "system");
   return system && typeof system.content === "string" ? system.content : "";
@@ -384,7 +383,10 @@ export function playgroundView(root, ctx, jobId = null, checkpointId = null) {
     }
   }
 
-  jobSelect.addEventListener("change", () => { if (jobSelect.value) fillFromJob(jobSelect.value).catch(err => { status.replaceChildren(errorLine(err)); ctx.onError(err); }); });
+  jobSelect.addEventListener("change", () => {
+    if (!jobSelect.value) { selects.checkpoint.replaceChildren(option("", "（先按作业选）")); return; }
+    fillFromJob(jobSelect.value).catch(err => { status.replaceChildren(errorLine(err)); ctx.onError(err); });
+  });
   send.addEventListener("click", async () => {
     const chosen = SLOTS.filter(s => selects[s.key].value);
     status.replaceChildren();
