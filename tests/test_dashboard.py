@@ -143,7 +143,7 @@ def test_follow_a_job_pause_resume_and_compare_in_the_browser(server, chromium, 
             page.goto(root_url(server) + "/", wait_until="domcontentloaded")
             page.wait_for_selector("#login:not([hidden])")
             assert page.locator("#view").inner_html() == ""  # without the key: nothing but the key form
-            assert job.id not in page.content()
+            assert job.id not in page.content() and not page.is_visible("#nav") and not page.is_visible("#forget")
             page.fill("#key", "wrong-key")
             page.click("#login-form button[type=submit]")
             page.wait_for_function("() => document.getElementById('login-error').textContent.includes('401')")
