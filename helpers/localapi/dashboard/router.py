@@ -15,13 +15,9 @@ from helpers.localapi.errors import not_found
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 ASSET_PREFIX = "/dashboard/"
-ASSETS = {
-    "app.js": "text/javascript; charset=utf-8",
-    "api.js": "text/javascript; charset=utf-8",
-    "chart.js": "text/javascript; charset=utf-8",
-    "views.js": "text/javascript; charset=utf-8",
-    "style.css": "text/css; charset=utf-8",
-}
+JS = "text/javascript; charset=utf-8"
+ASSETS = {name: JS for name in ("app.js", "api.js", "dom.js", "chart.js", "jobs.js", "job.js", "files.js", "playground.js")}
+ASSETS["style.css"] = "text/css; charset=utf-8"
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
                                "img-src 'self' data:; form-action 'none'; base-uri 'none'; frame-ancestors 'none'",

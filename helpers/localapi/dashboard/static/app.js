@@ -2,7 +2,10 @@
 // and the life of each view (a view's polling stops when another view opens or the key is forgotten).
 
 import { api, getKey, setKey, forgetKey, ApiError } from "./api.js";
-import { jobsView, jobView, filesView, playgroundView } from "./views.js";
+import { filesView } from "./files.js";
+import { jobView } from "./job.js";
+import { jobsView } from "./jobs.js";
+import { playgroundView } from "./playground.js";
 
 const login = document.getElementById("login");
 const loginError = document.getElementById("login-error");
