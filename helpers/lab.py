@@ -24,7 +24,7 @@ from pathlib import Path
 
 from helpers.config import REPO_ROOT, Config, ConfigError, load_config
 from helpers.kernelenv import HEADLESS_ONLY, kernel_environment
-from helpers.local_backend import LocalServerError
+from helpers.local_backend import LocalServerError, dashboard_line
 from helpers.net import free_port, port_is_free
 
 DEFAULT_LAB_PORT = 8888
@@ -176,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
             started = start_local_backend(cfg)
             print(f"local API server ready ({'started now' if started else 'already running'}); "
                   f"log: {cfg.localapi_dir / 'server.log'}", flush=True)
+            print(dashboard_line(cfg), flush=True)
         else:
             print(f"remote backend {cfg.base_url}: no local server needed", flush=True)
     except (ConfigError, LabError, LocalServerError) as exc:

@@ -30,6 +30,11 @@ def server_root(cfg: Config) -> str:
     return url[: -len("/v1")] if url.endswith("/v1") else url
 
 
+def dashboard_line(cfg: Config) -> str:
+    """Where the local server's dashboard is and where its key comes from (never the key itself)."""
+    return f"dashboard: {server_root(cfg)}/  (the API key it asks for: {cfg.api_key_source})"
+
+
 def probe(cfg: Config, timeout: float = 2.0) -> dict | None:
     """The server's `/local/info` when one answers with our key, None when nothing listens; raises on a wrong key."""
     try:
@@ -148,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
             started = ensure_server(cfg, timeout=300.0)
             print(f"local server {'started' if started else 'already running'} on {cfg.base_url} "
                   f"(log: {cfg.localapi_dir / 'server.log'})")
+            print(dashboard_line(cfg))
         else:
             stopped = stop_server(cfg)
             print(f"local server on {cfg.base_url} {'stopped' if stopped else 'was not running'}")

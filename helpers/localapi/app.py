@@ -4,7 +4,8 @@ Built with FastAPI; `create_app(settings)` returns the ASGI app and `__main__.py
 One router per resource in `routers/` (files, fine_tuning, models, chat, and service for `/health` and
 `/local/*`); each handler parses the request, calls the domain module (jobs, chat, engine, storage) and shapes
 the answer. The storage, job manager, engine and settings are on `app.state` and reach handlers through
-`deps.py`. Every request needs `Authorization: Bearer <key>` except `GET /health` (auth.py). Errors use
+`deps.py`. Every request needs `Authorization: Bearer <key>` except `GET /health` and the dashboard's static
+files (auth.py); the dashboard (`dashboard/`, at `/`) reads the same `/v1` API with the key its user types in. Errors use
 OpenAI's shape `{"error": {"message", "type", "param", "code"}}` (errors.py); every response carries
 an `x-request-id` (request_id.py).
 """
@@ -17,6 +18,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from helpers.localapi.auth import AuthMiddleware
+from helpers.localapi.dashboard import router as dashboard
 from helpers.localapi.engine import Engine
 from helpers.localapi.errors import install_error_handlers
 from helpers.localapi.faults import FaultMiddleware
@@ -53,7 +55,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
     app.state.storage, app.state.settings = storage, settings
     app.state.engine, app.state.manager = Engine(storage), JobManager(storage)
     install_error_handlers(app)
-    for module in (service, files, fine_tuning, models, chat):
+    for module in (service, files, fine_tuning, models, chat, dashboard):
         app.include_router(module.router)
     app.add_middleware(FaultMiddleware, settings=settings.faults)
     app.add_middleware(AuthMiddleware, api_key=settings.api_key)

@@ -1,4 +1,4 @@
-"""Bearer-key authentication of every request except `GET /health`, answered in OpenAI's 401 shape."""
+"""Bearer-key authentication of every request except `GET /health` and the dashboard's static files, in OpenAI's 401 shape."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import hmac
 
 from helpers.localapi.errors import APIError, unauthorized
 
-OPEN_PATHS = {"/health"}
+OPEN_PATHS = {"/health", "/"}  # liveness; the dashboard's page (static, no data: it asks for the key)
+OPEN_PREFIXES = ("/dashboard/",)  # the dashboard's scripts and styles
 
 
 def check_authorization(header: str, key: bytes) -> APIError | None:
@@ -31,7 +32,8 @@ class AuthMiddleware:
         self.key = api_key.encode()
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or path in OPEN_PATHS or path.startswith(OPEN_PREFIXES):
             await self.app(scope, receive, send)
             return
         header = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
