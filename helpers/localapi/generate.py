@@ -16,8 +16,10 @@ logits get OpenAI's `logit_bias` (added per token id) and its `frequency_penalty
 (subtracted: count x frequency_penalty + presence_penalty for every token the choice has generated so far);
 logprobs stay those of the model's own distribution. A request may also say how its answer must begin
 (`openings`, e.g. a tool call's opening `<tool_call>\n{"name": "f", "arguments": ` for each allowed function
-`f`): until a row's text covers one of them, only tokens that continue some opening (or complete one and run on
-past it) can be picked, whatever the temperature (`_constrained`); then the model writes on freely.
+`f`): until a row's text covers one of them, only tokens that spell an opening the way the tokenizer does (the
+first token of its encoding of the rest), or complete one and run on past it, can be picked, whatever the
+temperature (`_constrained`). Where several openings remain (several functions), the model's logits choose among
+them; then it writes on freely.
 
 Usage is counted with the model's own tokenizer: prompt_tokens = the rendered chat prompt, completion_tokens =
 tokens generated (the end-of-turn token not included). finish_reason is "stop" (end-of-turn token or a stop
@@ -250,9 +252,14 @@ class PieceTable:
     sorted_pieces: list[str]
     text: dict[int, str]  # token id -> piece text
 
-    def allowed(self, remaining: str) -> set[int]:
-        """Token ids whose text continues `remaining` (a non-empty prefix of it) or covers it and runs on past it."""
-        out = {tid for k in range(1, len(remaining) + 1) for tid in self.ids.get(remaining[:k], ())}
+    def allowed(self, remaining: str, tokenizer: Any) -> set[int]:
+        """Token ids that may come next when the text must go on with `remaining`: the first token of the tokenizer's
+        own encoding of it (else the longest token that begins it), and tokens that cover all of it and run on."""
+        first = tokenizer(remaining, add_special_tokens=False)["input_ids"][:1]
+        out = {t for t in first if self.text.get(t) and remaining.startswith(self.text[t])}
+        if not out:
+            longest = next((remaining[:k] for k in range(len(remaining), 0, -1) if remaining[:k] in self.ids), None)
+            out = set(self.ids[longest]) if longest else set()
         start = bisect.bisect_left(self.sorted_pieces, remaining)
         for piece in itertools.takewhile(lambda p: p.startswith(remaining), self.sorted_pieces[start:]):
             out.update(self.ids[piece])
@@ -670,7 +677,7 @@ class Generator:
             if row.opened:
                 continue
             table = piece_table(tokenizer)
-            allowed = set().union(*(table.allowed(o[len(row.opening):]) for o in row.request.openings or []
+            allowed = set().union(*(table.allowed(o[len(row.opening):], tokenizer) for o in row.request.openings or []
                                     if o.startswith(row.opening)))
             if not allowed:  # no token spells the opening (not so for byte-level vocabularies): let the model go on
                 row.opened = True
