@@ -213,8 +213,10 @@ def test_responses_and_chat_share_the_generator_on_a_fine_tuned_model(server, cl
     from tests.test_localapi_jobs import TERMINAL, upload, wait_for
 
     train = upload(client, write_chat_jsonl(tmp_path / "train.jsonl", 10))
+    valid = upload(client, write_chat_jsonl(tmp_path / "valid.jsonl", 3, offset=100))
     hp = {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 1, "batch_size": 4}}}
-    job = client.fine_tuning.jobs.create(model="tiny-test", training_file=train, method=hp, suffix="resp")
+    job = client.fine_tuning.jobs.create(model="tiny-test", training_file=train, validation_file=valid, method=hp,
+                                         suffix="resp")
     job, _ = wait_for(client, job.id, lambda j: j.status in TERMINAL, timeout=300)
     assert job.status == "succeeded", (job.error, server.log()[-3000:])
     chat = client.chat.completions.create(model=job.fine_tuned_model, messages=[{"role": "user", "content": QUESTION}],
@@ -227,8 +229,8 @@ def test_responses_and_chat_share_the_generator_on_a_fine_tuned_model(server, cl
     assert streamed[-1].response.output_text == response.output_text
     # the small fixes: the last step's event names the full validation loss; a second cancel says it was cancelled
     last = next(e for e in client.fine_tuning.jobs.list_events(job.id, limit=50).data if e.type == "metrics")
-    full = last.data.get("full_valid_loss")
-    assert full is None or f"full validation loss={full:.4f}" in last.message
+    assert last.data["step"] == last.data["total_steps"]
+    assert last.message.endswith(f", full validation loss={last.data['full_valid_loss']:.4f}"), last.message
     second = client.fine_tuning.jobs.create(model="tiny-test", training_file=train, method=hp)
     client.fine_tuning.jobs.cancel(second.id)
     body = error_of(lambda: client.fine_tuning.jobs.cancel(second.id))
