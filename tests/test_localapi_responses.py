@@ -198,6 +198,8 @@ def test_the_call_opening_is_read_from_the_template_and_generation_begins_with_i
 
     tok = copy.deepcopy(M.load_tokenizer(M.TINY_MODEL, engine_cache))
     assert M.call_opening(tok, "f") == ""  # SmolLM2's template renders no tools
+    assert not M.supports_tools(tok) and not M.get_spec(M.TINY_MODEL).renders_tools
+    assert M.tool_model_ids() == [M.QWEN_MODEL]
     tok.chat_template = TEMPLATE.read_text(encoding="utf-8")
     opening = M.call_opening(tok, "get_time")
     assert opening == '<tool_call>\n{"name": "get_time", "arguments": '
@@ -291,5 +293,6 @@ def test_the_cookbooks_function_calling_evaluation_runs_on_qwen(tmp_path):
         print("named ->", call.function.arguments)
         assert isinstance(json.loads(call.function.arguments), dict)  # Qwen writes valid JSON arguments
         assert client.responses.create(model=M.QWEN_MODEL, input="用一句话介绍高血压。", max_output_tokens=32).output_text
+        assert M.get_spec(M.QWEN_MODEL).renders_tools and M.supports_tools(M.load_tokenizer(M.QWEN_MODEL, MODEL_CACHE))
     finally:
         server.stop()
