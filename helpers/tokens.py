@@ -317,6 +317,7 @@ class TrainingCounter:
     max_len: int  # the trainer cuts examples at this many tokens
     supports_tools: bool  # whether the model's chat template renders `tools` and `tool_calls`
     count: Callable[[Mapping[str, Any]], tuple[int, int]]  # example -> (tokens, assistant tokens left after the cut)
+    tool_models: tuple[str, ...] = ()  # the built-in base models whose chat template does render tools
 
 
 def local_training_counter(model: str, cache_dir: Path) -> TrainingCounter | None:
@@ -338,4 +339,4 @@ def local_training_counter(model: str, cache_dir: Path) -> TrainingCounter | Non
         encoded = trainer.encode_example(tok, list(example["messages"]), spec.max_seq_len, stop_ids, example.get("tools"))
         return encoded.full_length, encoded.n_trainable
 
-    return TrainingCounter(base, spec.max_seq_len, models.supports_tools(tok), count)
+    return TrainingCounter(base, spec.max_seq_len, models.supports_tools(tok), count, tuple(models.tool_model_ids()))

@@ -367,8 +367,9 @@ def validate_bytes(data: bytes, path: Path | str = "<bytes>", model: str | None 
                     continue
                 if training and not training.supports_tools and _uses_tools(example):
                     problems.append(Problem(n, f"tool calling: the chat template of {training.model} cannot render "
-                                               "'tools' or 'tool_calls', so it cannot be trained on them (see the README "
-                                               "for the base models that can)", "tools_unsupported"))
+                                               "'tools' or 'tool_calls', so it cannot be trained on them; base models "
+                                               f"that can: {', '.join(training.tool_models) or 'none here'}",
+                                            "tools_unsupported"))
                     continue
                 fixed, ids = chat_text_ids(example["messages"], index)
                 if "tools" in example:  # the declared functions are part of the prompt

@@ -336,3 +336,4 @@ def test_local_model_whose_template_cannot_render_tools_rejects_tool_data(tmp_pa
     report = validate.validate_file(write(tmp_path, tool_lines()), model="tiny-test", training=counter)
     assert {p.code for p in report.problems} == {"tools_unsupported"} and report.problems[0].line == 1
     assert "tiny-test cannot render 'tools'" in report.problems[0].message
+    assert report.problems[0].message.endswith("base models that can: qwen2.5-coder-0.5b-instruct")

@@ -1,7 +1,7 @@
-"""The HTTP API of the local server: OpenAI's files, fine-tuning, models and chat endpoints under `/v1`.
+"""The HTTP API of the local server: OpenAI's files, fine-tuning, models, chat and responses endpoints under `/v1`.
 
 Built with FastAPI; `create_app(settings)` returns the ASGI app and `__main__.py` runs it with uvicorn.
-One router per resource in `routers/` (files, fine_tuning, models, chat, and service for `/health` and
+One router per resource in `routers/` (files, fine_tuning, models, chat, responses, and service for `/health` and
 `/local/*`); each handler parses the request, calls the domain module (jobs, chat, engine, storage) and shapes
 the answer. The storage, job manager, engine and settings are on `app.state` and reach handlers through
 `deps.py`. Every request needs `Authorization: Bearer <key>` except `GET /health` and the dashboard's static
@@ -24,7 +24,7 @@ from helpers.localapi.errors import install_error_handlers
 from helpers.localapi.faults import FaultMiddleware
 from helpers.localapi.jobs import JobManager
 from helpers.localapi.request_id import RequestIdMiddleware
-from helpers.localapi.routers import chat, files, fine_tuning, models, service
+from helpers.localapi.routers import chat, files, fine_tuning, models, responses, service
 from helpers.localapi.settings import ServerSettings
 from helpers.localapi.storage import Storage
 
@@ -55,7 +55,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
     app.state.storage, app.state.settings = storage, settings
     app.state.engine, app.state.manager = Engine(storage), JobManager(storage)
     install_error_handlers(app)
-    for module in (service, files, fine_tuning, models, chat, dashboard):
+    for module in (service, files, fine_tuning, models, chat, responses, dashboard):
         app.include_router(module.router)
     app.add_middleware(FaultMiddleware, settings=settings.faults)
     app.add_middleware(AuthMiddleware, api_key=settings.api_key)

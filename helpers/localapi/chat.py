@@ -1,8 +1,10 @@
 """Chat completions: what a request may ask of the local engine, and the `chat.completion` objects it answers with.
 
 The router (`routers/chat.py`) parses the body and calls `prepare` (validation: sampling ranges, unsupported
-features, the model, roles and content parts), then `engine.complete`/`engine.stream`, then `completion_object`
-or `sse_chunks` to shape the answer. Everything a chat request can do on this server is in this file.
+features, then the model, then what depends on it: tools and tool_choice, roles and content parts), then
+`engine.complete`/`engine.stream`, then `completion_object` or `sse_chunks` to shape the answer. Everything a chat
+request can do on this server is in this file; the Responses API (responses.py) reuses its checks
+(`sampling`, `output_limit`), the same engine calls and `stream_failure`.
 """
 
 from __future__ import annotations
@@ -33,9 +35,10 @@ class ChatRequest:
 
 
 def prepare(body: schemas.ChatCreate, default_max_tokens: int, resolve: Callable[[str], Any]) -> ChatRequest:
-    """Check a chat request as OpenAI checks it (parameters, then the model, then the messages)."""
+    """Check a chat request as OpenAI checks it (parameters, then the model, then tools and the messages)."""
     params = chat_params(body, default_max_tokens)
     resolved = resolve(body.model)
+    params.update(tool_params(body.tools, body.tool_choice))
     messages = [flatten_message(m, i) for i, m in enumerate(body.messages)]
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     return ChatRequest(body.model, resolved, messages, params, bool(body.stream), include_usage)
@@ -73,22 +76,12 @@ def chat_params(body: schemas.ChatCreate, default_max_tokens: int) -> dict:
     n = 1 if body.n is None else body.n
     if not 1 <= n <= MAX_N:
         raise bad_request(f"n must be between 1 and {MAX_N} on the local server.", param="n")
-    temperature = 1.0 if body.temperature is None else body.temperature
-    if not 0 <= temperature <= 2:
-        raise bad_request(f"{temperature} is not in [0, 2] - 'temperature'", param="temperature")
-    top_p = 1.0 if body.top_p is None else body.top_p
-    if not 0 < top_p <= 1:
-        raise bad_request(f"{top_p} is not in (0, 1] - 'top_p'", param="top_p")
-    limit = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
-    if limit is not None and limit < 1:
-        raise bad_request(f"max_tokens must be at least 1 (got {limit}).", param="max_tokens")
+    temperature, top_p = sampling(body.temperature, body.top_p)
+    limit_param = "max_completion_tokens" if body.max_completion_tokens is not None else "max_tokens"
+    limit = output_limit(getattr(body, limit_param), limit_param, default_max_tokens)
     stop = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
     if len(stop) > 4:
         raise bad_request("stop may hold at most 4 sequences.", param="stop")
-    try:
-        tools = toolcalls.request_tools(body.tools, body.tool_choice)
-    except ValueError as exc:
-        raise bad_request(f"Invalid 'tools': {exc}.", param="tools") from None
     if body.top_logprobs is not None and not body.logprobs:
         raise bad_request("logprobs must be true when top_logprobs is set.", param="logprobs")
     if body.top_logprobs is not None and not 0 <= body.top_logprobs <= 20:
@@ -100,10 +93,52 @@ def chat_params(body: schemas.ChatCreate, default_max_tokens: int) -> dict:
     for name, value in penalties.items():
         if not -2 <= value <= 2:
             raise bad_request(f"{value} is not in [-2, 2] - '{name}'", param=name)
-    return {"max_tokens": limit or default_max_tokens, "temperature": temperature, "top_p": top_p,
-            "seed": body.seed, "stop": [s for s in stop if s], "n": n, "tools": tools,
+    return {**limit, "temperature": temperature, "top_p": top_p,
+            "seed": body.seed, "stop": [s for s in stop if s], "n": n,
             "top_logprobs": (body.top_logprobs or 0) if body.logprobs else None,
             **penalties, **({"logit_bias": logit_bias(body.logit_bias)} if body.logit_bias else {})}
+
+
+def sampling(temperature: float | None, top_p: float | None) -> tuple[float, float]:
+    """temperature and top_p (OpenAI's defaults 1 and 1), checked against OpenAI's ranges."""
+    temperature = 1.0 if temperature is None else temperature
+    if not 0 <= temperature <= 2:
+        raise bad_request(f"{temperature} is not in [0, 2] - 'temperature'", param="temperature")
+    top_p = 1.0 if top_p is None else top_p
+    if not 0 < top_p <= 1:
+        raise bad_request(f"{top_p} is not in (0, 1] - 'top_p'", param="top_p")
+    return temperature, top_p
+
+
+def output_limit(value: int | None, param: str, default: int, minimum: int = 1) -> dict[str, Any]:
+    """The generator's output limit: {"max_tokens", "max_tokens_param"}. An explicit limit keeps its parameter's name,
+    so that one the model's context cannot hold is a 400 naming it (generate.py); the default is cut to what fits."""
+    if value is None:
+        return {"max_tokens": default, "max_tokens_param": None}
+    if value < minimum:
+        raise bad_request(f"Invalid '{param}': integer below minimum value. Expected a value >= {minimum}, but got "
+                          f"{value} instead.", param=param, code="integer_below_min_value")
+    return {"max_tokens": value, "max_tokens_param": param}
+
+
+def tool_params(tools: list[dict] | None, tool_choice: Any) -> dict[str, Any]:
+    """{"tools": the declared tools or None, "forced": the functions tool_choice makes the answer call, or None};
+    checked after the model is known, each problem a 400 naming its parameter."""
+    try:
+        checked = toolcalls.request_tools(tools, tool_choice)
+    except ValueError as exc:
+        raise bad_request(f"Invalid 'tools': {exc}.", param="tools") from None
+    try:
+        forced = toolcalls.forced_functions(checked, tool_choice)
+    except ValueError as exc:
+        raise bad_request(str(exc), param="tool_choice", code="invalid_value") from None
+    return {"tools": checked, "forced": forced}
+
+
+def stream_failure(exc: Exception) -> str:
+    """The message a stream sends when generation fails after the answer began (logged with its traceback)."""
+    log.error("generation failed while streaming", exc_info=exc)
+    return f"Generation failed: {type(exc).__name__}: {exc}"
 
 
 def logit_bias(raw: dict[str, float]) -> dict[int, float]:
@@ -119,8 +154,10 @@ def logit_bias(raw: dict[str, float]) -> dict[int, float]:
     return {int(key): value for key, value in raw.items()}
 
 
-def completion_object(completion_id: str, created: int, model: str, choices: list, tools: list | None = None) -> dict:
-    """The `chat.completion` object for finished choices (tool calls parsed when the request had tools)."""
+def completion_object(completion_id: str, created: int, model: str, choices: list, tools: list | None = None,
+                      forced: bool = False) -> dict:
+    """The `chat.completion` object for finished choices (tool calls parsed when the request had tools; `forced`:
+    tool_choice made each answer begin with a call)."""
     prompt_tokens = choices[0].usage.prompt_tokens if choices else 0
     completion_tokens = sum(c.usage.completion_tokens for c in choices)
     cached_tokens = choices[0].usage.cached_tokens if choices else 0
@@ -129,7 +166,7 @@ def completion_object(completion_id: str, created: int, model: str, choices: lis
         "object": "chat.completion",
         "created": created,
         "model": model,
-        "choices": [{"index": i, **dict(zip(("message", "finish_reason"), toolcalls.assistant_message(c.text, c.finish_reason, tools))),
+        "choices": [{"index": i, **dict(zip(("message", "finish_reason"), toolcalls.assistant_message(c.text, c.finish_reason, tools, forced))),
                      "logprobs": logprobs_object(c.logprobs)} for i, c in enumerate(choices)],
         "usage": usage_object(prompt_tokens, completion_tokens, cached_tokens),
         "service_tier": "default",
@@ -152,7 +189,7 @@ def usage_object(prompt_tokens: int, completion_tokens: int, cached_tokens: int 
 
 
 def sse_chunks(completion_id: str, created: int, model: str, pieces: Iterator[dict], include_usage: bool,
-               n: int, tools: list | None = None) -> Iterator[bytes]:
+               n: int, tools: list | None = None, forced: bool = False) -> Iterator[bytes]:
     """Server-sent events in OpenAI's `chat.completion.chunk` format, ending with `data: [DONE]`.
 
     With `tools`, a choice's text that may be a call is held back and sent as `tool_calls` deltas when it ends
@@ -170,7 +207,7 @@ def sse_chunks(completion_id: str, created: int, model: str, pieces: Iterator[di
         return chunk([{"index": i, "delta": body, "logprobs": logprobs_object(logprobs), "finish_reason": finish_reason}])
 
     names = toolcalls.declared_names(tools)
-    splitters = {i: toolcalls.StreamSplitter(names) for i in range(n)} if tools else {}
+    splitters = {i: toolcalls.StreamSplitter(names, forced) for i in range(n)} if tools else {}
     held_logprobs: dict[int, list] = {i: [] for i in range(n)}
     for i in range(n):
         yield delta(i, {"role": "assistant", "content": "", "refusal": None})
@@ -197,16 +234,14 @@ def sse_chunks(completion_id: str, created: int, model: str, pieces: Iterator[di
                         yield delta(i, {"content": text})
                     for body in toolcalls.stream_deltas(calls):
                         yield delta(i, body)
-                    finish_reason = "tool_calls" if calls else finish_reason
+                    finish_reason = finish_reason if not calls or (forced and finish_reason == "length") else "tool_calls"
                 yield delta(i, {}, rest or None, finish_reason)
                 prompt_tokens = piece.get("prompt_tokens", prompt_tokens)
                 if i == 0:  # the prompt is counted once, as in prompt_tokens
                     cached_tokens = piece.get("cached_tokens", 0)
                 completion_tokens += piece.get("completion_tokens", 0)
     except Exception as exc:  # the SDK raises an APIError for an `error` event in the stream
-        log.exception("generation failed while streaming")
-        err = {"error": {"message": f"Generation failed: {type(exc).__name__}: {exc}", "type": "server_error",
-                         "param": None, "code": None}}
+        err = {"error": {"message": stream_failure(exc), "type": "server_error", "param": None, "code": None}}
         yield b"data: " + json.dumps(err).encode() + b"\n\n"
         return
     if include_usage:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from helpers.localapi import models, schemas
+from helpers.localapi import models, schemas, toolcalls
 from helpers.localapi.errors import APIError, bad_request, not_found
 from helpers.localapi.storage import Storage
 
@@ -144,20 +144,30 @@ class Engine:
             raise EngineError(f"Could not load {resolved.id}: {exc}") from exc
 
     @staticmethod
-    def _check_tools(resolved: ResolvedModel, view: Any, params: dict) -> None:
-        """A 400 when the request has tools but the model's chat template cannot render them."""
+    def _generation(resolved: ResolvedModel, view: Any, params: dict) -> dict:
+        """The generator's arguments for a request: a 400 when it has tools the model's chat template cannot render;
+        the functions a tool_choice forces (`forced`) become the call openings the answer must begin with."""
         if params.get("tools") and not models.supports_tools(view.tokenizer):
             raise bad_request(f"The chat template of {resolved.base} cannot render tools, so {resolved.id} cannot be "
-                              "asked to call them; use a base model whose template can (see the README).",
-                              param="tools", code="tools_not_supported")
+                              "asked to call them; use a model fine-tuned from a base model whose template can: "
+                              f"{', '.join(models.tool_model_ids())}.", param="tools", code="tools_not_supported")
+        run = {k: v for k, v in params.items() if k != "forced"}
+        if params.get("forced"):
+            openings = [models.call_opening(view.tokenizer, name) for name in params["forced"]]
+            if not all(o.lstrip().startswith(toolcalls.CALL_OPEN) for o in openings):
+                raise bad_request(f"The chat template of {resolved.base} writes tool calls in a form the local server "
+                                  "cannot force; use tool_choice 'auto'.", param="tool_choice",
+                                  code="tool_choice_not_supported")
+            run["openings"] = openings
+        return run
 
     def complete(self, resolved: ResolvedModel, messages: list[dict], params: dict) -> list:
         """Finished choices for a chat request (list of generate.Choice)."""
         _, gen = self._engine()
         view = self._view(resolved)
-        self._check_tools(resolved, view, params)
+        run = self._generation(resolved, view, params)
         try:
-            return gen.complete(view, messages, **params)
+            return gen.complete(view, messages, **run)
         except self._errors() as exc:  # e.g. the prompt does not fit the model's context
             raise bad_request(f"{exc}", param=exc.param, code=exc.code) from None
 
@@ -165,9 +175,9 @@ class Engine:
         """Streamed pieces {index, text} and a final {index, finish_reason, prompt_tokens, completion_tokens} per choice."""
         _, gen = self._engine()
         view = self._view(resolved)
-        self._check_tools(resolved, view, params)
+        run = self._generation(resolved, view, params)
         try:
-            pieces = iter(gen.stream(view, messages, **params))
+            pieces = iter(gen.stream(view, messages, **run))
             first = next(pieces, None)  # start now, so that a failure still gets a proper HTTP status
         except self._errors() as exc:
             raise bad_request(f"{exc}", param=exc.param, code=exc.code) from None

@@ -14,11 +14,18 @@ until the running batch ends. Each row samples on its own (temperature, top_p, a
 rounding, which can differ between batch shapes and flip near-tied greedy choices). Before sampling, a row's
 logits get OpenAI's `logit_bias` (added per token id) and its `frequency_penalty` / `presence_penalty`
 (subtracted: count x frequency_penalty + presence_penalty for every token the choice has generated so far);
-logprobs stay those of the model's own distribution.
+logprobs stay those of the model's own distribution. A request may also say how its answer must begin
+(`openings`, e.g. a tool call's opening `<tool_call>\n{"name": "f", "arguments": ` for each allowed function
+`f`): until a row's text covers one of them, only tokens that spell an opening the way the tokenizer does (the
+first token of its encoding of the rest), or complete one and run on past it, can be picked, whatever the
+temperature (`_constrained`). Where several openings remain (several functions), the model's logits choose among
+them; then it writes on freely.
 
 Usage is counted with the model's own tokenizer: prompt_tokens = the rendered chat prompt, completion_tokens =
 tokens generated (the end-of-turn token not included). finish_reason is "stop" (end-of-turn token or a stop
-string, which is cut off) or "length" (max_tokens or the model's context is used up).
+string, which is cut off) or "length" (max_tokens or the model's context is used up). An explicit limit
+(`max_tokens_param` names it) that does not fit the model's context with the prompt is a GenerationError naming
+that parameter, as OpenAI answers; only the server's default limit is cut to what fits.
 
 Streaming yields `{"index": i, "text": delta}` pieces while decoding (text is held back while it could still be
 the start of a stop string or is an incomplete UTF-8 character) and one final
@@ -28,9 +35,11 @@ prompt tokens a cached prefix saved, reported as OpenAI reports prompt caching).
 
 from __future__ import annotations
 
+import bisect
+import functools
 import queue
 import secrets
-import functools
+import itertools
 import threading
 import time
 from dataclasses import dataclass, field
@@ -90,6 +99,8 @@ class _Row:
     logprobs: list[dict[str, Any]] = field(default_factory=list)  # one entry per generated token, when asked for
     logprobs_sent: int = 0
     cached: int = 0  # prompt tokens taken from the prefix cache
+    opening: str = ""  # the text of the tokens picked while the answer had to begin with one of request.openings
+    opened: bool = True  # False while the answer must still begin with one of request.openings
 
 
 @dataclass
@@ -105,6 +116,7 @@ class _Request:
     frequency_penalty: float = 0.0
     presence_penalty: float = 0.0
     logit_bias: dict[int, float] | None = None  # token id -> added to its logit
+    openings: list[str] | None = None  # the answer must begin with one of these texts (None: free)
     rows: list[_Row] = field(default_factory=list)
     out: "queue.SimpleQueue[dict]" = field(default_factory=queue.SimpleQueue)
     cancelled: bool = False
@@ -232,6 +244,49 @@ def _left_pad(t: Any, width: int) -> Any:
     return torch.cat([t.new_zeros(shape), t], dim=axis)
 
 
+@dataclass(frozen=True)
+class PieceTable:
+    """A tokenizer's vocabulary as text: the tokens of each piece, and the pieces sorted (for prefix look-ups)."""
+
+    ids: dict[str, list[int]]  # piece text -> token ids with that text
+    sorted_pieces: list[str]
+    text: dict[int, str]  # token id -> piece text
+
+    def allowed(self, remaining: str, tokenizer: Any) -> set[int]:
+        """Token ids that may come next when the text must go on with `remaining`: the first token of the tokenizer's
+        own encoding of it (else the longest token that begins it), and tokens that cover all of it and run on."""
+        first = tokenizer(remaining, add_special_tokens=False)["input_ids"][:1]
+        out = {t for t in first if self.text.get(t) and remaining.startswith(self.text[t])}
+        if not out:
+            longest = next((remaining[:k] for k in range(len(remaining), 0, -1) if remaining[:k] in self.ids), None)
+            out = set(self.ids[longest]) if longest else set()
+        start = bisect.bisect_left(self.sorted_pieces, remaining)
+        for piece in itertools.takewhile(lambda p: p.startswith(remaining), self.sorted_pieces[start:]):
+            out.update(self.ids[piece])
+        return out
+
+
+@functools.lru_cache(maxsize=4)
+def piece_table(tokenizer: Any) -> PieceTable:
+    """The PieceTable of a tokenizer (special tokens and tokens that are part of a character left out); built once."""
+    from helpers.localapi.toolcalls import token_bytes
+
+    special = set(tokenizer.all_special_ids)
+    ids: dict[str, list[int]] = {}
+    text: dict[int, str] = {}
+    for tid in range(len(tokenizer)):
+        if tid in special:
+            continue
+        try:
+            piece = bytes(token_bytes(tokenizer, tid)).decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+        if piece:
+            ids.setdefault(piece, []).append(tid)
+            text[tid] = piece
+    return PieceTable(ids, sorted(ids), text)
+
+
 @dataclass
 class _Prefix:
     """A recent prompt and its KV cache (one [1, heads, tokens, dim] keys/values pair per layer)."""
@@ -318,22 +373,27 @@ class Generator:
     def complete(self, model: models.LoadedModel, messages: list[dict[str, Any]], *, max_tokens: int = 256,
                  temperature: float = 1.0, top_p: float = 1.0, seed: int | None = None, stop: list[str] | None = None,
                  n: int = 1, tools: list[dict[str, Any]] | None = None, top_logprobs: int | None = None,
+                 openings: list[str] | None = None, max_tokens_param: str | None = None,
                  **penalties: Any) -> list[Choice]:
         """Finished choices for one chat request (blocks until all n are done); `tools` go into the chat template,
-        `top_logprobs` (0-20, None for none) asks for each token's logprob and that many alternatives; `penalties`:
-        frequency_penalty, presence_penalty, logit_bias ({token id: bias})."""
+        `top_logprobs` (0-20, None for none) asks for each token's logprob and that many alternatives; `openings`:
+        texts one of which each answer must begin with; `max_tokens_param`: the request's name for an explicit
+        max_tokens (None: the server's default, cut to what fits); `penalties`: frequency_penalty, presence_penalty,
+        logit_bias ({token id: bias})."""
         request = self._submit(model, messages, max_tokens, temperature, top_p, seed, stop, n, tools, top_logprobs,
-                               **penalties)
+                               openings=openings, max_tokens_param=max_tokens_param, **penalties)
         return self._collect(request)
 
     def stream(self, model: models.LoadedModel, messages: list[dict[str, Any]], *, max_tokens: int = 256,
                temperature: float = 1.0, top_p: float = 1.0, seed: int | None = None, stop: list[str] | None = None,
-               n: int = 1, tools: list[dict[str, Any]] | None = None,
-               top_logprobs: int | None = None, **penalties: Any) -> Iterator[dict[str, Any]]:
+               n: int = 1, tools: list[dict[str, Any]] | None = None, top_logprobs: int | None = None,
+               openings: list[str] | None = None, max_tokens_param: str | None = None,
+               **penalties: Any) -> Iterator[dict[str, Any]]:
         """Text deltas {index, text[, logprobs]} as they are decoded, then {index, finish_reason, prompt_tokens,
-        completion_tokens[, logprobs]} (logprobs: the entries of the tokens not sent yet); `penalties` as in `complete`."""
+        completion_tokens[, logprobs]} (logprobs: the entries of the tokens not sent yet); the other parameters as
+        in `complete`."""
         request = self._submit(model, messages, max_tokens, temperature, top_p, seed, stop, n, tools, top_logprobs,
-                               **penalties)
+                               openings=openings, max_tokens_param=max_tokens_param, **penalties)
         return self._pieces(request)
 
     def complete_many(self, model: models.LoadedModel, conversations: list[list[dict[str, Any]]],
@@ -362,7 +422,8 @@ class Generator:
                 top_p: float, seed: int | None, stop: list[str] | None, n: int,
                 tools: list[dict[str, Any]] | None = None, top_logprobs: int | None = None,
                 frequency_penalty: float | None = 0.0, presence_penalty: float | None = 0.0,
-                logit_bias: dict[int, float] | None = None) -> _Request:
+                logit_bias: dict[int, float] | None = None, openings: list[str] | None = None,
+                max_tokens_param: str | None = None) -> _Request:
         """Check and queue a request."""
         import torch
 
@@ -370,13 +431,16 @@ class Generator:
             raise GenerationError(f"n and max_tokens must be at least 1 (got n={n}, max_tokens={max_tokens})")
         if tools and not models.supports_tools(view.tokenizer):
             raise GenerationError(f"the chat template of {view.model_id} cannot render tools; use a base model whose "
-                                  "template can (see the README)")
+                                  f"template can ({', '.join(models.tool_model_ids())})", param="tools",
+                                  code="tools_not_supported")
         prompt = models.encode_prompt(view.tokenizer, messages, tools)
         context = int(getattr(view.model.config, "max_position_embeddings", 2048) or 2048)
         room = context - len(prompt)
         if room < 1:
             raise GenerationError(f"the prompt has {len(prompt)} tokens; {view.model_id} reads at most {context - 1} "
                                   "(shorten the messages)")
+        if max_tokens_param and max_tokens > room:
+            raise GenerationError(*_limit_problem(max_tokens, max_tokens_param, len(prompt), context))
         vocab = int(getattr(view.model.config, "vocab_size", 0) or 0)
         outside = sorted(t for t in (logit_bias or {}) if vocab and not 0 <= int(t) < vocab)
         if outside:
@@ -385,14 +449,14 @@ class Generator:
         request = _Request(view, prompt, float(temperature or 0.0), float(1.0 if top_p is None else top_p),
                            [s for s in (stop or []) if s], top_logprobs, float(frequency_penalty or 0.0),
                            float(presence_penalty or 0.0),
-                           {int(t): float(b) for t, b in (logit_bias or {}).items()} or None)
+                           {int(t): float(b) for t, b in (logit_bias or {}).items()} or None, list(openings or []) or None)
         base_seed = secrets.randbits(62) if seed is None else int(seed)
         for i in range(n):
             rng = None
             if request.temperature > 0:
                 rng = torch.Generator(device=view.device)
                 rng.manual_seed((base_seed + i) % (2**63))
-            request.rows.append(_Row(request, i, min(max_tokens, room), rng))
+            request.rows.append(_Row(request, i, min(max_tokens, room), rng, opened=request.openings is None))
         with self._cond:
             if self._closed:
                 raise GenerationError("the generator was closed")
@@ -571,9 +635,12 @@ class Generator:
 
     def _step(self, view: models.LoadedModel, state: "_Batch", logits: Any) -> None:
         """Pick each row's next token from its logits, advance the rows, and drop the finished ones from the batch."""
-        tokens = self._sample(self._penalised(logits, state.rows), state.rows)
+        tokens = self._sample(self._constrained(self._penalised(logits, state.rows), state.rows, view.tokenizer), state.rows)
         entries = self._logprobs(logits, tokens, state.rows, view.tokenizer)
         for row, token, entry in zip(state.rows, tokens.tolist(), entries):
+            if not row.opened:
+                row.opening += piece_table(view.tokenizer).text.get(token, "")
+                row.opened = any(row.opening.startswith(o) for o in row.request.openings or [])
             self._advance(row, token, view.stop_ids, view.tokenizer, entry)
         state.tokens = tokens
         keep = [i for i, row in enumerate(state.rows) if not row.done]
@@ -599,6 +666,27 @@ class Generator:
             if row.ids and (request.frequency_penalty or request.presence_penalty):
                 seen, counts = torch.tensor(row.ids, device=out.device).unique(return_counts=True)
                 out[r, seen] -= counts.to(out.dtype) * request.frequency_penalty + request.presence_penalty
+        return logits if out is None else out
+
+    @staticmethod
+    def _constrained(logits: Any, rows: list[_Row], tokenizer: Any) -> Any:
+        """The logits with every token masked out that cannot continue an opening the row's answer must still begin
+        with (`request.openings`); `logits` itself when no row is bound to an opening."""
+        out = None
+        for r, row in enumerate(rows):
+            if row.opened:
+                continue
+            table = piece_table(tokenizer)
+            allowed = set().union(*(table.allowed(o[len(row.opening):], tokenizer) for o in row.request.openings or []
+                                    if o.startswith(row.opening)))
+            if not allowed:  # no token spells the opening (not so for byte-level vocabularies): let the model go on
+                row.opened = True
+                continue
+            if out is None:
+                out = logits.clone()
+            keep = out[r, sorted(allowed)].clone()
+            out[r] = float("-inf")
+            out[r, sorted(allowed)] = keep
         return logits if out is None else out
 
     @staticmethod
@@ -686,6 +774,16 @@ class Generator:
             return {}
         entries, row.logprobs_sent = row.logprobs[row.logprobs_sent:], len(row.logprobs)
         return {"logprobs": entries}
+
+
+def _limit_problem(max_tokens: int, param: str, prompt_tokens: int, context: int) -> tuple[str, str, str]:
+    """(message, param, code) of OpenAI's 400 for an explicit output limit that does not fit the model's context."""
+    if max_tokens >= context:
+        return (f"{param} is too large: {max_tokens}. This model supports at most {context - 1} completion tokens, "
+                f"whereas you provided {max_tokens}.", param, "invalid_value")
+    return (f"This model's maximum context length is {context} tokens. However, you requested "
+            f"{prompt_tokens + max_tokens} tokens ({prompt_tokens} in the prompt, {max_tokens} in the completion). "
+            f"Please reduce the length of the prompt or {param}.", param, "context_length_exceeded")
 
 
 def naive_generate(view: models.LoadedModel, messages: list[dict[str, Any]], max_tokens: int) -> str:

@@ -136,6 +136,8 @@ def metrics_text(data: dict) -> str:
     text = f"Step {data['step']}/{data['total_steps']}: training loss={data['train_loss']:.4f}"
     if data.get("valid_loss") is not None:
         text += f", validation loss={data['valid_loss']:.4f}"
+    if data.get("full_valid_loss") is not None:  # scored on the whole validation file (epoch ends), as OpenAI's last step
+        text += f", full validation loss={data['full_valid_loss']:.4f}"
     return text
 
 

@@ -77,6 +77,7 @@ class ModelSpec:
     max_seq_len: int  # training examples are truncated to this many tokens (see trainer.py)
     owned_by: str = "local"
     learning_rate: float = DEFAULT_LEARNING_RATE  # peak LoRA learning rate of an `auto` job (x learning_rate_multiplier): benchmarks/README.md
+    renders_tools: bool = False  # its chat template renders tools and tool calls (supports_tools; a slow test checks Qwen's)
 
 
 BUILTIN_MODELS: dict[str, ModelSpec] = {
@@ -91,7 +92,7 @@ BUILTIN_MODELS: dict[str, ModelSpec] = {
     QWEN_MODEL: ModelSpec(
         QWEN_MODEL, "gguf", modelfiles.QWEN_GGUF.name,
         "Qwen2.5-Coder-0.5B-Instruct (Alibaba Cloud, Apache-2.0), from its Q4_K_M GGUF (sha256-checked), dequantised to float32",
-        max_seq_len=1024, owned_by="Qwen",
+        max_seq_len=1024, owned_by="Qwen", renders_tools=True,
         learning_rate=2e-4),  # real data, 100 rows: full valid loss 4.315 -> 3.801/3.790/3.859 (sweep: benchmarks/README.md)
 }
 
@@ -112,6 +113,11 @@ def available_models() -> dict[str, ModelSpec]:
 
 
 BASE_MODELS: dict[str, ModelSpec] = available_models()  # as at import; use available_models() for the live list
+
+
+def tool_model_ids() -> list[str]:
+    """The built-in base models whose chat template renders tools (they can be fine-tuned on and asked for calls)."""
+    return [spec.id for spec in BUILTIN_MODELS.values() if spec.renders_tools]
 
 
 def get_spec(model_id: str) -> ModelSpec:
@@ -429,6 +435,25 @@ def supports_tools(tokenizer: Any) -> bool:
     except Exception:  # a template that chokes on tool fields cannot render them
         return False
     return _PROBE_NAME in prompt and _PROBE_ARG in full[len(prompt):]
+
+
+def call_opening(tokenizer: Any, name: str) -> str:
+    """What the chat template writes at the start of an assistant answer that calls `name`, up to where the
+    arguments begin (Qwen2.5: `<tool_call>\\n{"name": "NAME", "arguments": `); "" when the template cannot render
+    a call. Read from the template itself: an assistant call of a probe function is rendered and cut at its arguments."""
+    tools = [{"type": "function", "function": {"name": _PROBE_NAME, "description": "", "parameters": {"type": "object"}}}]
+    call = {"id": "call_probe", "type": "function", "function": {"name": _PROBE_NAME, "arguments": json.dumps({"x": _PROBE_ARG})}}
+    messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": None, "tool_calls": [call]}]
+    try:
+        prompt = render_chat(tokenizer, messages[:1], True, tools)
+        answer = render_chat(tokenizer, messages, False, tools)[len(prompt):]
+    except Exception:  # a template that chokes on tool fields cannot render them
+        return ""
+    at_name, at_arg = answer.find(_PROBE_NAME), answer.find(_PROBE_ARG)
+    at_args = answer.rfind("{", 0, at_arg)  # the arguments object that holds the probe value
+    if at_name < 0 or at_args < at_name:
+        return ""
+    return answer[:at_name] + name + answer[at_name + len(_PROBE_NAME):at_args]
 
 
 def encode_prompt(tokenizer: Any, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> list[int]:

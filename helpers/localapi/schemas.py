@@ -106,6 +106,45 @@ class ChatCreate(Strict):
     verbosity: str | None = None
 
 
+class ResponseCreate(Strict):
+    """POST /v1/responses: every field of OpenAI's request, so that those the local server does not support get a
+    400 naming them (responses.py) rather than 'Unrecognized request argument'."""
+
+    model: str
+    input: Union[str, list[Any], None] = None
+    instructions: str | None = None
+    max_output_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    stream: bool | None = None
+    stream_options: dict | None = None
+    store: bool | None = None
+    previous_response_id: str | None = None
+    conversation: Any = None
+    background: bool | None = None
+    include: list[str] | None = None
+    metadata: dict[str, str] | None = None
+    parallel_tool_calls: bool | None = None
+    max_tool_calls: int | None = None
+    prompt: Any = None
+    prompt_cache_key: str | None = None
+    prompt_cache_retention: str | None = None
+    prompt_cache_options: Any = None
+    reasoning: dict | None = None
+    safety_identifier: str | None = None
+    user: str | None = None
+    service_tier: str | None = None
+    text: dict | None = None
+    tool_choice: Any = None
+    tools: list[dict] | None = None
+    top_logprobs: int | None = None
+    truncation: str | None = None
+    context_management: Any = None
+    moderation: Any = None
+    image: Any = None
+    access_programs: Any = None
+
+
 # ---- response objects -------------------------------------------------------------------
 def page(data: list[dict], has_more: bool) -> dict:
     """OpenAI's cursor page: object list, data, first_id, last_id, has_more."""

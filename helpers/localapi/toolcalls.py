@@ -8,6 +8,12 @@ is not valid JSON with a string `name` stays text: nothing the model wrote is dr
 that is nothing but such a JSON object (or a list of them, or one in a ```json fence) naming a declared function
 is a call too: small models often answer that way (Qwen2.5-Coder-0.5B does; benchmarks/README.md).
 
+Forced calls (`tool_choice` "required" or a named function, `forced_functions`): the generator makes the answer
+begin with the template's call opening for an allowed function (generate.py, `openings`), so the first block
+names a declared function by construction; the model writes the arguments. When they are not valid JSON (a
+small or random model), the call is still returned, its `arguments` the text the model wrote — as OpenAI's API
+does, whose documentation tells callers to validate arguments (`forced_calls`).
+
 Streaming (`StreamSplitter`): text is sent as `content` deltas as it comes, except what may be the start of a
 call block; from the first `<tool_call>` on, the rest is held and, when the choice ends, sent as OpenAI's
 `tool_calls` deltas (`stream_deltas`), so the SDK's accumulated message equals the non-streamed one.
@@ -24,6 +30,7 @@ from typing import Any
 CALL_OPEN = "<tool_call>"
 FENCE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.DOTALL)
 CALL_BLOCK = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.DOTALL)
+FORCED_BODY = re.compile(r'\{\s*"name"\s*:\s*"([^"]+)"\s*,\s*"arguments"\s*:\s*(.*)$', re.DOTALL)
 
 
 def _call(name: str, args: Any) -> dict[str, Any]:
@@ -75,6 +82,35 @@ def parse_tool_calls(text: str, names: set[str] | None = None) -> tuple[str | No
     return (content or None), calls
 
 
+def forced_calls(text: str, names: set[str]) -> tuple[str | None, list[dict[str, Any]]]:
+    """(content, calls) of an answer the generator made begin with a call of one of `names`: as parse_tool_calls, but
+    a first block whose JSON is broken is still a call of the function it names, with the arguments as written."""
+    first = CALL_BLOCK.match(text.lstrip())
+    body = FORCED_BODY.match(first.group(1)) if first else None
+    if first is None or body is None or body.group(1) not in names:
+        return parse_tool_calls(text, names)
+    try:
+        json.loads(first.group(1))
+        return parse_tool_calls(text, names)
+    except json.JSONDecodeError:
+        pass
+    content, calls = parse_tool_calls(text.lstrip()[first.end():], names)
+    return content, [_call(body.group(1), raw_arguments(body.group(2)))] + calls
+
+
+def raw_arguments(written: str) -> str:
+    """The arguments a model wrote after `"arguments": ` in a call block, without the block's closing brace."""
+    text = written.strip()
+    inner = text[:-1].rstrip() if text.endswith("}") else text
+    for candidate in (text, inner):
+        try:
+            json.loads(candidate)
+            return candidate
+        except json.JSONDecodeError:
+            continue
+    return inner
+
+
 def declared_names(tools: list[dict[str, Any]] | None) -> set[str]:
     """The function names a request's `tools` declare (the validator's reading of them)."""
     from helpers.validate import declared_functions
@@ -82,24 +118,27 @@ def declared_names(tools: list[dict[str, Any]] | None) -> set[str]:
     return declared_functions(tools)[0] if tools else set()
 
 
-def assistant_message(text: str, finish_reason: str, tools: list[dict[str, Any]] | None) -> tuple[dict[str, Any], str]:
-    """OpenAI's assistant message for an answer, and its finish_reason ("tool_calls" when the model called a tool)."""
+def assistant_message(text: str, finish_reason: str, tools: list[dict[str, Any]] | None,
+                      forced: bool = False) -> tuple[dict[str, Any], str]:
+    """OpenAI's assistant message for an answer, and its finish_reason ("tool_calls" when the model called a tool;
+    "length" stays when a forced call was cut off); `forced`: tool_choice made the answer begin with a call."""
     message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None, "annotations": []}
     if not tools:
         return message, finish_reason
-    content, calls = parse_tool_calls(text, declared_names(tools))
+    content, calls = (forced_calls if forced else parse_tool_calls)(text, declared_names(tools))
     if not calls:
         return message, finish_reason
     message["content"] = content
     message["tool_calls"] = calls
-    return message, "tool_calls"
+    return message, "length" if forced and finish_reason == "length" else "tool_calls"
 
 
 class StreamSplitter:
     """One streamed choice's text split into content to send now and a held tail that may hold tool calls."""
 
-    def __init__(self, names: set[str] | None = None) -> None:
+    def __init__(self, names: set[str] | None = None, forced: bool = False) -> None:
         self.names = names or set()
+        self.forced = forced
         self.held = ""
         self.in_call = False
         self.sent_content = False
@@ -126,7 +165,7 @@ class StreamSplitter:
     def finish(self) -> tuple[str, list[dict[str, Any]]]:
         """(the rest of the content, the tool calls) once the choice has ended."""
         held, self.held = self.held, ""
-        content, calls = parse_tool_calls(held, self.names)
+        content, calls = (forced_calls if self.forced else parse_tool_calls)(held, self.names)
         if not calls:
             return self._sent(held), []
         rest = content or ""
@@ -148,17 +187,38 @@ def stream_deltas(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def request_tools(tools: list[dict[str, Any]] | None, tool_choice: Any) -> list[dict[str, Any]] | None:
-    """The `tools` of a chat request, checked as the training data is (ValueError names the problem); None for none."""
+    """The `tools` of a chat request, checked as the training data is (ValueError names the problem); None for none
+    (or when tool_choice is "none": then the model is not shown them)."""
     from helpers.validate import declared_functions  # the same rules as the validator's
 
     if not tools or tool_choice == "none":
         return None
-    if tool_choice not in (None, "auto"):
-        raise ValueError("the local server supports tool_choice 'auto' and 'none' only")
     _, problems = declared_functions(tools)
     if problems:
         raise ValueError(problems[0][1])
     return tools
+
+
+def forced_functions(tools: list[dict[str, Any]] | None, tool_choice: Any) -> list[str] | None:
+    """The functions a chat request's `tool_choice` makes the answer call, one of them ("required": any declared one;
+    {"type": "function", "function": {"name": ...}}: that one); None when the model chooses ("auto", "none",
+    absent). ValueError says what is wrong with tool_choice."""
+    if tool_choice in (None, "auto", "none"):
+        return None
+    named = tool_choice.get("function") if isinstance(tool_choice, dict) else None
+    if tool_choice != "required" and not (isinstance(tool_choice, dict) and tool_choice.get("type") == "function"
+                                          and isinstance(named, dict) and isinstance(named.get("name"), str)):
+        raise ValueError(f"Invalid value for 'tool_choice': {json.dumps(tool_choice, ensure_ascii=False)}. Expected "
+                         "'none', 'auto', 'required' or {\"type\": \"function\", \"function\": {\"name\": ...}}.")
+    if not tools:
+        raise ValueError("Invalid value for 'tool_choice': 'tool_choice' is only allowed when 'tools' are specified.")
+    names = declared_names(tools)
+    if tool_choice == "required":
+        return sorted(names)
+    if named["name"] not in names:
+        raise ValueError(f"Invalid value for 'tool_choice': function '{named['name']}' is not among the functions "
+                         f"'tools' declares ({', '.join(sorted(names))}).")
+    return [named["name"]]
 
 
 def request_message(message: dict[str, Any], index: int) -> dict[str, Any]:

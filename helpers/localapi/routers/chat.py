@@ -21,9 +21,10 @@ async def create_chat_completion(body: schemas.ChatCreate, engine: EngineDep, se
     created = now()
     if not request.stream:
         choices = await run_in_threadpool(engine.complete, request.resolved, request.messages, request.params)
-        return chat.completion_object(completion_id, created, request.model, choices, request.params["tools"])
+        return chat.completion_object(completion_id, created, request.model, choices, request.params["tools"],
+                                      bool(request.params["forced"]))
     # start the generation before answering, so a bad request still gets a proper error status
     pieces = await run_in_threadpool(engine.stream, request.resolved, request.messages, request.params)
     chunks = chat.sse_chunks(completion_id, created, request.model, pieces, request.include_usage,
-                             request.params["n"], request.params["tools"])
+                             request.params["n"], request.params["tools"], bool(request.params["forced"]))
     return StreamingResponse(chunks, media_type="text/event-stream", headers={"cache-control": "no-cache"})

@@ -93,8 +93,8 @@ def cancel_job(job_id: str, storage: StorageDep, manager: ManagerDep) -> dict:
     """Cancel a job that has not finished."""
     row = job_row(storage, job_id)
     if row["status"] not in ACTIVE:
-        raise bad_request(f"Job {job_id} has already {row['status']} and cannot be cancelled.",
-                          param="fine_tuning_job_id")
+        done = {"succeeded": "completed", "failed": "failed", "cancelled": "been cancelled"}.get(row["status"], row["status"])
+        raise bad_request(f"Job has already {done}: {job_id}", param="fine_tuning_job_id")
     manager.cancel(job_id)
     return schemas.job_object(job_row(storage, job_id))
 
