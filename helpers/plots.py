@@ -73,7 +73,7 @@ def token_histogram(token_counts: Sequence[int], limit: int | None, encoding: st
 CURVES = {
     "train_loss": ("训练损失（每步一个批次）", "training loss (one batch per step)", "-", "#4C72B0"),
     "valid_loss": ("批次验证损失（一个批次）", "validation loss (one batch)", "o", "#DD8452"),
-    "full_valid_loss": ("完整验证集损失（每轮末）", "full validation loss (end of each epoch)", "s-", "#C44E52"),
+    "full_valid_loss": ("完整验证集损失（训练前和每轮末）", "full validation loss (before training, end of each epoch)", "s-", "#C44E52"),
     "train_accuracy": ("训练词元准确率", "training token accuracy", "-", "#4C72B0"),
     "train_mean_token_accuracy": ("训练词元准确率", "training token accuracy", "-", "#4C72B0"),
     "valid_mean_token_accuracy": ("批次验证词元准确率（一个批次）", "validation token accuracy (one batch)", "o", "#DD8452"),

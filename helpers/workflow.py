@@ -21,6 +21,7 @@ import binascii
 import hashlib
 import io
 import json
+import re
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -545,8 +546,30 @@ def list_checkpoints(client: OpenAI, job_id: str) -> pd.DataFrame:
 FULL_VALID_COLUMNS = ("full_valid_loss", "full_valid_mean_token_accuracy")
 
 
-def with_full_validation(results: pd.DataFrame, checkpoints: pd.DataFrame) -> pd.DataFrame:
-    """Notebook 06: the result rows with the checkpoints' full validation metrics merged in by step (OpenAI keeps them there)."""
+def best_checkpoint(checkpoints: pd.DataFrame) -> pd.Series | None:
+    """Notebooks 06 and 07: the checkpoint with the lowest full validation loss (None when none reports one)."""
+    if "full_valid_loss" not in checkpoints.columns or checkpoints["full_valid_loss"].dropna().empty:
+        return None
+    return checkpoints.loc[checkpoints["full_valid_loss"].idxmin()]
+
+
+# The local trainer's message with the base model's full validation loss, before the first step (OpenAI sends none).
+BASE_VALIDATION = re.compile(r"validation loss before training: (?P<loss>\d+\.\d+) \(token accuracy (?P<acc>\d+\.\d+)\)")
+
+
+def base_validation(events: Iterable[Any]) -> tuple[float, float] | None:
+    """Notebook 06: (full validation loss, token accuracy) of the base model before training, from the job's events."""
+    for event in events:
+        found = BASE_VALIDATION.search(getattr(event, "message", "") or "")
+        if found:
+            return float(found["loss"]), float(found["acc"])
+    return None
+
+
+def with_full_validation(results: pd.DataFrame, checkpoints: pd.DataFrame,
+                         before: tuple[float, float] | None = None) -> pd.DataFrame:
+    """Notebook 06: the result rows with the checkpoints' full validation metrics merged in by step (OpenAI keeps them
+    there), and, given the base model's (loss, accuracy) before training, a row for step 0."""
     merged = results.copy()
     for column in FULL_VALID_COLUMNS:
         if column not in checkpoints.columns:
@@ -554,6 +577,9 @@ def with_full_validation(results: pd.DataFrame, checkpoints: pd.DataFrame) -> pd
         by_step = checkpoints.set_index(checkpoints["step"].astype(int))[column]
         from_checkpoints = merged["step"].astype(int).map(by_step)
         merged[column] = merged[column].fillna(from_checkpoints) if column in merged.columns else from_checkpoints
+    if before is not None:
+        start = pd.DataFrame([{"step": 0, "full_valid_loss": before[0], "full_valid_mean_token_accuracy": before[1]}])
+        merged = pd.concat([start, merged], ignore_index=True)
     return merged
 
 
@@ -573,8 +599,10 @@ class TrainingSummary:
         out = [f"训练损失：第 {self.first_step} 步 {self.first_train_loss:.3f} → 第 {self.last_step} 步 {self.last_train_loss:.3f}"
                f"（最后 5 步平均 {self.mean_train_loss_last5:.3f}）"]
         if self.full_valid_loss:
-            per_epoch = "，".join(f"第 {i} 轮末（第 {step} 步）{loss:.3f}" for i, (step, loss) in enumerate(self.full_valid_loss, 1))
-            out.append(f"完整验证集损失：{per_epoch}")
+            before = [f"训练前（第 0 步）{loss:.3f}" for step, loss in self.full_valid_loss if step == 0]
+            epochs = [(step, loss) for step, loss in self.full_valid_loss if step > 0]
+            per_epoch = [f"第 {i} 轮末（第 {step} 步）{loss:.3f}" for i, (step, loss) in enumerate(epochs, 1)]
+            out.append(f"完整验证集损失：{'，'.join(before + per_epoch)}")
         else:
             out.append("完整验证集损失：结果里没有（没有验证文件，或服务器没有报告）")
         return out

@@ -341,6 +341,24 @@ def test_full_validation_merged_from_checkpoints_and_summarised(capsys) -> None:
     out = capsys.readouterr().out
     assert "第 1 步 2.000 → 第 4 步 1.000（最后 5 步平均 1.438）" in out
     assert "第 1 轮末（第 2 步）1.800，第 2 轮末（第 4 步）1.600" in out
+    assert workflow.best_checkpoint(checkpoints)["model"] == "m:ckpt-step-4"
+
+
+def test_the_base_models_validation_loss_starts_the_curve_at_step_0(capsys) -> None:
+    import pandas as pd
+
+    event = lambda text: type("E", (), {"message": text})()  # noqa: E731
+    events = [event("Step 1/4: training loss=2.0"), event("validation loss before training: 2.3150 (token accuracy 0.281)")]
+    before = workflow.base_validation(events)
+    assert before == (2.315, 0.281) and workflow.base_validation(events[:1]) is None  # OpenAI sends no such event
+    results = pd.DataFrame({"step": [1, 2], "train_loss": [2.0, 1.5]})
+    checkpoints = pd.DataFrame({"step": [2], "model": ["m:ckpt-step-2"], "full_valid_loss": [1.8],
+                                "full_valid_mean_token_accuracy": [0.5]})
+    merged = workflow.with_full_validation(results, checkpoints, before)
+    assert list(merged["step"]) == [0, 1, 2] and merged["full_valid_loss"].iloc[0] == 2.315
+    summary = workflow.training_summary(merged)
+    assert summary.first_step == 1 and summary.full_valid_loss == [(0, 2.315), (2, 1.8)]
+    assert "完整验证集损失：训练前（第 0 步）2.315，第 1 轮末（第 2 步）1.800" in capsys.readouterr().out
 
 
 def test_training_curves_draw_full_and_batch_validation_apart() -> None:
@@ -359,6 +377,6 @@ def test_training_curves_draw_full_and_batch_validation_apart() -> None:
     loss_ax, acc_ax = fig.axes
     lines = {line.get_label(): list(line.get_ydata()) for line in loss_ax.get_lines()}
     assert lines == {"训练损失（每步一个批次）": [2.0, 1.5, 1.25, 1.0], "批次验证损失（一个批次）": [1.9, 1.7],
-                     "完整验证集损失（每轮末）": [1.8, 1.6]}
+                     "完整验证集损失（训练前和每轮末）": [1.8, 1.6]}
     assert loss_ax.get_xlabel() == "训练步" and loss_ax.get_ylabel() == "损失" and fig._suptitle.get_text() == "微调作业：损失与词元准确率"
     assert [line.get_label() for line in acc_ax.get_lines()] == ["训练词元准确率"]
