@@ -680,8 +680,8 @@ def main(argv: Iterable[str] | None = None) -> int:
             return 2
         if method == "auto":
             method = detect_method(path.read_bytes())
-            print(f"method: {method} ({'preference pairs' if method == 'dpo' else 'chat examples'}, recognised from "
-                  "the first example; choose with --method)")
+            if method == "dpo":  # chat files, the usual case, are checked without a word
+                print("method: dpo (preference pairs, recognised from the first example; choose with --method)")
         report = validate_file(path, model=model, max_tokens=args.max_tokens, training=training, method=method)
         for line in report.lines():
             print(line)
