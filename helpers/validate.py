@@ -1,4 +1,4 @@
-"""Validate a chat fine-tuning JSONL before uploading it: `python -m helpers.validate FILE [--model M]`.
+"""Validate a fine-tuning JSONL before uploading it: `python -m helpers.validate FILE [--model M] [--method M]`.
 
 Every check the OpenAI Cookbook's data-preparation notebook makes, plus what it misses: BOM, invalid
 UTF-8, blank lines, duplicates, whitespace-only content, the last message must be the assistant's,
@@ -9,6 +9,12 @@ valid JSON objects, every `tool_call_id` answering an earlier call, `parallel_to
 TrainingCounter each example is also counted with that model's tokenizer, and the ones its trainer would cut are
 named. Each problem names the file, the line and what is wrong (message numbers count from 1). Notebook 03 and the local server's `validating_files` phase use
 the same `validate_file`.
+
+Preference (DPO) files, OpenAI's `{"input": {"messages", "tools"?}, "preferred_output": [assistant message],
+"non_preferred_output": [assistant message]}` lines, are checked with `method="dpo"` (the command line recognises
+them from their first line, or takes `--method dpo`): each output one non-empty assistant message, the two
+outputs different, an input that does not end with an assistant turn, the input's messages and tool use by the
+chat rules; a chat line in a preference file, or a preference line in a chat file, is named as such.
 """
 
 from __future__ import annotations
@@ -32,6 +38,10 @@ MIN_EXAMPLES = 10
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 MESSAGE_KEYS = frozenset({"role", "content", "name", "weight", "function_call", "tool_calls", "tool_call_id"})
 EXAMPLE_KEYS = frozenset({"messages", "tools", "functions", "parallel_tool_calls"})
+PREFERENCE_KEYS = frozenset({"input", "preferred_output", "non_preferred_output"})
+INPUT_KEYS = frozenset({"messages", "tools", "parallel_tool_calls"})
+OUTPUTS = ("preferred_output", "non_preferred_output")
+METHODS = ("supervised", "dpo")
 loads = json.loads
 _ROLE_CONTENT = {"role", "content"}
 FUNCTION_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")  # OpenAI's rule for function names
@@ -65,6 +75,7 @@ class ValidationReport:
     assistant_token_counts: dict[int, int] = field(default_factory=dict)  # line -> tokens of the assistant replies (what is trained on)
     training_length: int | None = None  # with a local model's tokenizer: the length the trainer cuts examples at
     cut_tokens: dict[int, int] = field(default_factory=dict)  # line -> tokens the trainer would cut off (local model)
+    method: str = "supervised"  # "supervised" (chat examples) or "dpo" (preference pairs)
 
     @property
     def ok(self) -> bool:
@@ -98,17 +109,31 @@ class ValidationReport:
         """One paragraph: examples, invalid examples, problems, tokens."""
         bad = len(self.invalid_lines)
         enc = f"{self.encoding}" + (f", limit {self.token_limit:,}" if self.token_limit else "")
-        head = f"{self.path}: {self.n_examples} examples, {bad} invalid, {len(self.problems)} problems, {len(self.warnings)} warnings"
+        what = "examples" if self.method == "supervised" else "preference pairs (DPO)"
+        head = f"{self.path}: {self.n_examples} {what}, {bad} invalid, {len(self.problems)} problems, {len(self.warnings)} warnings"
         cut = ""
         if self.training_length:
             cut = f"; {len(self.cut_tokens)} would be cut to {self.training_length:,} {self.model} tokens in training"
         return f"{head}; {self.total_tokens:,} tokens ({enc}){cut}" + (" — OK" if self.ok else " — NOT OK")
 
 
+def example_method(example: Any) -> str | None:
+    """"dpo" for a line shaped like a preference example, "supervised" for a chat example, None for neither."""
+    if not isinstance(example, dict):
+        return None
+    if not PREFERENCE_KEYS.isdisjoint(example):
+        return "dpo"
+    return "supervised" if "messages" in example else None
+
+
 def check_example(example: Any) -> list[tuple[str, str]]:
     """Problems of one parsed example as (code, message) pairs; empty when it is a valid chat example."""
     if not isinstance(example, dict):
         return [("not_object", f"example must be a JSON object, got {json_type(example)}")]
+    if example_method(example) == "dpo":
+        return [("preference_example", "this is a preference (DPO) example ('input', 'preferred_output', "
+                 "'non_preferred_output'), but supervised fine-tuning needs chat examples {\"messages\": [...]}: "
+                 "create the job with method {\"type\": \"dpo\"} (validate with --method dpo)")]
     out: list[tuple[str, str]] = []
     for key in example:
         if key not in EXAMPLE_KEYS:
@@ -135,6 +160,92 @@ def check_example(example: Any) -> list[tuple[str, str]]:
     elif weighted == 0:
         out.append(("all_weight_zero", "every assistant message has weight 0: nothing to train on"))
     return out
+
+
+def check_preference_example(example: Any) -> list[tuple[str, str]]:
+    """Problems of one parsed preference (DPO) example as (code, message) pairs; empty when it is valid."""
+    if not isinstance(example, dict):
+        return [("not_object", f"example must be a JSON object, got {json_type(example)}")]
+    if example_method(example) == "supervised":
+        return [("supervised_example", "this is a chat example {\"messages\": [...]} for supervised fine-tuning, but "
+                 "DPO needs preference examples with 'input', 'preferred_output' and 'non_preferred_output': "
+                 "create the job with method {\"type\": \"supervised\"} (validate with --method supervised)")]
+    out = [("unknown_key", f"unknown key {key!r} (allowed: {', '.join(sorted(PREFERENCE_KEYS))})")
+           for key in example if key not in PREFERENCE_KEYS]
+    out += _check_input(example.get("input"), "input" in example)
+    outputs = [_check_output(example, key) for key in OUTPUTS]
+    for problems, _ in outputs:
+        out += problems
+    (_, preferred), (_, rejected) = outputs
+    if preferred is not None and rejected is not None and _answer_key(preferred) == _answer_key(rejected):
+        out.append(("identical_outputs", "preferred_output and non_preferred_output are the same answer: the pair "
+                                         "shows no preference to learn"))
+    return out
+
+
+def _check_input(value: Any, present: bool) -> list[tuple[str, str]]:
+    """Problems of a preference example's `input` (its messages, tools, and that it awaits the assistant's reply)."""
+    if not present:
+        return [("missing_input", "missing key 'input' (the conversation the two outputs answer)")]
+    if not isinstance(value, dict):
+        return [("bad_input", f"'input' must be an object {{\"messages\": [...]}}, got {json_type(value)}")]
+    out = [("unknown_key", f"input: unknown key {key!r} (allowed: {', '.join(sorted(INPUT_KEYS))})")
+           for key in value if key not in INPUT_KEYS]
+    messages = value.get("messages")
+    if not isinstance(messages, list) or not messages:
+        got = "missing" if "messages" not in value else ("an empty array" if messages == [] else json_type(messages))
+        return out + [("bad_messages", f"input: 'messages' must be a non-empty array, got {got}")]
+    for i, m in enumerate(messages, start=1):
+        out += [(code, f"input: {text}") for code, text in _check_message(i, m)]
+    out += [(code, f"input: {text}") for code, text in check_tool_use(value, messages)]
+    last = messages[-1]
+    if isinstance(last, dict) and last.get("role") == "assistant":
+        out.append(("input_ends_with_assistant", f"input: the last message ({len(messages)}) is the assistant's, but "
+                                                 "the input must end where the assistant answers: the answers belong "
+                                                 "in preferred_output and non_preferred_output"))
+    return out
+
+
+def _check_output(example: dict, key: str) -> tuple[list[tuple[str, str]], dict | None]:
+    """Problems of `preferred_output` or `non_preferred_output` (one assistant message), and that message if usable."""
+    if key not in example:
+        return [("missing_output", f"missing key {key!r} (a list with one assistant message)")], None
+    value = example[key]
+    if not isinstance(value, list):
+        return [("bad_output", f"{key} must be a list with one assistant message, got {json_type(value)}")], None
+    if not value:
+        return [("empty_output", f"{key} is empty: it needs one assistant message")], None
+    if len(value) > 1:
+        return [("bad_output", f"{key} has {len(value)} messages: it must hold exactly one assistant message")], None
+    message = value[0]
+    out = [(code, f"{key}: {text}") for code, text in _check_message(1, message)]
+    if not isinstance(message, dict):
+        return out, None
+    if message.get("role") != "assistant":
+        out.append(("output_not_assistant", f"{key}: the message's role is {message.get('role')!r}, but an output "
+                                            "is the assistant's answer (role 'assistant')"))
+    if "weight" in message:
+        out.append(("bad_weight", f"{key}: 'weight' is not allowed in an output (every output is learned from)"))
+    tools = {k: v for k, v in example.get("input", {}).items() if k != "messages"} if isinstance(example.get("input"), dict) else {}
+    if message.get("tool_calls") is not None:
+        out += [(code, f"{key}: {text}") for code, text in check_tool_use(tools, [message])]
+    return out, (message if not out else None)
+
+
+def _answer_key(message: dict) -> str:
+    """What makes two answers the same: their text (trimmed) and their tool calls."""
+    content = message.get("content")
+    text = content.strip() if isinstance(content, str) else ""
+    return json.dumps([text, message.get("tool_calls")], sort_keys=True, ensure_ascii=False)
+
+
+def preference_sides(example: dict) -> tuple[dict, dict]:
+    """The two chat examples a preference example is trained as: the input's messages (earlier assistant turns as
+    context only, weight 0) followed by the preferred, or the non-preferred, output."""
+    data = example["input"]
+    context = [{**m, "weight": 0} if m.get("role") == "assistant" else m for m in data["messages"]]
+    extra = {k: v for k, v in data.items() if k != "messages"}
+    return tuple({"messages": context + [dict(example[key][0])], **extra} for key in OUTPUTS)  # type: ignore[return-value]
 
 
 def declared_functions(tools: Any) -> tuple[set[str], list[tuple[str, str]]]:
@@ -315,13 +426,30 @@ def _utf8_problem(raw: bytes) -> str:
     return "not valid UTF-8"
 
 
+def detect_method(data: bytes) -> str:
+    """"dpo" when the first line that parses as a JSON object is a preference example, else "supervised"."""
+    for text in _lines(data.removeprefix(BOM)):
+        try:
+            found = example_method(loads(text))
+        except (ValueError, TypeError):
+            continue
+        if found:
+            return found
+    return "supervised"
+
+
 def validate_bytes(data: bytes, path: Path | str = "<bytes>", model: str | None = None, max_tokens: int | None = None,
                    check_token_limit: bool = True, min_examples: int = MIN_EXAMPLES,
-                   training: TrainingCounter | None = None) -> ValidationReport:
-    """Validate the content of a chat JSONL given as bytes (see validate_file)."""
+                   training: TrainingCounter | None = None, method: str = "supervised") -> ValidationReport:
+    """Validate the content of a chat (or, with method="dpo", preference) JSONL given as bytes (see validate_file)."""
+    if method == "auto":
+        method = detect_method(data)
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)} or auto, not {method!r}")
+    dpo = method == "dpo"
     choice = encoding_for_model(model or "")
     limit = (max_tokens or (token_limit(model) if model else None) or MAX_EXAMPLE_TOKENS) if check_token_limit else None
-    report = ValidationReport(Path(path), model, choice.encoding, limit)
+    report = ValidationReport(Path(path), model, choice.encoding, limit, method=method)
     report.training_length = training.max_len if training else None
     problems, warnings = report.problems, report.warnings
     if data.startswith(BOM):
@@ -329,7 +457,7 @@ def validate_bytes(data: bytes, path: Path | str = "<bytes>", model: str | None 
         data = data[len(BOM):]
     index: dict[str, int] = {}  # every distinct string, token-counted once
     put = index.setdefault
-    plan: list[tuple[int, int, tuple[int, ...], Any, Any]] = []  # (line, fixed tokens, string ids, assistant ids, roles)
+    plan: list[tuple[int, int, tuple[int, ...], Any, Any, Any]] = []  # (line, fixed tokens, string ids, assistant ids, roles, DPO split)
     examples: dict[int, Any] = {}  # line -> example, kept only to count it with a local model's tokenizer
     seen: dict[Any, int] = {}
     crlf = 0
@@ -356,20 +484,38 @@ def validate_bytes(data: bytes, path: Path | str = "<bytes>", model: str | None 
             except json.JSONDecodeError as exc:
                 problems.append(Problem(n, f"not valid JSON: {exc.msg} (column {exc.colno})", "invalid_json"))
                 continue
-            if _plain_valid(example):  # the common case: role/content messages, counted under the same rule as below
+            split = None
+            if not dpo and _plain_valid(example):  # the common case: role/content messages, counted under the same rule as below
                 messages = example["messages"]
                 ids = tuple([put(v, len(index)) for m in messages for v in (m["role"], m["content"])])
                 fixed, key, replies, roles = TOKENS_REPLY_PRIMING + fixed_per_message * len(messages), ids, None, None  # from ids
+            elif dpo:
+                found = check_preference_example(example)
+                if found:
+                    problems.extend(Problem(n, msg, code) for code, msg in found)
+                    continue
+                sides = preference_sides(example)
+                if training and not training.supports_tools and any(_uses_tools(side) for side in sides):
+                    problems.append(Problem(n, _tools_unsupported(training), "tools_unsupported"))
+                    continue
+                fixed, ids = 0, ()
+                for side in sides:  # the trainer runs the input twice: once with each output
+                    side_fixed, side_ids = chat_text_ids(side["messages"], index)
+                    if "tools" in side:
+                        side_ids += (put(json.dumps(side["tools"], ensure_ascii=False), len(index)),)
+                    split = split or (side_fixed, len(side_ids))
+                    fixed, ids = fixed + side_fixed, ids + side_ids
+                replies = tuple(put(example[k][0]["content"], len(index)) for k in OUTPUTS
+                                if isinstance(example[k][0].get("content"), str))
+                roles = {m["role"] for m in example["input"]["messages"]}
+                key = json.dumps(example, sort_keys=True, ensure_ascii=False)
             else:
                 found = check_example(example)
                 if found:
                     problems.extend(Problem(n, msg, code) for code, msg in found)
                     continue
                 if training and not training.supports_tools and _uses_tools(example):
-                    problems.append(Problem(n, f"tool calling: the chat template of {training.model} cannot render "
-                                               "'tools' or 'tool_calls', so it cannot be trained on them; base models "
-                                               f"that can: {', '.join(training.tool_models) or 'none here'}",
-                                            "tools_unsupported"))
+                    problems.append(Problem(n, _tools_unsupported(training), "tools_unsupported"))
                     continue
                 fixed, ids = chat_text_ids(example["messages"], index)
                 if "tools" in example:  # the declared functions are part of the prompt
@@ -382,7 +528,7 @@ def validate_bytes(data: bytes, path: Path | str = "<bytes>", model: str | None 
                 problems.append(Problem(n, f"duplicate of line {seen[key]}", "duplicate"))
                 continue
             seen[key] = n
-            plan.append((n, fixed, ids, replies, roles))
+            plan.append((n, fixed, ids, replies, roles, split))
             if training:
                 examples[n] = example
         counts = counter.finish(index)
@@ -392,8 +538,12 @@ def validate_bytes(data: bytes, path: Path | str = "<bytes>", model: str | None 
     system = {index.get("system"), index.get("developer")} - {None}
     no_system: list[int] = []
     no_user: list[int] = []
-    for n, fixed, ids, replies, roles in plan:
+    for n, fixed, ids, replies, roles, split in plan:
         tokens = report.token_counts[n] = fixed + sum([counts[i] for i in ids])
+        longest = tokens  # a preference pair is checked by its longer side (input + one output)
+        if split is not None:
+            first = split[0] + sum([counts[i] for i in ids[:split[1]]])
+            longest = max(first, tokens - first)
         if replies is None:  # plain messages: ids alternate role, content
             role_ids = ids[0::2]
             replies = [ids[j + 1] for j in range(0, len(ids), 2) if ids[j] == assistant]
@@ -405,17 +555,19 @@ def validate_bytes(data: bytes, path: Path | str = "<bytes>", model: str | None 
             no_system.append(n)
         if not has_user:
             no_user.append(n)
-        if limit and tokens > limit:
+        if limit and longest > limit:
             where = f"for {model}" if model else "for any model"
-            problems.append(Problem(n, f"{tokens:,} tokens, over the {limit:,}-token limit per example {where} "
+            side = " (input and its longer output)" if split is not None else ""
+            problems.append(Problem(n, f"{longest:,} tokens{side}, over the {limit:,}-token limit per example {where} "
                                        f"({choice.encoding})", "over_token_limit"))
         elif training:
-            _predict_cut(report, n, examples[n], training)
+            _predict_cut(report, n, examples[n], training, dpo)
     for lines, what, code in ((no_system, "system", "no_system"), (no_user, "user", "no_user")):  # the Cookbook's data warnings
         if lines:
             warnings.append(Problem(0, f"{len(lines)} examples have no {what} message (first: line {lines[0]})", code))
     if report.n_examples < min_examples:
-        problems.append(Problem(0, f"{report.n_examples} examples: fine-tuning needs at least {min_examples}", "too_few_examples"))
+        what = "preference pairs" if dpo else "examples"
+        problems.append(Problem(0, f"{report.n_examples} {what}: fine-tuning needs at least {min_examples}", "too_few_examples"))
     problems.sort(key=lambda p: p.line or 10**12)
     return report
 
@@ -426,14 +578,25 @@ def _uses_tools(example: dict) -> bool:
                                      for m in example.get("messages", []))
 
 
-def _predict_cut(report: ValidationReport, line: int, example: dict, training: TrainingCounter) -> None:
-    """Count an example with the local model's tokenizer; warn when the trainer would cut it (error if nothing is left to learn)."""
-    tokens, trainable = training.count(example)
+def _tools_unsupported(training: TrainingCounter) -> str:
+    """The problem of tool-calling data for a local model whose chat template cannot render tools."""
+    return (f"tool calling: the chat template of {training.model} cannot render 'tools' or 'tool_calls', so it "
+            f"cannot be trained on them; base models that can: {', '.join(training.tool_models) or 'none here'}")
+
+
+def _predict_cut(report: ValidationReport, line: int, example: dict, training: TrainingCounter, dpo: bool = False) -> None:
+    """Count an example (each side of a preference pair) with the local model's tokenizer; warn when the trainer
+    would cut it (error if nothing is left to learn)."""
+    sides = preference_sides(example) if dpo else (example,)
+    counted = [training.count(side) for side in sides]
+    tokens = max(t for t, _ in counted)
     if tokens <= training.max_len:
         return
     cut = report.cut_tokens[line] = tokens - training.max_len
-    what = f"{tokens:,} {training.model} tokens: training cuts it to {training.max_len:,} (the last {cut:,} tokens are lost)"
-    if trainable:
+    unit = "tokens (input and its longer output)" if dpo else "tokens"
+    what = (f"{tokens:,} {training.model} {unit}: training cuts it to {training.max_len:,} "
+            f"(the last {cut:,} tokens are lost)")
+    if all(trainable for _, trainable in counted):
         report.warnings.append(Problem(line, what, "will_be_cut"))
     else:
         report.problems.append(Problem(line, f"{what}, leaving no assistant token to learn from", "cut_to_nothing"))
@@ -441,8 +604,11 @@ def _predict_cut(report: ValidationReport, line: int, example: dict, training: T
 
 def validate_file(path: Path | str, model: str | None = None, max_tokens: int | None = None,
                   check_token_limit: bool = True, min_examples: int = MIN_EXAMPLES,
-                  training: TrainingCounter | None = None) -> ValidationReport:
+                  training: TrainingCounter | None = None, method: str = "supervised") -> ValidationReport:
     """Validate a chat JSONL: format, content, duplicates, size, and (unless disabled) the model's per-example token limit.
+
+    `method` is the fine-tuning method the file is for: "supervised" (chat examples), "dpo" (preference pairs) or
+    "auto" (recognised from the first example).
 
     `model` picks the tiktoken encoding and the token limit (tokens.token_limit; without a model, MAX_EXAMPLE_TOKENS);
     `max_tokens` overrides the limit. `training` (tokens.local_training_counter) also counts each example with a local
@@ -451,7 +617,7 @@ def validate_file(path: Path | str, model: str | None = None, max_tokens: int | 
     FileNotFoundError).
     """
     path = Path(path)
-    return validate_bytes(path.read_bytes(), path, model, max_tokens, check_token_limit, min_examples, training)
+    return validate_bytes(path.read_bytes(), path, model, max_tokens, check_token_limit, min_examples, training, method)
 
 
 def _prompt_key(messages: Sequence[dict]) -> str:
@@ -461,12 +627,12 @@ def _prompt_key(messages: Sequence[dict]) -> str:
 
 
 def _user_keys(path: Path) -> dict[str, int]:
-    """Question → first line for every parseable example of a chat JSONL."""
+    """Question → first line for every parseable example of a chat (or preference) JSONL."""
     keys: dict[str, int] = {}
     for n, raw in enumerate(path.read_bytes().removeprefix(BOM).split(b"\n"), start=1):
         try:
             example = json.loads(raw.decode("utf-8"))
-            key = _prompt_key(example["messages"])
+            key = _prompt_key(example["input"]["messages"] if "input" in example else example["messages"])
         except (ValueError, KeyError, TypeError):
             continue
         if key:
@@ -483,8 +649,11 @@ def check_overlap(train_path: Path | str, valid_path: Path | str) -> list[Proble
 
 def main(argv: Iterable[str] | None = None) -> int:
     """The command line: print one line per problem and a summary; exit 1 if any example is invalid."""
-    parser = argparse.ArgumentParser(prog="python -m helpers.validate", description="Validate a chat fine-tuning JSONL file.")
+    parser = argparse.ArgumentParser(prog="python -m helpers.validate",
+                                     description="Validate a chat (or preference, DPO) fine-tuning JSONL file.")
     parser.add_argument("file", type=Path)
+    parser.add_argument("--method", choices=["auto", *METHODS], default="auto",
+                        help="the fine-tuning method the file is for (default: recognised from its first example)")
     parser.add_argument("--model", help="model to fine-tune: picks the tokenizer and the per-example token limit")
     parser.add_argument("--max-tokens", type=int, help="override the per-example token limit")
     parser.add_argument("--valid", type=Path, help="a validation file: validated too, and checked for overlap with FILE")
@@ -504,11 +673,16 @@ def main(argv: Iterable[str] | None = None) -> int:
             training = local_training_counter(model, cfg.localapi_dir / "models")
     except Exception as exc:  # no tokenizer on this machine: the tiktoken check still runs
         print(f"note: cannot count with {model}'s own tokenizer ({type(exc).__name__}: {exc}); tiktoken estimate only")
+    method = args.method
     for path in [args.file] + ([args.valid] if args.valid else []):
         if not path.is_file():
             print(f"{path}: no such file", file=sys.stderr)
             return 2
-        report = validate_file(path, model=model, max_tokens=args.max_tokens, training=training)
+        if method == "auto":
+            method = detect_method(path.read_bytes())
+            if method == "dpo":  # chat files, the usual case, are checked without a word
+                print("method: dpo (preference pairs, recognised from the first example; choose with --method)")
+        report = validate_file(path, model=model, max_tokens=args.max_tokens, training=training, method=method)
         for line in report.lines():
             print(line)
         print(report.summary())

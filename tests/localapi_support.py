@@ -21,7 +21,7 @@ from openai import OpenAI
 from helpers.config import REPO_ROOT
 from helpers.net import free_port
 
-__all__ = ["KEY", "MODEL_CACHE", "Server", "chat_line", "free_port", "write_chat_jsonl"]
+__all__ = ["KEY", "MODEL_CACHE", "Server", "chat_line", "free_port", "write_chat_jsonl", "write_preference_jsonl"]
 
 KEY = "test-key-" + "x" * 16
 # one converted-model cache for every test server of a session (the tiny model's tokenizer converts once)
@@ -99,5 +99,16 @@ def chat_line(question: str, answer: str, system: str | None = "你是一名医�
 def write_chat_jsonl(path: Path, n: int, offset: int = 0) -> Path:
     """A small, valid chat fine-tuning file with `n` examples."""
     lines = [chat_line(f"问题{i}：血压130/80算高吗？", f"回答{i}：这属于正常高值，建议定期复查。") for i in range(offset, offset + n)]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def write_preference_jsonl(path: Path, n: int, offset: int = 0) -> Path:
+    """A small, valid preference (DPO) file with `n` pairs: a doctor's answer preferred to a curt one."""
+    lines = [json.dumps({"input": {"messages": [{"role": "system", "content": "你是一名医生。"},
+                                                {"role": "user", "content": f"问题{i}：血压130/80算高吗？"}]},
+                         "preferred_output": [{"role": "assistant", "content": f"回答{i}：这属于正常高值，建议定期复查。"}],
+                         "non_preferred_output": [{"role": "assistant", "content": "不知道。"}]}, ensure_ascii=False)
+             for i in range(offset, offset + n)]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 from pathlib import Path
 
@@ -371,3 +372,81 @@ def test_an_unusable_saved_state_is_refused_without_its_path(tmp_path, engine_ca
     with pytest.raises(T.ResumeStateError, match="corrupt") as info:
         T.train(spec, lambda e: None, lambda: False)
     assert str(tmp_path) not in str(info.value)
+
+
+# ---- DPO (objectives.Dpo) ------------------------------------------------------------------------
+
+def preference(q: str, good: str, bad: str, **extra) -> dict:
+    return {"input": {"messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": q}], **extra},
+            "preferred_output": [{"role": "assistant", "content": good}],
+            "non_preferred_output": [{"role": "assistant", "content": bad}]}
+
+
+PAIRS = [preference(q, a, "不知道。") for q, a in QA]
+
+
+def test_dpo_loss_is_ln2_for_the_reference_and_falls_as_the_preferred_answer_gains():
+    from helpers.localapi.objectives import dpo_loss
+
+    ref_c, ref_r = torch.tensor([-20.0, -35.0]), torch.tensor([-25.0, -30.0])
+    loss, margin = dpo_loss(ref_c, ref_r, ref_c, ref_r, beta=0.1)
+    assert torch.allclose(loss, torch.full((2,), float(torch.log(torch.tensor(2.0))))) and not margin.any()
+    # the policy raises the preferred answer by 5 nats and lowers the other by 5: margin 0.1 * 10 = 1
+    loss, margin = dpo_loss(ref_c + 5, ref_r - 5, ref_c, ref_r, beta=0.1)
+    assert torch.allclose(margin, torch.ones(2)) and torch.allclose(loss, -torch.nn.functional.logsigmoid(torch.ones(2)))
+
+
+def test_a_pair_is_two_chat_examples_that_learn_only_their_output(tok, tmp_path):
+    row = preference("头痛怎么办？", "多休息，必要时就医。", "不知道。")
+    row["input"]["messages"] += [{"role": "assistant", "content": "请问头痛多久了？"}, {"role": "user", "content": "三天"}]
+    pairs, stats = T.encode_preference_file(write_jsonl(tmp_path / "p.jsonl", [row]), tok, 512, M.stop_token_ids(tok))
+    assert stats == {"examples": 1, "truncated": 0, "skipped_no_trainable_tokens": 0} and pairs[0].line == 1
+    chosen, rejected = pairs[0].chosen, pairs[0].rejected
+    assert "多休息，必要时就医。" in labelled_text(tok, chosen) and "请问头痛多久了" not in labelled_text(tok, chosen)
+    assert labelled_text(tok, rejected).startswith("不知道。")
+    n = len(chosen.input_ids) - chosen.n_trainable - 1  # the shared input: the same tokens on both sides
+    assert chosen.input_ids[:n] == rejected.input_ids[:n]
+    with pytest.raises(T.TrainDataError, match="c.jsonl:1: this is a chat example"):
+        T.encode_preference_file(write_jsonl(tmp_path / "c.jsonl", [chat("问", "答")]), tok, 512, M.stop_token_ids(tok))
+
+
+def test_dpo_auto_hyperparameters():
+    hp = T.resolve_hyperparameters("tiny-test", 100, method="dpo")
+    assert (hp["n_epochs"], hp["batch_size"], hp["beta"]) == (3, 4, 0.1)
+    assert hp["learning_rate"] == pytest.approx(T.resolve_hyperparameters("tiny-test", 100)["learning_rate"] / 10)
+    assert T.resolve_hyperparameters("tiny-test", 100, method="dpo", beta=0.5)["beta"] == 0.5
+    assert "beta" not in T.resolve_hyperparameters("tiny-test", 100)
+
+
+def _dpo_spec(tmp_path: Path, cache: Path, **kw) -> T.TrainSpec:
+    train = write_jsonl(tmp_path / "pairs.jsonl", PAIRS)
+    valid = write_jsonl(tmp_path / "valid_pairs.jsonl", PAIRS[:2])
+    args = dict(base_model="tiny-test", train_path=train, valid_path=valid, output_dir=tmp_path / "out", n_epochs=3,
+                batch_size=2, learning_rate_multiplier=10.0, seed=3, cache_dir=cache, method="dpo", beta=0.1,
+                state_every_seconds=0.0)
+    args.update(kw)
+    return T.TrainSpec(**args)
+
+
+def test_dpo_starts_at_ln2_learns_the_preference_and_resumes_to_the_same_numbers(tmp_path, engine_cache):
+    """The first step scores the policy before any update: it is the reference, so the loss is ln 2 (to 1e-3; measured
+    2e-9 in fp32 and bf16); the preferred answers then gain; a run stopped after 4 of 9 steps and resumed computes
+    what the uninterrupted run did (its reference log-probabilities come back from the saved state)."""
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    whole, events = _train_events(_dpo_spec(tmp_path / "a", engine_cache))
+    metrics = [e for e in events if e["type"] == "metrics"]
+    assert abs(metrics[0]["train_loss"] - math.log(2)) < 1e-3
+    assert metrics[0]["train_reward_margin"] == pytest.approx(0.0, abs=1e-4) and metrics[0]["train_accuracy"] == 0.0
+    assert whole.initial_valid_loss == pytest.approx(math.log(2), abs=1e-6)
+    assert whole.final_valid_loss < math.log(2) - 0.05 and metrics[-1]["full_valid_accuracy"] == 1.0  # measured 0.50
+    assert [c["step"] for c in whole.checkpoints] == [3, 6, 9] and whole.hyperparameters["beta"] == 0.1
+    spec = _dpo_spec(tmp_path / "b", engine_cache)
+    stopped, first = _train_events(spec, stop_after=4)
+    assert stopped.cancelled
+    resumed, second = _train_events(T.TrainSpec(**{**vars(spec), "resume": True}))
+    loss = lambda evs: [e["train_loss"] for e in evs if e["type"] == "metrics"]  # noqa: E731
+    assert loss(first)[:4] + loss(second) == loss(events)
+    assert resumed.final_valid_loss == whole.final_valid_loss
+    a = M.load_model("tiny-test", engine_cache, whole.adapter_dir).model.state_dict()
+    b = M.load_model("tiny-test", engine_cache, resumed.adapter_dir).model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)

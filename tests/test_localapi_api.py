@@ -172,7 +172,10 @@ def test_job_requests_are_checked(client, tmp_path):
         (dict(model="tiny-test", training_file=train.id, validation_file=batch.id), "validation_file"),
         (dict(model="tiny-test", training_file=train.id, method={"type": "supervised", "supervised": {
             "hyperparameters": {"n_epochs": 0}}}), "method.supervised.hyperparameters.n_epochs"),
-        (dict(model="tiny-test", training_file=train.id, method={"type": "dpo"}), "method.type"),
+        (dict(model="tiny-test", training_file=train.id, method={"type": "reinforcement"}), "method.type"),
+        (dict(model="tiny-test", training_file=train.id, method={"type": "dpo", "dpo": {
+            "hyperparameters": {"beta": 2.5}}}), "method.dpo.hyperparameters.beta"),
+        (dict(model="tiny-test", training_file=train.id, method={"type": "dpo", "supervised": {}}), "method.supervised"),
         (dict(model="tiny-test", training_file=train.id, method={"type": "supervised"},
               hyperparameters={"n_epochs": 2}), "hyperparameters"),
         (dict(model="tiny-test", training_file=train.id, suffix="x" * 65), "suffix"),

@@ -17,7 +17,7 @@ import httpx
 import openai
 import pytest
 
-from tests.localapi_support import KEY, Server, free_port, write_chat_jsonl
+from tests.localapi_support import KEY, Server, free_port, write_chat_jsonl, write_preference_jsonl
 from tests.test_localapi_jobs import _gone, upload, wait_for
 
 pytestmark = pytest.mark.slow  # four tiny-model jobs, minutes: `make test` (and CI) runs them, `make test-fast` does not
@@ -25,6 +25,7 @@ pytestmark = pytest.mark.slow  # four tiny-model jobs, minutes: `make test` (and
 N_EXAMPLES, BATCH, EPOCHS, SEED = 16, 2, 4, 5
 STEPS = N_EXAMPLES // BATCH * EPOCHS  # 32; a checkpoint every 8
 HP = {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": EPOCHS, "batch_size": BATCH}}}
+DPO = {"type": "dpo", "dpo": {"hyperparameters": {"n_epochs": EPOCHS, "batch_size": BATCH, "learning_rate_multiplier": 5}}}
 TOLERANCE = 0.0  # |final train loss, resumed - uninterrupted|, measured (bf16 autocast on AMD EPYC, fp32 elsewhere)
 
 
@@ -34,17 +35,18 @@ def result_rows(client: openai.OpenAI, job) -> list[dict]:
     return list(csv.DictReader(io.StringIO(text)))
 
 
-def start_job(client: openai.OpenAI, tmp_path) -> str:
-    """Upload the training file and create the job every test runs."""
-    train = upload(client, write_chat_jsonl(tmp_path / "train.jsonl", N_EXAMPLES))
-    return client.fine_tuning.jobs.create(model="tiny-test", training_file=train, seed=SEED, method=HP).id
+def start_job(client: openai.OpenAI, tmp_path, method: dict = HP) -> str:
+    """Upload the training file and create the job every test runs (a preference file for a DPO job)."""
+    write = write_preference_jsonl if method["type"] == "dpo" else write_chat_jsonl
+    train = upload(client, write(tmp_path / "train.jsonl", N_EXAMPLES))
+    return client.fine_tuning.jobs.create(model="tiny-test", training_file=train, seed=SEED, method=method).id
 
 
-def wait_first_checkpoint(client: openai.OpenAI, job_id: str) -> None:
-    """Until the job has its first checkpoint; it must still be training (the test interrupts it next)."""
+def wait_first_checkpoint(client: openai.OpenAI, job_id: str, count: int = 1) -> None:
+    """Until the job has its first (or `count`-th) checkpoint; it must still be training (the test interrupts it next)."""
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
-        if client.fine_tuning.jobs.checkpoints.list(job_id).data:
+        if len(client.fine_tuning.jobs.checkpoints.list(job_id).data) >= count:
             job = client.fine_tuning.jobs.retrieve(job_id)
             assert job.status == "running", f"the job ended ({job.status}) before it could be interrupted"
             return
@@ -60,32 +62,30 @@ def worker_pid(srv: Server) -> int:
     return int(info["training"]["pid"])
 
 
-def check_finished(client: openai.OpenAI, job_id: str, reference: list[dict]) -> int:
-    """The job succeeded with every step once, one resume event, the reference's losses; the resumed step."""
+def check_finished(client: openai.OpenAI, job_id: str, reference: list[dict], resumes: int = 1) -> int:
+    """The job succeeded with every step once, `resumes` resume events, the reference's losses; the last resumed step."""
     job, _ = wait_for(client, job_id, lambda j: j.status in {"succeeded", "failed", "cancelled"}, timeout=300)
     assert job.status == "succeeded", job.error
     rows = result_rows(client, job)
     assert [int(r["step"]) for r in rows] == list(range(1, STEPS + 1))
     messages = [e.message for e in client.fine_tuning.jobs.list_events(job_id, limit=100)]
     resumed = [m for m in messages if "resumed from step" in m]
-    assert len(resumed) == 1, resumed
+    assert len(resumed) == resumes, resumed
     assert abs(float(rows[-1]["train_loss"]) - float(reference[-1]["train_loss"])) <= TOLERANCE
     assert [r["train_loss"] for r in rows] == [r["train_loss"] for r in reference]
     metrics = [e for e in client.fine_tuning.jobs.list_events(job_id, limit=100) if e.type == "metrics"]
     assert sorted(e.data["step"] for e in metrics) == list(range(1, STEPS + 1))  # no step reported twice
     steps = [c.step_number for c in client.fine_tuning.jobs.checkpoints.list(job_id).data]
     assert sorted(steps) == list(range(STEPS // EPOCHS, STEPS + 1, STEPS // EPOCHS))
-    return int(resumed[0].rsplit(" ", 1)[-1])
+    return int(resumed[0].rsplit(" ", 1)[-1])  # events come newest first: the last resume
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory) -> list[dict]:
-    """The result rows of the same job run without interruption."""
-    tmp = tmp_path_factory.mktemp("resume-reference")
+def uninterrupted_rows(tmp, method: dict) -> list[dict]:
+    """The result rows of the job run without interruption."""
     srv = Server(tmp / "work", free_port()).start()
     try:
         client = srv.client(timeout=60.0)
-        job_id = start_job(client, tmp)
+        job_id = start_job(client, tmp, method)
         job, _ = wait_for(client, job_id, lambda j: j.status in {"succeeded", "failed", "cancelled"}, timeout=300)
         assert job.status == "succeeded", job.error
         rows = result_rows(client, job)
@@ -93,6 +93,12 @@ def reference(tmp_path_factory) -> list[dict]:
         return rows
     finally:
         srv.stop()
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> list[dict]:
+    """The result rows of the same job run without interruption."""
+    return uninterrupted_rows(tmp_path_factory.mktemp("resume-reference"), HP)
 
 
 def test_server_killed_after_a_checkpoint_resumes(tmp_path, reference):
@@ -153,5 +159,35 @@ def test_pause_survives_a_restart_and_resume_finishes(tmp_path, reference):
         assert check_finished(client, job_id, reference) >= STEPS // EPOCHS
         with pytest.raises(openai.BadRequestError):
             client.fine_tuning.jobs.pause(job_id)  # a finished job cannot be paused
+    finally:
+        srv.stop()
+
+
+def test_dpo_job_paused_resumed_then_killed_ends_with_the_uninterrupted_numbers(tmp_path, tmp_path_factory):
+    """A DPO job pauses and resumes, then survives its server's SIGKILL: its reference log-probabilities come back
+    from the saved state, so every step's loss is the uninterrupted run's (the first one ln 2)."""
+    import math
+
+    reference = uninterrupted_rows(tmp_path_factory.mktemp("dpo-reference"), DPO)
+    assert abs(float(reference[0]["train_loss"]) - math.log(2)) < 1e-3 and "train_reward_margin" in reference[0]
+    srv = Server(tmp_path / "work", free_port()).start()
+    try:
+        client = srv.client(timeout=60.0)
+        job_id = start_job(client, tmp_path, DPO)
+        wait_first_checkpoint(client, job_id)
+        assert client.fine_tuning.jobs.pause(job_id).status == "paused"
+        wait_for(client, job_id, lambda j: httpx.get(srv.base_url.replace("/v1", "/local/info"), timeout=10,
+                 headers={"Authorization": f"Bearer {KEY}"}).json()["training"] is None, timeout=60)
+        assert client.fine_tuning.jobs.resume(job_id).status == "queued"
+        wait_first_checkpoint(client, job_id, count=2)
+        worker = worker_pid(srv)
+        srv.stop(signal.SIGKILL)
+        assert _gone(worker, 60), "the training worker outlived its server"
+    finally:
+        srv.stop(signal.SIGKILL)
+    srv.start()
+    try:
+        client = srv.client(timeout=60.0)
+        assert check_finished(client, job_id, reference, resumes=2) >= 2 * STEPS // EPOCHS
     finally:
         srv.stop()

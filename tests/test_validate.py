@@ -337,3 +337,101 @@ def test_local_model_whose_template_cannot_render_tools_rejects_tool_data(tmp_pa
     assert {p.code for p in report.problems} == {"tools_unsupported"} and report.problems[0].line == 1
     assert "tiny-test cannot render 'tools'" in report.problems[0].message
     assert report.problems[0].message.endswith("base models that can: qwen2.5-coder-0.5b-instruct")
+
+
+# ---- preference (DPO) files ---------------------------------------------------------------------
+
+def pair(q: str = "头疼怎么办？", good: str = "多休息，必要时就医。", bad: str = "不知道。", system: str | None = "你是医生") -> dict:
+    msgs = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": q}]
+    return {"input": {"messages": msgs}, "preferred_output": [{"role": "assistant", "content": good}],
+            "non_preferred_output": [{"role": "assistant", "content": bad}]}
+
+
+def pair_lines(n: int = 12) -> list[str]:
+    return [json.dumps(pair(f"问题{i}", f"好的答案{i}", f"差的答案{i}"), ensure_ascii=False) for i in range(n)]
+
+
+def _with(**changes) -> str:
+    row = pair()
+    for key, value in changes.items():
+        if value is None:
+            row.pop(key)
+        else:
+            row[key] = value
+    return json.dumps(row, ensure_ascii=False)
+
+
+USER = {"role": "user", "content": "头疼怎么办？"}
+BAD_PAIRS = {  # name: (line 6 replaced by this JSON text, expected code, words in the message)
+    "missing_preferred": (_with(preferred_output=None), "missing_output", "missing key 'preferred_output'"),
+    "missing_non_preferred": (_with(non_preferred_output=None), "missing_output", "missing key 'non_preferred_output'"),
+    "empty_preferred": (_with(preferred_output=[]), "empty_output", "preferred_output is empty"),
+    "empty_answer": (_with(non_preferred_output=[{"role": "assistant", "content": " "}]), "empty_content",
+                     "non_preferred_output: message 1 (assistant): content is whitespace only"),
+    "two_answers": (_with(preferred_output=[{"role": "assistant", "content": "a"}] * 2), "bad_output", "exactly one"),
+    "not_a_list": (_with(preferred_output={"role": "assistant", "content": "a"}), "bad_output", "must be a list"),
+    "identical": (_with(non_preferred_output=[{"role": "assistant", "content": "多休息，必要时就医。 "}]),
+                  "identical_outputs", "the same answer"),
+    "user_output": (_with(preferred_output=[{"role": "user", "content": "a"}]), "output_not_assistant", "role is 'user'"),
+    "ends_with_assistant": (_with(input={"messages": [USER, {"role": "assistant", "content": "好的"}]}),
+                            "input_ends_with_assistant", "input: the last message (2) is the assistant's"),
+    "missing_input": (_with(input=None), "missing_input", "missing key 'input'"),
+    "empty_input": (_with(input={"messages": []}), "bad_messages", "input: 'messages' must be a non-empty array"),
+    "bad_input_message": (_with(input={"messages": [{"role": "doctor", "content": "x"}]}), "bad_role",
+                          "input: message 1: role 'doctor'"),
+    "chat_line": (json.dumps(example(), ensure_ascii=False), "supervised_example", "this is a chat example"),
+    "undeclared_call": (_with(preferred_output=[{"role": "assistant", "tool_calls": [{"id": "c1", "type": "function", "function": {
+        "name": "f", "arguments": "{}"}}]}]), "undeclared_function", "preferred_output: message 1 (assistant)"),
+    "duplicate": (None, "duplicate", "duplicate of line 2"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_PAIRS))
+def test_bad_preference_line_reports_its_problem_and_line(tmp_path, name):
+    text, code, words = BAD_PAIRS[name]
+    lines = pair_lines()
+    lines[5] = lines[1] if text is None else text
+    report = validate.validate_file(write(tmp_path, lines), model="gpt-4.1-mini-2025-04-14", method="dpo")
+    assert report.method == "dpo" and not report.ok
+    assert [(p.line, p.code) for p in report.problems] == [(6, code)], report.problems
+    assert words in report.problems[0].message, report.problems[0].message
+
+
+def test_clean_preference_file_is_ok_and_counts_both_sides(tmp_path):
+    report = validate.validate_file(write(tmp_path, pair_lines()), model="gpt-4.1-mini-2025-04-14", method="auto")
+    assert report.ok and report.method == "dpo" and report.n_examples == 12, report.problems
+    from helpers.tokens import count_chat_tokens
+
+    side = lambda out: count_chat_tokens(pair("问题0")["input"]["messages"] + [{"role": "assistant", "content": out}])  # noqa: E731
+    assert report.token_counts[1] == side("好的答案0") + side("差的答案0")
+    assert "12 preference pairs (DPO), 0 invalid" in report.summary()
+
+
+def test_a_preference_file_sent_as_supervised_data_names_the_method(tmp_path):
+    report = validate.validate_file(write(tmp_path, pair_lines()), method="supervised")
+    assert {p.code for p in report.problems} == {"preference_example"} and report.problems[0].line == 1
+    assert 'method {"type": "dpo"}' in report.problems[0].message
+
+
+def test_cli_recognises_a_preference_file_and_takes_method(tmp_path):
+    lines = pair_lines()
+    lines[2] = _with(non_preferred_output=[])
+    path = write(tmp_path, lines)
+    out = run_cli(path, "--model", "gpt-4o-mini")
+    assert out.returncode == 1 and "method: dpo (preference pairs" in out.stdout
+    assert f"{path}:3: non_preferred_output is empty" in out.stdout and "1 invalid" in out.stdout
+    out = run_cli(path, "--model", "gpt-4o-mini", "--method", "supervised")
+    assert out.returncode == 1 and f"{path}:1: this is a preference (DPO) example" in out.stdout
+
+
+def test_local_model_predicts_cut_preference_pairs(tmp_path, engine_cache):
+    from helpers.tokens import local_training_counter
+
+    lines = pair_lines()
+    lines[3] = json.dumps(pair("问题", "短", "很长的回答" * 120), ensure_ascii=False)  # one side over tiny-test's 512 tokens
+    lines[4] = json.dumps(pair("很长的问题" * 120, "短", "也短"), ensure_ascii=False)  # the input alone fills 512
+    counter = local_training_counter("tiny-test", engine_cache)
+    report = validate.validate_file(write(tmp_path, lines), model="tiny-test", training=counter, method="dpo")
+    assert [(w.line, w.code) for w in report.warnings if w.code == "will_be_cut"] == [(4, "will_be_cut")]
+    assert [(p.line, p.code) for p in report.problems] == [(5, "cut_to_nothing")]
+    assert "tokens (input and its longer output)" in report.problems[0].message

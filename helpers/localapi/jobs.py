@@ -46,6 +46,10 @@ ACTIVE = ("validating_files", "queued", "running", "paused")
 PAUSABLE = ("queued", "running")
 WORKER_RETRIES = 1  # a worker that dies is restarted this many times from the saved state
 RESULT_COLUMNS = ["step", "train_loss", "train_accuracy", "valid_loss", "valid_mean_token_accuracy"]
+# DPO: OpenAI publishes no columns for its DPO result files; the same first four (the loss is DPO's, the accuracy
+# the share of pairs ranked right), then the reward margin (docs/ARCHITECTURE.md)
+DPO_RESULT_COLUMNS = ["step", "train_loss", "train_accuracy", "valid_loss", "valid_accuracy", "train_reward_margin",
+                      "valid_reward_margin"]
 MAX_SUFFIX = 64
 
 
@@ -72,7 +76,7 @@ def check_metadata(metadata: dict[str, str] | None) -> None:
 
 
 def check_hyperparameters(hp: schemas.Hyperparameters, where: str) -> dict:
-    """Range checks of supervised hyperparameters; returns them as a dict ("auto" kept)."""
+    """Range checks of supervised (or DPO) hyperparameters; returns them as a dict ("auto" kept)."""
     if hp.n_epochs != "auto" and not 1 <= hp.n_epochs <= 50:
         raise bad_request(f"{where}.n_epochs must be 'auto' or between 1 and 50.", param=f"{where}.n_epochs")
     if hp.batch_size != "auto" and not 1 <= hp.batch_size <= 256:
@@ -80,26 +84,34 @@ def check_hyperparameters(hp: schemas.Hyperparameters, where: str) -> dict:
     if hp.learning_rate_multiplier != "auto" and not 0 < hp.learning_rate_multiplier <= 10:
         raise bad_request(f"{where}.learning_rate_multiplier must be 'auto' or in (0, 10].",
                           param=f"{where}.learning_rate_multiplier")
-    return {"n_epochs": hp.n_epochs, "batch_size": hp.batch_size, "learning_rate_multiplier": hp.learning_rate_multiplier}
+    checked = {"n_epochs": hp.n_epochs, "batch_size": hp.batch_size, "learning_rate_multiplier": hp.learning_rate_multiplier}
+    if isinstance(hp, schemas.DpoHyperparameters):
+        if hp.beta != "auto" and not 0 < hp.beta <= 2:
+            raise bad_request(f"{where}.beta must be 'auto' or in (0, 2].", param=f"{where}.beta")
+        checked["beta"] = hp.beta
+    return checked
 
 
-def requested_hyperparameters(body: schemas.JobCreate) -> dict:
-    """The supervised hyperparameters of a request (in `method` or the deprecated top level), checked."""
+def requested_method(body: schemas.JobCreate) -> tuple[str, dict]:
+    """The method of a request ("supervised" or "dpo") and its hyperparameters (in `method` or, for supervised
+    jobs, the deprecated top level), checked."""
     if body.method is not None and body.hyperparameters is not None:
         raise bad_request("Specify hyperparameters inside 'method' only; the top-level 'hyperparameters' is deprecated "
                           "and cannot be combined with 'method'.", param="hyperparameters")
-    hp = schemas.Hyperparameters()
-    where = "hyperparameters"
-    if body.method is not None:
-        if body.method.type != "supervised":
-            raise bad_request(f"Fine-tuning method '{body.method.type}' is not supported by the local server; use "
-                              "'supervised'.", param="method.type")
-        where = "method.supervised.hyperparameters"
-        if body.method.supervised is not None and body.method.supervised.hyperparameters is not None:
-            hp = body.method.supervised.hyperparameters
-    elif body.hyperparameters is not None:
-        hp = body.hyperparameters
-    return check_hyperparameters(hp, where)
+    if body.method is None:
+        return "supervised", check_hyperparameters(body.hyperparameters or schemas.Hyperparameters(), "hyperparameters")
+    method = body.method.type
+    if method not in ("supervised", "dpo"):
+        raise bad_request(f"Fine-tuning method '{method}' is not supported by the local server; use 'supervised' or "
+                          "'dpo'.", param="method.type")
+    for other in ("supervised", "dpo", "reinforcement"):
+        if other != method and getattr(body.method, other) is not None:
+            raise bad_request(f"method.{other} was given, but method.type is '{method}': put the hyperparameters in "
+                              f"method.{method}.", param=f"method.{other}")
+    config = getattr(body.method, method)
+    hp = config.hyperparameters if config is not None and config.hyperparameters is not None else (
+        schemas.DpoHyperparameters() if method == "dpo" else schemas.Hyperparameters())
+    return method, check_hyperparameters(hp, f"method.{method}.hyperparameters")
 
 
 def new_job_row(body: schemas.JobCreate, storage: Storage, base_models: list[str]) -> dict:
@@ -124,11 +136,11 @@ def new_job_row(body: schemas.JobCreate, storage: Storage, base_models: list[str
     check_metadata(body.metadata)
     if body.integrations:
         raise bad_request("Integrations (e.g. wandb) are not supported by the local server.", param="integrations")
-    hyper = requested_hyperparameters(body)
+    method, hyper = requested_method(body)
     seed = body.seed if body.seed is not None else secrets.randbelow(2**31)
     return {"id": new_id("ftjob-"), "created_at": now(), "model": body.model, "training_file": body.training_file,
             "validation_file": body.validation_file, "suffix": body.suffix, "seed": seed, "metadata": body.metadata,
-            "hyperparameters": hyper, "status": "validating_files", "result_files": []}
+            "hyperparameters": hyper, "method": method, "status": "validating_files", "result_files": []}
 
 
 def metrics_text(data: dict) -> str:
@@ -160,8 +172,12 @@ def fine_tuned_model_id(base: str, suffix: str | None, job_id: str) -> str:
     return f"ft:{base}:local:{suffix or ''}:{job_id[-8:]}"
 
 
-def validate_file(path: Path, model: str, *, training: bool = True, cache_dir: Path | None = None) -> tuple[int, list[str]]:
+def validate_file(path: Path, model: str, *, training: bool = True, cache_dir: Path | None = None,
+                  method: str = "supervised") -> tuple[int, list[str]]:
     """Check one uploaded JSONL with the workbook's validator: (examples, warnings), or raise ValidationFailed.
+
+    `method` is the job's: "supervised" files hold chat examples, "dpo" files preference pairs (a line of the other
+    kind is a problem that says so).
 
     The first problem names its line; the count of further problems follows. Fewer than 10 examples is a
     problem only for the training file (as on OpenAI). With `cache_dir` (the server's model cache) each example is
@@ -173,7 +189,7 @@ def validate_file(path: Path, model: str, *, training: bool = True, cache_dir: P
 
     counter = local_training_counter(model, cache_dir) if cache_dir is not None else None
     report = validate.validate_file(path, model=model, min_examples=validate.MIN_EXAMPLES if training else 1,
-                                    training=counter)
+                                    training=counter, method=method)
     if report.problems:
         first = report.problems[0]
         where = f"line {first.line}: " if first.line else ""
@@ -198,13 +214,19 @@ def overlap_warnings(train: Path, valid: Path) -> list[str]:
         [f"... and {len(found) - 5} more overlapping validation lines"] if len(found) > 5 else [])
 
 
-def result_csv(metrics: list[dict]) -> bytes:
+def result_csv(metrics: list[dict], method: str = "supervised") -> bytes:
     """OpenAI's result CSV: one row per step, validation columns empty when there was no validation file.
 
     The stored result file is this CSV base64-encoded, as OpenAI serves it (`base64.b64decode(content)`).
+    A DPO job's file has DPO_RESULT_COLUMNS (each the metric of that name).
     """
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
+    if method == "dpo":
+        writer.writerow(DPO_RESULT_COLUMNS)
+        for m in metrics:
+            writer.writerow([m.get("step")] + [_fmt(m.get(column)) for column in DPO_RESULT_COLUMNS[1:]])
+        return out.getvalue().encode("utf-8")
     writer.writerow(RESULT_COLUMNS)
     for m in metrics:
         writer.writerow([
@@ -337,7 +359,7 @@ class JobManager:
                 try:
                     counts[param], found = self.validate(self.storage.blob_path(file_id), job["model"],
                                                          training=param == "training_file",
-                                                         cache_dir=self.storage.models_dir)
+                                                         cache_dir=self.storage.models_dir, method=job["method"])
                 except ValidationFailed as exc:
                     raise ValidationFailed(f"invalid_{param}",
                                            f"The job failed due to an invalid {param.replace('_', ' ')} "
@@ -364,8 +386,9 @@ class JobManager:
         for warning in warnings:
             self.storage.add_event(job_id, f"Warning: {warning}", level="warn")
         self.storage.update_job(job_id, status="queued", n_examples=counts["training_file"])
-        self.storage.add_event(job_id, f"Files validated ({counts['training_file']} training examples"
-                               + (f", {counts['validation_file']} validation examples" if "validation_file" in counts else "")
+        what = "preference pairs" if job["method"] == "dpo" else "examples"
+        self.storage.add_event(job_id, f"Files validated ({counts['training_file']} training {what}"
+                               + (f", {counts['validation_file']} validation {what}" if "validation_file" in counts else "")
                                + "), moving job to queued state")
         with self._wake:
             self._wake.notify_all()
@@ -398,10 +421,12 @@ class JobManager:
         hp = dict(job["hyperparameters"])
         n_examples = int(job["n_examples"] or 0)
         base, init_adapter = base_and_adapter(self.storage, job["model"])
+        method = job["method"]
         resolved = trainer.resolve_hyperparameters(base, n_examples, hp.get("n_epochs", "auto"),
-                                                   hp.get("batch_size", "auto"), hp.get("learning_rate_multiplier", "auto"))
+                                                   hp.get("batch_size", "auto"), hp.get("learning_rate_multiplier", "auto"),
+                                                   method=method, beta=hp.get("beta", "auto"))
         details = dict(resolved)
-        resolved = {k: resolved[k] for k in ("n_epochs", "batch_size", "learning_rate_multiplier")}
+        resolved = {k: resolved[k] for k in ("n_epochs", "batch_size", "learning_rate_multiplier", "beta") if k in resolved}
         output_dir = self.storage.jobs_dir / job_id
         resume = self._can_resume(fresh, output_dir / trainer.STATE_FILE)
         if resume is None:
@@ -428,6 +453,8 @@ class JobManager:
             "learning_rate_multiplier": resolved["learning_rate_multiplier"],
             "seed": job["seed"],
             "cache_dir": str(self.storage.models_dir),
+            "method": method,
+            "beta": resolved.get("beta"),
         }
         for attempt in range(WORKER_RETRIES + 1):
             exitcode = self._train_once(job, {**spec, "resume": resume})
@@ -603,7 +630,7 @@ class JobManager:
 
     def _succeed(self, job: dict, run: "_Run", result: dict) -> None:
         job_id = job["id"]
-        content = base64.b64encode(result_csv(run.metrics))  # as OpenAI serves it
+        content = base64.b64encode(result_csv(run.metrics, job["method"]))  # as OpenAI serves it
         file_id = new_id("file-", 22)
         write_bytes_atomic(self.storage.blob_path(file_id), content)
         self.storage.add_file({"id": file_id, "created_at": now(), "bytes": len(content), "filename": "step_metrics.csv",

@@ -32,12 +32,24 @@ class SupervisedMethod(Strict):
     hyperparameters: Hyperparameters | None = None
 
 
+class DpoHyperparameters(Hyperparameters):
+    """DPO hyperparameters: the supervised ones and `beta` (OpenAI: a number in (0, 2], or "auto")."""
+
+    beta: Union[Auto, float] = Field("auto")
+
+
+class DpoMethod(Strict):
+    """`method.dpo`."""
+
+    hyperparameters: DpoHyperparameters | None = None
+
+
 class Method(Strict):
-    """`method`: only `supervised` is implemented by the local server."""
+    """`method`: `supervised` and `dpo` are implemented by the local server (`reinforcement` is not)."""
 
     type: Literal["supervised", "dpo", "reinforcement"]
     supervised: SupervisedMethod | None = None
-    dpo: dict | None = None
+    dpo: DpoMethod | None = None
     reinforcement: dict | None = None
 
 
@@ -173,8 +185,9 @@ def file_object(row: dict) -> dict:
 
 
 def job_object(row: dict) -> dict:
-    """The `fine_tuning.job` object."""
+    """The `fine_tuning.job` object; a DPO job's hyperparameters are in `method.dpo` only (top level null, as on OpenAI)."""
     hp = dict(row["hyperparameters"])
+    method = row.get("method") or "supervised"
     return {
         "id": row["id"],
         "object": "fine_tuning.job",
@@ -182,8 +195,8 @@ def job_object(row: dict) -> dict:
         "error": row["error"],
         "fine_tuned_model": row["fine_tuned_model"],
         "finished_at": row["finished_at"],
-        "hyperparameters": hp,
-        "method": {"type": "supervised", "supervised": {"hyperparameters": dict(hp)}},
+        "hyperparameters": hp if method == "supervised" else None,
+        "method": {"type": method, method: {"hyperparameters": dict(hp)}},
         "model": row["model"],
         "organization_id": ORGANIZATION_ID,
         "result_files": row["result_files"],

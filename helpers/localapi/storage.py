@@ -60,7 +60,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     total_steps INTEGER,
     n_examples INTEGER,
     cancel_requested INTEGER NOT NULL DEFAULT 0,
-    resume_pending INTEGER NOT NULL DEFAULT 0
+    resume_pending INTEGER NOT NULL DEFAULT 0,
+    method TEXT NOT NULL DEFAULT 'supervised'
 );
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -95,7 +96,8 @@ CREATE TABLE IF NOT EXISTS models (
 """
 
 # columns added after the first release: (table, column, declaration), added to older databases on open
-_ADDED_COLUMNS = [("jobs", "resume_pending", "INTEGER NOT NULL DEFAULT 0")]
+_ADDED_COLUMNS = [("jobs", "resume_pending", "INTEGER NOT NULL DEFAULT 0"),
+                  ("jobs", "method", "TEXT NOT NULL DEFAULT 'supervised'")]
 
 _JSON_COLUMNS = {"metadata", "hyperparameters", "error", "result_files", "data", "metrics"}
 

@@ -1,8 +1,12 @@
-"""LoRA supervised fine-tuning on chat JSONL files, the way OpenAI's fine-tuning jobs train (but on this machine).
+"""LoRA fine-tuning on chat (supervised) or preference (DPO) JSONL files, the way OpenAI's fine-tuning jobs train
+(but on this machine).
 
 Runs in the worker process that the API half spawns and needs nothing from the server: `train(spec, on_event,
 should_stop)` reads the training file (OpenAI chat format, one `{"messages": [...]}` per line, optional `weight`
-0/1 on assistant messages), trains a LoRA adapter on the base model and reports events as plain dicts.
+0/1 on assistant messages; or, for `TrainSpec.method="dpo"`, OpenAI's preference format), trains a LoRA adapter
+on the base model and reports events as plain dicts. This module is the loop (batches, micro-batches, optimiser,
+validation, checkpoints, resumable state) and its building blocks; what a step computes, the objective of each
+method, is objectives.py (DPO: `objectives.dpo_loss`).
 
 How it trains (see benchmarks/README.md for the measurements behind the defaults):
 - Each conversation is rendered with the model's own chat template, message by message, so the tokens are the
@@ -114,6 +118,8 @@ class TrainSpec:
     state_every_seconds: float = 30.0  # save the training state at least this often (and at every checkpoint)
     gradient_checkpointing: bool = True  # recompute each block's activations in the backward pass (memory for time)
     micro_batch_tokens: int = MAX_BATCH_TOKENS  # padded tokens per micro-batch, in training and validation
+    method: str = "supervised"  # the job's method.type: "supervised" (chat files) or "dpo" (preference files)
+    beta: float | None = None  # DPO's beta; None: objectives.DEFAULT_BETA
 
     def __post_init__(self) -> None:
         self.train_path = Path(self.train_path)
@@ -124,7 +130,18 @@ class TrainSpec:
         if self.seed is None:
             self.seed = 42
         if self.learning_rate is None:
-            self.learning_rate = models.get_spec(self.base_model).learning_rate
+            self.learning_rate = base_learning_rate(self.base_model, self.method)
+
+
+def base_learning_rate(base_model: str, method: str = "supervised") -> float:
+    """The peak learning rate of a `learning_rate_multiplier` of 1: the model's own LoRA rate, a tenth of it for DPO
+    (objectives.DPO_LEARNING_RATE_FACTOR: preference steps move a model further than supervised ones)."""
+    rate = models.get_spec(base_model).learning_rate
+    if method == "dpo":
+        from helpers.localapi.objectives import DPO_LEARNING_RATE_FACTOR
+
+        rate *= DPO_LEARNING_RATE_FACTOR
+    return rate
 
 
 @dataclass
@@ -161,7 +178,8 @@ class Example:
 
 
 def resolve_hyperparameters(base_model: str, n_examples: int, n_epochs: int | str = "auto",
-                            batch_size: int | str = "auto", lr_mult: float | str = "auto") -> dict[str, Any]:
+                            batch_size: int | str = "auto", lr_mult: float | str = "auto",
+                            method: str = "supervised", beta: float | str = "auto") -> dict[str, Any]:
     """Concrete values for OpenAI's 'auto' hyperparameters, plus the LoRA settings the run will use.
 
     n_epochs auto: OpenAI's rule (helpers.pricing.default_epochs): 3; for fewer than 100/3 examples
@@ -169,7 +187,9 @@ def resolve_hyperparameters(base_model: str, n_examples: int, n_epochs: int | st
     batch_size auto: 4 for up to 400 examples, then ~1% of them, at most 32 (on CPU a step of 4 rows of a few
     hundred tokens is about as efficient per token as a larger one, and 100 rows x 3 epochs give 75 updates).
     learning_rate_multiplier auto: 1.0, i.e. the model's own base rate (ModelSpec.learning_rate, chosen by the full
-    validation loss on the real data: benchmarks/README.md).
+    validation loss on the real data: benchmarks/README.md); for DPO a tenth of it (`base_learning_rate`).
+    DPO (`method="dpo"`, n_examples counting pairs) resolves n_epochs and batch_size by the same rules, and
+    beta auto to objectives.DEFAULT_BETA (0.1); the result then also has `beta`.
     """
     from helpers.pricing import default_epochs  # the same rule the course's cost estimate uses (notebook 03)
 
@@ -184,9 +204,14 @@ def resolve_hyperparameters(base_model: str, n_examples: int, n_epochs: int | st
     if epochs < 1 or bs < 1 or not mult > 0:
         raise ValueError(f"hyperparameters must be positive (n_epochs={epochs}, batch_size={bs}, learning_rate_multiplier={mult})")
     bs = min(bs, n)
-    return {"n_epochs": epochs, "batch_size": bs, "learning_rate_multiplier": mult,
-            "learning_rate": model_spec.learning_rate * mult, "lora_rank": DEFAULT_LORA_RANK,
-            "lora_alpha": DEFAULT_LORA_ALPHA_RATIO * DEFAULT_LORA_RANK}
+    resolved = {"n_epochs": epochs, "batch_size": bs, "learning_rate_multiplier": mult,
+                "learning_rate": base_learning_rate(model_spec.id, method) * mult, "lora_rank": DEFAULT_LORA_RANK,
+                "lora_alpha": DEFAULT_LORA_ALPHA_RATIO * DEFAULT_LORA_RANK}
+    if method == "dpo":
+        from helpers.localapi.objectives import DEFAULT_BETA
+
+        resolved["beta"] = DEFAULT_BETA if beta == "auto" else float(beta)
+    return resolved
 
 
 # ---- data ---------------------------------------------------------------------------------------
@@ -209,9 +234,14 @@ def read_chat_jsonl(path: Path, name: str | None = None) -> list[Conversation]:
     """
     from helpers.validate import check_example
 
+    return [Conversation(row["messages"], row.get("tools"), n) for n, row in checked_rows(path, name, check_example)]
+
+
+def checked_rows(path: Path, name: str | None, check: Callable[[Any], list[tuple[str, str]]]) -> list[tuple[int, Any]]:
+    """(line, parsed row) of every non-blank line of a JSONL file; TrainDataError names the first line `check` rejects."""
     path = Path(path)
     name = name or path.name
-    conversations = []
+    rows = []
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError as exc:
@@ -225,13 +255,13 @@ def read_chat_jsonl(path: Path, name: str | None = None) -> list[Conversation]:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
             raise TrainDataError(f"{name}:{lineno}: invalid JSON ({exc.msg})") from None
-        problems = check_example(row)
+        problems = check(row)
         if problems:
             raise TrainDataError(f"{name}:{lineno}: {problems[0][1]}")
-        conversations.append(Conversation(row["messages"], row.get("tools"), lineno))
-    if not conversations:
+        rows.append((lineno, row))
+    if not rows:
         raise TrainDataError(f"{name}: no examples")
-    return conversations
+    return rows
 
 
 def encode_example(tokenizer: Any, messages: list[dict[str, Any]], max_len: int, stop_ids: set[int],
@@ -292,6 +322,42 @@ def encode_file(path: Path, tokenizer: Any, max_len: int, stop_ids: set[int],
             continue
         examples.append(ex)
     return examples, stats
+
+
+@dataclass
+class Pair:
+    """One preference example tokenised: the same input with the preferred and the non-preferred answer."""
+
+    chosen: Example
+    rejected: Example
+    line: int = 0
+    reference: tuple[float, float] | None = None  # the reference's log-probabilities of (chosen, rejected) (DPO)
+
+
+def encode_preference_file(path: Path, tokenizer: Any, max_len: int, stop_ids: set[int],
+                           name: str | None = None) -> tuple[list[Pair], dict[str, int]]:
+    """Tokenised pairs of an OpenAI preference (DPO) file and counts of what was cut or skipped.
+
+    Each line is checked by the validator's preference rules; each side is the input's messages followed by one
+    output, rendered with the chat template like a chat example whose only learned turn is that output (earlier
+    assistant turns of the input are context). A pair with a side cut to no answer token is skipped.
+    """
+    from helpers.validate import check_preference_example, preference_sides
+
+    pairs, stats = [], {"examples": 0, "truncated": 0, "skipped_no_trainable_tokens": 0}
+    for line, row in checked_rows(path, name, check_preference_example):
+        stats["examples"] += 1
+        try:
+            sides = [encode_example(tokenizer, side["messages"], max_len, stop_ids, side.get("tools"))
+                     for side in preference_sides(row)]
+        except TrainDataError as exc:
+            raise TrainDataError(f"{name or Path(path).name}:{line}: {exc}") from None
+        stats["truncated"] += any(side.truncated for side in sides)
+        if any(side.n_trainable == 0 for side in sides):
+            stats["skipped_no_trainable_tokens"] += 1
+            continue
+        pairs.append(Pair(sides[0], sides[1], line))
+    return pairs, stats
 
 
 def length_grouped_batches(lengths: list[int], batch_size: int, rng: random.Random, mega: int = 8) -> list[list[int]]:
@@ -511,19 +577,17 @@ def _checkpointing_paused(decoder: Any) -> Iterator[None]:
             module.gradient_checkpointing = True
 
 
-def batch_loss(model: Any, batch: dict[str, Any], device: str, precision: str,
-               share_prefix: bool = True, fused_head: bool = True) -> tuple[Any, int, int]:
-    """(sum of token losses, correct predictions, labelled tokens) for one micro-batch; logits only where labelled.
+def forward_hidden(model: Any, batch: dict[str, Any], device: str, precision: str,
+                   share_prefix: bool = True) -> tuple[Any, Any]:
+    """The last hidden states of a micro-batch and the targets aligned with them (after a shared prefix).
 
     When every row starts with the same tokens (the system prompt of a training file usually is identical),
     that prefix runs once and its keys/values are repeated for the batch; the rest of each row attends to them
-    through a frozen KV cache, and gradients flow back through the shared pass. The output layer and the loss run
-    a chunk of positions at a time (`head_loss`; `fused_head=False`: all labelled positions at once, the old way).
+    through a frozen KV cache, and gradients flow back through the shared pass.
     """
     import torch
-    import torch.nn.functional as F
 
-    decoder, head = _decoder_and_head(model)
+    decoder, _ = _decoder_and_head(model)
     prefix = shared_prefix_length(batch) if share_prefix else 0
     ids, mask, targets = batch["input_ids"], batch["attention_mask"], batch["targets"]
     with autocast(device, precision):
@@ -539,37 +603,86 @@ def batch_loss(model: Any, batch: dict[str, Any], device: str, precision: str,
             targets = targets[:, prefix:]
         else:
             hidden = decoder(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
-        where = targets != IGNORE
-        if not fused_head:
-            logits = head(hidden[where]).float()
+    return hidden, targets
+
+
+def batch_loss(model: Any, batch: dict[str, Any], device: str, precision: str,
+               share_prefix: bool = True, fused_head: bool = True) -> tuple[Any, int, int]:
+    """(sum of token losses, correct predictions, labelled tokens) for one micro-batch; logits only where labelled.
+
+    The blocks run once per micro-batch (`forward_hidden`, a shared prefix once). The output layer and the loss run
+    a chunk of positions at a time (`head_loss`; `fused_head=False`: all labelled positions at once, the old way).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    _, head = _decoder_and_head(model)
+    hidden, targets = forward_hidden(model, batch, device, precision, share_prefix)
+    where = targets != IGNORE
     chosen = targets[where]
     if fused_head:
         dtype = torch.bfloat16 if precision == "bf16" else torch.float32
         loss, correct = head_loss(hidden[where], head, chosen, dtype)
         return loss, correct, int(chosen.numel())
+    with autocast(device, precision):
+        logits = head(hidden[where]).float()
     loss = F.cross_entropy(logits, chosen, reduction="sum")
     with torch.no_grad():
         correct = int((logits.argmax(-1) == chosen).sum())
     return loss, correct, int(chosen.numel())
 
 
-def evaluate(model: Any, examples: list[Example], pad_id: int, device: str, precision: str,
-             should_stop: Callable[[], bool], max_tokens: int = MAX_BATCH_TOKENS) -> tuple[float, float] | None:
-    """Mean token loss and accuracy over examples (no gradients); None when stopped."""
+def sequence_logps(model: Any, batch: dict[str, Any], device: str, precision: str) -> Any:
+    """Each row's log-probability of its labelled tokens (an answer), summed: a float32 tensor, one value per row."""
     import torch
 
-    lengths = [len(e.input_ids) for e in examples]
-    order = sorted(range(len(examples)), key=lambda i: lengths[i], reverse=True)
-    total, correct, count = 0.0, 0, 0
+    _, head = _decoder_and_head(model)
+    hidden, targets = forward_hidden(model, batch, device, precision)
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    logps = []
+    for row in range(targets.shape[0]):
+        where = targets[row] != IGNORE
+        nll, _ = head_loss(hidden[row][where], head, targets[row][where], dtype)
+        logps.append(-nll)
+    return torch.stack(logps)
+
+
+def evaluate(model: Any, examples: list[Example], pad_id: int, device: str, precision: str,
+             should_stop: Callable[[], bool], max_tokens: int = MAX_BATCH_TOKENS) -> tuple[float, float] | None:
+    """Mean token loss and accuracy over chat examples (no gradients); None when stopped."""
+    from helpers.localapi import objectives
+
+    objective = objectives.Supervised()
+    tally = score(objective, model, examples, objectives.Env(device, precision, pad_id, max_tokens), should_stop)
+    if tally is None:
+        return None
+    metrics = objective.metrics(tally)
+    return metrics["loss"], metrics["mean_token_accuracy"]
+
+
+def evaluation_groups(objective: Any, items: list, max_tokens: int) -> list[list[int]]:
+    """The micro-batches a set is scored in: longest first, under the token budget."""
+    sizes = [objective.size(x) for x in items]
+    order = sorted(range(len(items)), key=lambda i: sizes[i], reverse=True)
+    return micro_batches(order, sizes, max_tokens)
+
+
+def score(objective: Any, model: Any, items: list, env: Any, should_stop: Callable[[], bool]) -> Any:
+    """The objective's tally over a set (no gradients), or None when stopped."""
+    import torch
+
+    from helpers.localapi.objectives import Tally
+
+    total = Tally()
     model.eval()
     with torch.no_grad():
-        for group in micro_batches(order, lengths, max_tokens):
+        for group in evaluation_groups(objective, items, env.micro_batch_tokens):
             if should_stop():
                 return None
-            loss, c, n = batch_loss(model, collate([examples[i] for i in group], pad_id, device), device, precision)
-            total, correct, count = total + float(loss), correct + c, count + n
+            _, tally = objective.loss(model, [items[i] for i in group], env)
+            total.add(tally)
     model.train()
-    return total / max(count, 1), correct / max(count, 1)
+    return total
 
 
 def save_adapter(model: Any, target: Path, meta: dict[str, Any]) -> Path:
@@ -611,7 +724,7 @@ def run_fingerprint(spec: TrainSpec, lengths: list[int], batch_size: int, total_
 
 
 def save_state(path: Path, model: Any, optimizer: Any, position: Position, result: TrainResult,
-               history: list[dict], fingerprint: dict[str, Any]) -> None:
+               history: list[dict], fingerprint: dict[str, Any], objective_state: dict[str, Any] | None = None) -> None:
     """Write everything needed to continue the run, atomically (a temporary file, fsync, rename)."""
     import torch
 
@@ -625,6 +738,7 @@ def save_state(path: Path, model: Any, optimizer: Any, position: Position, resul
         "result": {"trained_tokens": result.trained_tokens, "assistant_tokens": result.assistant_tokens,
                    "initial_valid_loss": result.initial_valid_loss, "final_valid_loss": result.final_valid_loss,
                    "checkpoints": result.checkpoints},
+        "objective": objective_state or {},  # DPO: the reference log-probabilities of every pair
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
@@ -682,76 +796,55 @@ def restore_state(state: dict[str, Any], model: Any, optimizer: Any, result: Tra
 
 # ---- training loop ------------------------------------------------------------------------------
 
-def train(spec: TrainSpec, on_event: Callable[[dict], None], should_stop: Callable[[], bool]) -> TrainResult:
-    """Fine-tune a LoRA adapter on spec.train_path; report metrics/checkpoint/message events; return the result."""
-    import torch
+@dataclass
+class Run:
+    """The live parts of one training run that its steps share."""
 
+    spec: TrainSpec
+    objective: Any  # objectives.Supervised or objectives.Dpo: what a micro-batch costs
+    env: Any  # objectives.Env
+    model: Any
+    optimizer: Any
+    train_set: list  # Example (supervised) or Pair (DPO)
+    valid_set: list
+    sizes: list[int]  # padded tokens each training item adds to a micro-batch
+    batch_size: int
+    total_steps: int
+    peak_lr: float
+    result: TrainResult
+    should_stop: Callable[[], bool]
+
+
+def train(spec: TrainSpec, on_event: Callable[[dict], None], should_stop: Callable[[], bool]) -> TrainResult:
+    """Fine-tune a LoRA adapter on spec.train_path with the job's objective; report metrics/checkpoint/message
+    events; return the result."""
     started = time.time()
     say = lambda text, level="info": on_event({"type": "message", "level": level, "message": text})  # noqa: E731
-    precision = choose_precision(spec.precision, models.default_device())
-    # loaded straight in bf16 when training in bf16: converting a float32 copy afterwards held both at once (~4 GB)
-    loaded = models.load_model(spec.base_model, spec.cache_dir, dtype="bfloat16" if precision == "bf16" else "float32")
-    tok, device = loaded.tokenizer, loaded.device
-    max_len = spec.max_seq_len or loaded.spec.max_seq_len
-    stop_ids = loaded.stop_ids
-    train_name = spec.train_name or spec.train_path.name
-    train_set, stats = encode_file(spec.train_path, tok, max_len, stop_ids, train_name)
-    valid_set, vstats = (encode_file(spec.valid_path, tok, max_len, stop_ids, spec.valid_name or spec.valid_path.name)
-                         if spec.valid_path else ([], None))
-    for name, s in (("training", stats), ("validation", vstats)):
-        if s and (s["truncated"] or s["skipped_no_trainable_tokens"]):
-            say(f"{name} file: {s['truncated']} of {s['examples']} examples cut to {max_len} tokens; "
-                f"{s['skipped_no_trainable_tokens']} skipped (no assistant token left to learn from)", "warn")
-    if not train_set:
-        raise TrainDataError(f"{train_name}: no example has an assistant token to learn from")
-
-    model = add_lora(loaded.model, spec.lora_rank, spec.seed, precision, spec.init_adapter)
-    set_checkpointing(model, spec.gradient_checkpointing)
-    model.train()
-    params = [p for p in model.parameters() if p.requires_grad]
-    peak_lr = spec.learning_rate * spec.learning_rate_multiplier
-    optimizer = torch.optim.AdamW(params, lr=peak_lr, weight_decay=0.0)
-    rng = random.Random(spec.seed)
-    lengths = [len(e.input_ids) for e in train_set]
-    batch_size = max(1, min(spec.batch_size, len(train_set)))
-    steps_per_epoch = math.ceil(len(train_set) / batch_size)
-    total_steps = steps_per_epoch * spec.n_epochs
+    run = start_run(spec, say, should_stop)
+    result, objective = run.result, run.objective
+    steps_per_epoch = math.ceil(len(run.train_set) / run.batch_size)
     eval_every = spec.eval_every or max(1, math.ceil(steps_per_epoch / 2))
-    valid_batch = valid_set[:VALID_BATCH]  # between epoch ends: a fixed small subset, so the curve stays cheap
-    pad_id = tok.pad_token_id if tok.pad_token_id is not None else next(iter(stop_ids))
-    hyper = {"n_epochs": spec.n_epochs, "batch_size": batch_size, "learning_rate": peak_lr, "lora_rank": spec.lora_rank,
-             "lora_alpha": DEFAULT_LORA_ALPHA_RATIO * spec.lora_rank, "precision": precision, "max_seq_len": max_len,
-             "grouping": spec.grouping, "device": device, "seed": spec.seed}
-    say(f"training {spec.base_model} with LoRA r={spec.lora_rank} on {len(train_set)} examples "
-        f"({sum(lengths)} tokens), {len(valid_set)} validation examples; {total_steps} steps, "
-        f"batch {batch_size}, lr {peak_lr:g}, {precision} on {device}")
-    if spec.init_adapter is not None:
-        say("continuing from the fine-tuned model's LoRA adapter (its weights are the starting point, not a new adapter)")
-
-    result = TrainResult(trained_tokens=0, adapter_dir=None, total_steps=total_steps, n_examples=len(train_set),
-                         hyperparameters=hyper)
+    rng = random.Random(spec.seed)
     state_path = spec.output_dir / STATE_FILE
-    fingerprint = run_fingerprint(spec, lengths, batch_size, total_steps)
+    fingerprint = {**run_fingerprint(spec, run.sizes, run.batch_size, run.total_steps), **objective.fingerprint()}
     history: list[dict[str, Any]] = []  # the metrics events sent so far: the rows of the result file
     if spec.resume:
         state = load_state(state_path, fingerprint)
-        position = restore_state(state, model, optimizer, result)
+        position = restore_state(state, run.model, run.optimizer, result)
+        objective.load_state(state.get("objective") or {}, run.train_set, run.valid_set)
         history = list(state["history"])
         on_event({"type": "resumed", "step": position.step, "metrics": [dict(m) for m in history],
                   "checkpoints": [dict(c) for c in result.checkpoints]})
     else:
-        if valid_set:
-            first = evaluate(model, valid_set, pad_id, device, precision, should_stop, spec.micro_batch_tokens)
-            if first is None:
-                return _stopped(result, started)
-            result.initial_valid_loss = first[0]
-            say(f"validation loss before training: {first[0]:.4f} (token accuracy {first[1]:.3f})")
         position = Position(0, 1, 0, rng.getstate())
+        if not score_start(run, epoch_batches(spec, run.sizes, run.batch_size, _copy_rng(rng)), say):
+            return _stopped(result, started)
     rng.setstate(position.epoch_rng)
 
     def keep(pos: Position) -> None:
         nonlocal saved_at, last_save
-        save_state(state_path, model, optimizer, pos, result, history, fingerprint)
+        save_state(state_path, run.model, run.optimizer, pos, result, history, fingerprint,
+                   objective.state(run.train_set, run.valid_set))
         saved_at, last_save = pos.step, time.monotonic()
 
     saved_at, last_save = -1, time.monotonic()
@@ -761,69 +854,207 @@ def train(spec: TrainSpec, on_event: Callable[[dict], None], should_stop: Callab
     step = position.step
     for epoch in range(position.epoch, spec.n_epochs + 1):
         epoch_rng = rng.getstate()
-        if spec.grouping == "length":
-            batches = length_grouped_batches(lengths, batch_size, rng)
-        else:
-            batches = random_batches(len(train_set), batch_size, rng)
+        batches = epoch_batches(spec, run.sizes, run.batch_size, rng)
         start = position.batch_index if epoch == position.epoch else 0
         for index in range(start, len(batches)):
-            batch = batches[index]
             if should_stop():
                 if saved_at != step:
                     keep(Position(step, epoch, index, epoch_rng))
                 return _stopped(result, started)
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(step, total_steps, peak_lr)
-            n_labels = sum(train_set[i].n_trainable for i in batch)
-            loss_sum, correct = 0.0, 0
-            optimizer.zero_grad(set_to_none=True)
-            for group in micro_batches(batch, lengths, spec.micro_batch_tokens):
-                tensors = collate([train_set[i] for i in group], pad_id, device)
-                loss, c, n = batch_loss(model, tensors, device, precision)
-                (loss / n_labels).backward()
-                loss_sum, correct = loss_sum + float(loss.detach()), correct + c
-                result.trained_tokens += tensors["tokens"]
-                result.assistant_tokens += n
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            optimizer.step()
+            tally = train_step(run, batches[index], step)
             step += 1
             result.steps = step
-            event: dict[str, Any] = {"type": "metrics", "step": step, "total_steps": total_steps, "epoch": epoch,
-                                     "train_loss": loss_sum / n_labels, "train_mean_token_accuracy": correct / n_labels}
+            event: dict[str, Any] = {"type": "metrics", "step": step, "total_steps": run.total_steps, "epoch": epoch,
+                                     **prefixed("train", objective.metrics(tally))}
             epoch_end = index == len(batches) - 1
-            if valid_set and (step % eval_every == 0 or epoch_end):
-                # valid_loss is always the same fixed batch (one series); the full set is scored at epoch ends only
-                scores = evaluate(model, valid_batch, pad_id, device, precision, should_stop, spec.micro_batch_tokens)
+            if run.valid_set and (step % eval_every == 0 or epoch_end):
+                scores = validation_metrics(run, epoch_end)
                 if scores is None:
                     return _stopped(result, started)
-                event["valid_loss"], event["valid_mean_token_accuracy"] = scores
-                if epoch_end:
-                    full = scores if len(valid_batch) == len(valid_set) else evaluate(
-                        model, valid_set, pad_id, device, precision, should_stop, spec.micro_batch_tokens)
-                    if full is None:
-                        return _stopped(result, started)
-                    event["full_valid_loss"], event["full_valid_mean_token_accuracy"] = full
-                    result.final_valid_loss = full[0]
+                event.update(scores)
             history.append({k: v for k, v in event.items() if k != "type"})
             on_event(event)
             if not epoch_end and time.monotonic() - last_save >= spec.state_every_seconds:
                 keep(Position(step, epoch, index + 1, epoch_rng))
-        metrics = {k: event[k] for k in event if k not in {"type", "step", "total_steps", "epoch"}}
         if spec.save_checkpoints:
-            path = save_adapter(model, spec.output_dir / "checkpoints" / f"step-{step}",
-                                {"base_model": spec.base_model, "epoch": epoch, "step": step, "metrics": metrics,
-                                 "hyperparameters": hyper})
-            checkpoint = {"epoch": epoch, "step": step, "path": str(path), "metrics": metrics}
-            result.checkpoints.append(checkpoint)
-            on_event({"type": "checkpoint", **checkpoint})
+            metrics = {k: event[k] for k in event if k not in {"type", "step", "total_steps", "epoch"}}
+            on_event({"type": "checkpoint", **save_checkpoint(run, epoch, step, metrics)})
         keep(Position(step, epoch + 1, 0, rng.getstate()))
-    result.adapter_dir = save_adapter(model, spec.output_dir / "adapter",
+    result.adapter_dir = save_adapter(run.model, spec.output_dir / "adapter",
                                       {"base_model": spec.base_model, "epoch": spec.n_epochs, "step": step,
-                                       "hyperparameters": hyper, "trained_tokens": result.trained_tokens})
+                                       "hyperparameters": result.hyperparameters,
+                                       "trained_tokens": result.trained_tokens})
     result.seconds = time.time() - started
     say(f"trained {result.trained_tokens} tokens in {result.seconds:.0f} s "
         f"({result.trained_tokens / max(result.seconds, 1e-9):.0f} tokens/s)")
     return result
+
+
+def start_run(spec: TrainSpec, say: Callable[..., None], should_stop: Callable[[], bool]) -> Run:
+    """Load the model and the data, wrap the model with its trainable adapter, build the optimiser."""
+    import torch
+
+    from helpers.localapi import objectives
+
+    objective = objectives.for_method(spec.method, spec.beta)
+    precision = choose_precision(spec.precision, models.default_device())
+    # loaded straight in bf16 when training in bf16: converting a float32 copy afterwards held both at once (~4 GB)
+    loaded = models.load_model(spec.base_model, spec.cache_dir, dtype="bfloat16" if precision == "bf16" else "float32")
+    tok, device = loaded.tokenizer, loaded.device
+    max_len = spec.max_seq_len or loaded.spec.max_seq_len
+    train_set, valid_set = read_sets(spec, objective, tok, max_len, loaded.stop_ids, say)
+    model = add_lora(loaded.model, spec.lora_rank, spec.seed, precision, spec.init_adapter)
+    set_checkpointing(model, spec.gradient_checkpointing)
+    model.train()
+    peak_lr = spec.learning_rate * spec.learning_rate_multiplier
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=peak_lr, weight_decay=0.0)
+    sizes = [objective.size(x) for x in train_set]
+    batch_size = max(1, min(spec.batch_size, len(train_set)))
+    total_steps = math.ceil(len(train_set) / batch_size) * spec.n_epochs
+    hyper = {"n_epochs": spec.n_epochs, "batch_size": batch_size, "learning_rate": peak_lr, "lora_rank": spec.lora_rank,
+             "lora_alpha": DEFAULT_LORA_ALPHA_RATIO * spec.lora_rank, "precision": precision, "max_seq_len": max_len,
+             "grouping": spec.grouping, "device": device, "seed": spec.seed, **objective.fingerprint()}
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else next(iter(loaded.stop_ids))
+    items = "examples" if objective.name == "supervised" else f"preference pairs (DPO, beta {objective.beta:g})"
+    say(f"training {spec.base_model} with LoRA r={spec.lora_rank} on {len(train_set)} {items} "
+        f"({sum(len(e.input_ids) for e in _sequences(train_set))} tokens), {len(valid_set)} validation {items.split(' (')[0]}; "
+        f"{total_steps} steps, batch {batch_size}, lr {peak_lr:g}, {precision} on {device}")
+    if spec.init_adapter is not None:
+        say("continuing from the fine-tuned model's LoRA adapter (its weights are the starting point, not a new adapter)")
+    result = TrainResult(trained_tokens=0, adapter_dir=None, total_steps=total_steps, n_examples=len(train_set),
+                         hyperparameters=hyper)
+    return Run(spec, objective, objectives.Env(device, precision, pad_id, spec.micro_batch_tokens), model, optimizer,
+               train_set, valid_set, sizes, batch_size, total_steps, peak_lr, result, should_stop)
+
+
+def read_sets(spec: TrainSpec, objective: Any, tok: Any, max_len: int, stop_ids: set[int],
+              say: Callable[..., None]) -> tuple[list, list]:
+    """The tokenised training and validation items (chat examples, or preference pairs for DPO), cuts reported."""
+    encode = encode_preference_file if objective.name == "dpo" else encode_file
+    train_name = spec.train_name or spec.train_path.name
+    train_set, stats = encode(spec.train_path, tok, max_len, stop_ids, train_name)
+    valid_set, vstats = (encode(spec.valid_path, tok, max_len, stop_ids, spec.valid_name or spec.valid_path.name)
+                         if spec.valid_path else ([], None))
+    what = "examples" if objective.name == "supervised" else "pairs"
+    for name, s in (("training", stats), ("validation", vstats)):
+        if s and (s["truncated"] or s["skipped_no_trainable_tokens"]):
+            say(f"{name} file: {s['truncated']} of {s['examples']} {what} cut to {max_len} tokens; "
+                f"{s['skipped_no_trainable_tokens']} skipped (no assistant token left to learn from)", "warn")
+    if not train_set:
+        raise TrainDataError(f"{train_name}: no example has an assistant token to learn from")
+    return train_set, valid_set
+
+
+def _sequences(items: list) -> Iterator[Example]:
+    """The token sequences of training items: an example, or both sides of a pair."""
+    for item in items:
+        if isinstance(item, Pair):
+            yield item.chosen
+            yield item.rejected
+        else:
+            yield item
+
+
+def _copy_rng(rng: random.Random) -> random.Random:
+    """A generator in the same state (to look at the first epoch's batches without consuming them)."""
+    copy = random.Random()
+    copy.setstate(rng.getstate())
+    return copy
+
+
+def epoch_batches(spec: TrainSpec, sizes: list[int], batch_size: int, rng: random.Random) -> list[list[int]]:
+    """One epoch's batches of item indices, in training order."""
+    if spec.grouping == "length":
+        return length_grouped_batches(sizes, batch_size, rng)
+    return random_batches(len(sizes), batch_size, rng)
+
+
+def score_start(run: Run, first_epoch: list[list[int]], say: Callable[..., None]) -> bool:
+    """Before the first step: DPO's reference log-probabilities, then the validation loss; False when stopped.
+
+    The reference scores the training pairs in the micro-batches of the first epoch, the validation pairs in those
+    of a validation pass: the same arithmetic as the policy's first scores, so the first loss is ln 2 exactly.
+    """
+    objective, env, result = run.objective, run.env, run.result
+    if objective.name == "dpo":
+        groups = [g for batch in first_epoch for g in micro_batches(batch, run.sizes, env.micro_batch_tokens)]
+        if not objective.score_reference(run.model, run.train_set, groups, env, run.should_stop):
+            return False
+        valid_groups = evaluation_groups(objective, run.valid_set, env.micro_batch_tokens)
+        if not objective.score_reference(run.model, run.valid_set, valid_groups, env, run.should_stop):
+            return False
+        say(f"reference: the model this job starts from, frozen; log-probabilities of the {len(run.train_set)} "
+            f"training and {len(run.valid_set)} validation pairs computed once")
+        if run.valid_set:
+            result.initial_valid_loss = objective.metrics(objective.reference_tally(run.valid_set))["loss"]
+            say(f"validation loss before training: {result.initial_valid_loss:.4f} (the policy is the reference: ln 2)")
+        return True
+    if run.valid_set:
+        tally = score(objective, run.model, run.valid_set, env, run.should_stop)
+        if tally is None:
+            return False
+        first = objective.metrics(tally)
+        result.initial_valid_loss = first["loss"]
+        say(f"validation loss before training: {first['loss']:.4f} (token accuracy {first['mean_token_accuracy']:.3f})")
+    return True
+
+
+def train_step(run: Run, batch: list[int], step: int) -> Any:
+    """One optimiser step on a batch (micro-batches' gradients accumulated): the objective's tally of the batch."""
+    import torch
+
+    from helpers.localapi.objectives import Tally
+
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr_at(step, run.total_steps, run.peak_lr)
+    denominator = sum(run.objective.weight(run.train_set[i]) for i in batch)  # labelled tokens, or pairs
+    total = Tally()
+    run.optimizer.zero_grad(set_to_none=True)
+    for group in micro_batches(batch, run.sizes, run.env.micro_batch_tokens):
+        loss, tally = run.objective.loss(run.model, [run.train_set[i] for i in group], run.env)
+        (loss / denominator).backward()
+        total.add(tally)
+        run.result.trained_tokens += tally.tokens
+        run.result.assistant_tokens += tally.labelled
+    params = [p for group in run.optimizer.param_groups for p in group["params"]]
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    run.optimizer.step()
+    return total
+
+
+def prefixed(prefix: str, metrics: dict[str, float]) -> dict[str, float]:
+    """`loss` -> `train_loss`, `valid_loss`, `full_valid_loss` (the names of OpenAI's metrics)."""
+    return {f"{prefix}_{k}": v for k, v in metrics.items()}
+
+
+def validation_metrics(run: Run, epoch_end: bool) -> dict[str, float] | None:
+    """`valid_*` on the fixed first VALID_BATCH items (one series) and, at epoch ends, `full_valid_*`; None when stopped."""
+    objective = run.objective
+    subset = run.valid_set[:VALID_BATCH]  # between epoch ends: a fixed small subset, so the curve stays cheap
+    tally = score(objective, run.model, subset, run.env, run.should_stop)
+    if tally is None:
+        return None
+    out = prefixed("valid", objective.metrics(tally))
+    if epoch_end:
+        if len(subset) != len(run.valid_set):
+            tally = score(objective, run.model, run.valid_set, run.env, run.should_stop)
+            if tally is None:
+                return None
+        full = objective.metrics(tally)
+        out.update(prefixed("full_valid", full))
+        run.result.final_valid_loss = full["loss"]
+    return out
+
+
+def save_checkpoint(run: Run, epoch: int, step: int, metrics: dict[str, Any]) -> dict[str, Any]:
+    """Save the adapter at an epoch's end under checkpoints/step-N; the checkpoint record (also kept in the result)."""
+    spec = run.spec
+    path = save_adapter(run.model, spec.output_dir / "checkpoints" / f"step-{step}",
+                        {"base_model": spec.base_model, "epoch": epoch, "step": step, "metrics": metrics,
+                         "hyperparameters": run.result.hyperparameters})
+    checkpoint = {"epoch": epoch, "step": step, "path": str(path), "metrics": metrics}
+    run.result.checkpoints.append(checkpoint)
+    return checkpoint
 
 
 def _stopped(result: TrainResult, started: float) -> TrainResult:

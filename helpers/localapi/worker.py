@@ -16,17 +16,27 @@ from typing import Any, Union
 
 @dataclass
 class Metrics:
-    """One optimiser step's numbers (`valid_*` on evaluation steps, `full_valid_*` at epoch ends)."""
+    """One optimiser step's numbers (`valid_*` on evaluation steps, `full_valid_*` at epoch ends).
+
+    Supervised jobs report `*_mean_token_accuracy`; DPO jobs `*_accuracy` (pairs ranked right) and
+    `*_reward_margin` (objectives.Dpo.metrics); `*_loss` is each method's loss.
+    """
 
     step: int
     total_steps: int
     train_loss: float
-    train_mean_token_accuracy: float
+    train_mean_token_accuracy: float | None = None
     epoch: int | None = None
     valid_loss: float | None = None
     valid_mean_token_accuracy: float | None = None
     full_valid_loss: float | None = None
     full_valid_mean_token_accuracy: float | None = None
+    train_accuracy: float | None = None
+    train_reward_margin: float | None = None
+    valid_accuracy: float | None = None
+    valid_reward_margin: float | None = None
+    full_valid_accuracy: float | None = None
+    full_valid_reward_margin: float | None = None
 
     def data(self) -> dict:
         """The metrics as the event's `data` (the fields that are set)."""
