@@ -145,6 +145,14 @@ def make_arms(base_model: str, fine_tuned_model: str, system_prompt: str, exampl
     ]
 
 
+def stage_arms(base_model: str, checkpoints: pd.DataFrame, system_prompt: str) -> list[Arm]:
+    """Notebook 06: the base model and each checkpoint (oldest first) as arms with the same system prompt."""
+    arms = [Arm("基础模型（训练前）", base_model, system_prompt)]
+    for epoch, (step, model) in enumerate(zip(checkpoints["step"], checkpoints["model"]), 1):
+        arms.append(Arm(f"第 {epoch} 轮末（第 {int(step)} 步）", model, system_prompt))
+    return arms
+
+
 @dataclass
 class Answer:
     """One arm's answer to one question, with the usage the API reported."""

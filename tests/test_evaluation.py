@@ -8,6 +8,7 @@ import time
 
 import httpx
 import openai
+import pandas as pd
 import pytest
 
 from helpers import evaluation
@@ -220,3 +221,11 @@ def test_cost_summary_is_chinese(tmp_path) -> None:
     write_json_atomic(tmp_path / "train_stats.json", {"billed_tokens": 1000, "estimated_cost_usd": 0.0, "encoding": "o200k_base"})
     table = workflow.cost_summary(cfg, SimpleNamespace(trained_tokens=800))
     assert table.loc["实际 / 预计", "值"] == "0.80" and table.loc["作业报告的 trained_tokens", "值"] == "800"
+
+
+def test_stage_arms_ask_the_base_model_then_each_checkpoint() -> None:
+    checkpoints = pd.DataFrame({"step": [25, 50], "model": ["ft:m:ckpt-step-25", "ft:m:ckpt-step-50"]})
+    arms = evaluation.stage_arms("base", checkpoints, "sys")
+    assert [(a.name, a.model) for a in arms] == [("基础模型（训练前）", "base"), ("第 1 轮末（第 25 步）", "ft:m:ckpt-step-25"),
+                                                 ("第 2 轮末（第 50 步）", "ft:m:ckpt-step-50")]
+    assert all(a.system_prompt == "sys" and not a.examples for a in arms)
