@@ -450,3 +450,12 @@ def test_dpo_starts_at_ln2_learns_the_preference_and_resumes_to_the_same_numbers
     a = M.load_model("tiny-test", engine_cache, whole.adapter_dir).model.state_dict()
     b = M.load_model("tiny-test", engine_cache, resumed.adapter_dir).model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_lora_line_counts_the_adapters_parameters(engine_cache) -> None:
+    loaded = M.load_model("tiny-test", engine_cache)
+    model = T.add_lora(loaded.model, 4, seed=1, precision="fp32")
+    adapters = sum(p.numel() for n, p in model.named_parameters() if "lora_" in n)
+    line = T.lora_line(model, 4)
+    assert f" {adapters:,} trainable parameters of " in line and "alpha=8" in line
+    assert f"{sum(p.numel() for p in model.parameters()):,}" in line

@@ -456,6 +456,14 @@ def add_lora(model: Any, rank: int, seed: int, precision: str, init_adapter: Pat
     return peft_model
 
 
+def lora_line(model: Any, rank: int) -> str:
+    """The job's event that says how small LoRA's share of the model is: trainable against all parameters."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return (f"LoRA r={rank}, alpha={DEFAULT_LORA_ALPHA_RATIO * rank}: {trainable:,} trainable parameters of {total:,} "
+            f"({100 * trainable / total:.2f}%); the base model's {total - trainable:,} are frozen")
+
+
 def _decoder_and_head(model: Any) -> tuple[Any, Any]:
     """The transformer body and the output layer of a (peft-wrapped) causal LM."""
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
@@ -919,6 +927,7 @@ def start_run(spec: TrainSpec, say: Callable[..., None], should_stop: Callable[[
     say(f"training {spec.base_model} with LoRA r={spec.lora_rank} on {len(train_set)} {items} "
         f"({sum(len(e.input_ids) for e in _sequences(train_set))} tokens), {len(valid_set)} validation {items.split(' (')[0]}; "
         f"{total_steps} steps, batch {batch_size}, lr {peak_lr:g}, {precision} on {device}")
+    say(lora_line(model, spec.lora_rank))
     if spec.init_adapter is not None:
         say("continuing from the fine-tuned model's LoRA adapter (its weights are the starting point, not a new adapter)")
     result = TrainResult(trained_tokens=0, adapter_dir=None, total_steps=total_steps, n_examples=len(train_set),
