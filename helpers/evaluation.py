@@ -65,6 +65,7 @@ REFERENCE_PRICE_MODEL = "gpt-3.5-turbo-0613"
 BASE_ARM = "基础模型 + 系统提示"
 FEW_SHOT_ARM = "基础模型 + 少样本提示"
 TUNED_ARM = "微调模型 + 系统提示"
+BEST_CHECKPOINT_ARM = "最佳检查点 + 系统提示"
 REFERENCE_LABEL = "参考回答（医生）"
 QUESTION_COLUMN = "问题"
 ARM_INDEX = "组"
@@ -136,13 +137,29 @@ def arm_prices(cfg: Config, arms: Sequence[Arm]) -> tuple[dict[str, tuple[float,
     return {arm.name: ((tuned.input, tuned.output) if arm.model.startswith("ft:") else base[:2]) for arm in arms}, model
 
 
-def make_arms(base_model: str, fine_tuned_model: str, system_prompt: str, examples: tuple[tuple[str, str], ...]) -> list[Arm]:
-    """The three arms of notebook 07's comparison, in display order."""
-    return [
+def make_arms(base_model: str, fine_tuned_model: str, system_prompt: str, examples: tuple[tuple[str, str], ...],
+              best_checkpoint: str | None = None) -> list[Arm]:
+    """The arms of notebook 07's comparison, in display order; the best checkpoint is a fourth arm when it is not
+    the final model."""
+    arms = [
         Arm(BASE_ARM, base_model, system_prompt),
         Arm(FEW_SHOT_ARM, base_model, system_prompt, examples),
         Arm(TUNED_ARM, fine_tuned_model, system_prompt),
     ]
+    return arms + ([Arm(BEST_CHECKPOINT_ARM, best_checkpoint, system_prompt)] if best_checkpoint else [])
+
+
+def decoding_table(by_penalty: dict[float, Sequence[Answer]]) -> pd.DataFrame:
+    """Notebook 07's decoding step: for each frequency_penalty, how many answers loop, are cut, and one looping phrase."""
+    rows = []
+    for penalty, answers in by_penalty.items():
+        loops = [m.repeated_phrase(a.text) for a in answers]
+        example = next((phrase for phrase in loops if phrase), "")
+        rows.append({"frequency_penalty": penalty, "回答数": len(answers), "陷入重复": sum(bool(x) for x in loops),
+                     "被截断（finish_reason=length）": sum(a.finish_reason == "length" for a in answers),
+                     "回答词元（平均）": round(sum(a.completion_tokens for a in answers) / len(answers), 1),
+                     "重复的短语（举例）": example[:40]})
+    return pd.DataFrame(rows).set_index("frequency_penalty")
 
 
 def stage_arms(base_model: str, checkpoints: pd.DataFrame, system_prompt: str) -> list[Arm]:

@@ -553,6 +553,18 @@ def best_checkpoint(checkpoints: pd.DataFrame) -> pd.Series | None:
     return checkpoints.loc[checkpoints["full_valid_loss"].idxmin()]
 
 
+def best_checkpoint_model(checkpoints: pd.DataFrame) -> tuple[str | None, str]:
+    """Notebook 07: the best checkpoint's model id when it is not the final one (None otherwise), and a sentence saying so."""
+    best = best_checkpoint(checkpoints)
+    if best is None:
+        return None, "检查点没有报告完整验证损失：只评估最终模型"
+    final_step = int(checkpoints["step"].max())
+    loss = f"完整验证损失 {best['full_valid_loss']:.3f}"
+    if int(best["step"]) == final_step:
+        return None, f"最佳检查点就是最终模型（第 {final_step} 步，{loss}）：不需要另加一组"
+    return str(best["model"]), f"最佳检查点是第 {int(best['step'])} 步（{loss}），不是最终模型（第 {final_step} 步）：另加一组"
+
+
 # The local trainer's message with the base model's full validation loss, before the first step (OpenAI sends none).
 BASE_VALIDATION = re.compile(r"validation loss before training: (?P<loss>\d+\.\d+) \(token accuracy (?P<acc>\d+\.\d+)\)")
 

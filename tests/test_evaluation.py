@@ -229,3 +229,26 @@ def test_stage_arms_ask_the_base_model_then_each_checkpoint() -> None:
     assert [(a.name, a.model) for a in arms] == [("基础模型（训练前）", "base"), ("第 1 轮末（第 25 步）", "ft:m:ckpt-step-25"),
                                                  ("第 2 轮末（第 50 步）", "ft:m:ckpt-step-50")]
     assert all(a.system_prompt == "sys" and not a.examples for a in arms)
+
+
+def test_best_checkpoint_is_a_fourth_arm_only_when_it_is_not_final() -> None:
+    from helpers import workflow
+
+    assert len(evaluation.make_arms("b", "ft:x", "s", ())) == 3
+    arms = evaluation.make_arms("b", "ft:x", "s", (), best_checkpoint="ft:x:ckpt-step-25")
+    assert arms[-1].name == evaluation.BEST_CHECKPOINT_ARM and arms[-1].model == "ft:x:ckpt-step-25"
+    rising = pd.DataFrame({"step": [25, 50], "model": ["ft:x:ckpt-step-25", "ft:x:ckpt-step-50"], "full_valid_loss": [3.7, 3.8]})
+    model, why = workflow.best_checkpoint_model(rising)
+    assert model == "ft:x:ckpt-step-25" and "第 25 步" in why
+    falling = rising.assign(full_valid_loss=[3.8, 3.7])
+    assert workflow.best_checkpoint_model(falling)[0] is None
+
+
+def test_decoding_table_counts_loops_per_penalty() -> None:
+    def answer(text: str, reason: str = "stop") -> evaluation.Answer:
+        return evaluation.Answer(evaluation.TUNED_ARM, 0, text, 10, 20, reason, False)
+
+    looping = "你好，" + "胃复康颗粒，" * 6
+    table = evaluation.decoding_table({0.0: [answer(looping, "length"), answer("多休息。")], 0.5: [answer("多休息。")] * 2})
+    assert table.loc[0.0, "陷入重复"] == 1 and table.loc[0.0, "被截断（finish_reason=length）"] == 1
+    assert "胃复康颗粒" in table.loc[0.0, "重复的短语（举例）"] and table.loc[0.5, "陷入重复"] == 0
