@@ -125,6 +125,31 @@ def train_stats(token_counts: list[int], model: str, n_epochs: int, valid_token_
     return stats
 
 
+# Chinese headers for what notebook 03 shows; the keys stay English (train_stats.json is a contract).
+COLUMN_LABELS = {
+    "model": "模型", "encoding": "编码", "tokens": "训练文件词元数", "billed_tokens": "计费词元数（× 轮数）",
+    "training_usd_per_1M": "训练单价（美元/1M 词元）", "estimated_cost_usd": "预计费用（美元）", "price_as_of": "价格日期",
+    "encoding_is_estimate": "只是估计（本地模型）", "n_examples": "训练样本数", "total_tokens": "训练文件词元数",
+    "max_tokens_per_example": "最长一条的词元数", "token_limit": "单条上限", "n_epochs": "轮数",
+    "n_epochs_openai_default": "OpenAI 的默认轮数", "price_source": "价格来源", "n_valid_examples": "验证样本数",
+    "valid_total_tokens": "验证文件词元数",
+}
+
+
+def labelled(rows: list[dict[str, Any]]) -> "pd.DataFrame":
+    """Notebook 03: cost_table's rows as a table with Chinese column headers."""
+    import pandas as pd
+
+    return pd.DataFrame(rows).rename(columns=COLUMN_LABELS)
+
+
+def stats_frame(stats: dict[str, Any]) -> "pd.DataFrame":
+    """Notebook 03: train_stats.json as a two-column table, each field named in Chinese beside its key."""
+    import pandas as pd
+
+    return pd.DataFrame([{"项目": COLUMN_LABELS.get(key, key), "字段": key, "值": str(value)} for key, value in stats.items()])
+
+
 def write_train_stats(path: Path, stats: dict[str, Any]) -> Path:
     """Write train_stats.json atomically (UTF-8, indented)."""
     write_json_atomic(path, stats)

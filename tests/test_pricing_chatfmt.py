@@ -70,3 +70,12 @@ def test_chat_file_is_valid_and_unescaped(tmp_path):
     text = path.read_text(encoding="utf-8")
     assert "问题0" in text and "\\u" not in text
     assert validate.validate_file(path, model="gpt-4o-mini").ok
+
+
+def test_notebook_03_tables_have_chinese_headers() -> None:
+    rows = pricing.cost_table([[{"role": "user", "content": "头疼"}]], 2, ["gpt-4o-mini-2024-07-18"])
+    frame = pricing.labelled(rows)
+    assert "计费词元数（× 轮数）" in frame.columns and not any(c.isascii() for c in frame.columns)
+    stats = pricing.train_stats([100, 200], "gpt-4o-mini-2024-07-18", 2, [50])
+    table = pricing.stats_frame(stats)
+    assert set(table["字段"]) == set(stats) and all(not label.isascii() for label in table["项目"])
