@@ -199,3 +199,30 @@ def test_the_command_exports_and_reports_errors_in_one_line(server_state, tmp_pa
     with pytest.raises(SystemExit) as done:
         cli_main(["export", FT, "--format", "peft", "--out", str(tmp_path / "x"), "--work-dir", str(tmp_path / "empty")])
     assert done.value.code == 1 and "no local server state" in capsys.readouterr().err
+
+
+def test_the_gguf_adapter_is_in_llama_cpps_lora_layout(server_state, tmp_path):
+    from gguf import GGUFReader
+    from safetensors.torch import load_file
+    from transformers.modeling_gguf_pytorch_utils import LlamaTensorProcessor
+
+    # the tiny model is a Llama (4 heads, 2 key/value heads): llama.cpp's q/k row order applies to LoRA B
+    arch = E.GGUFArch("llama", blocks=2, heads=4, kv_heads=2)
+    count = E.write_gguf_adapter(server_state["adapter"], arch, tmp_path / "adapter.gguf")
+    reader = GGUFReader(str(tmp_path / "adapter.gguf"))
+    meta = {k: reader.get_field(k).contents() for k in ("general.architecture", "general.type", "adapter.type", "adapter.lora.alpha")}
+    assert meta == {"general.architecture": "llama", "general.type": "adapter", "adapter.type": "lora", "adapter.lora.alpha": 32.0}
+    tensors = {t.name: t.data for t in reader.tensors}
+    kinds = ["attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"]
+    assert count == len(tensors) == 2 * 7 * 2
+    assert set(tensors) == {f"blk.{b}.{k}.weight.lora_{ab}" for b in range(2) for k in kinds for ab in "ab"}
+
+    peft = load_file(server_state["adapter"] / "adapter_model.safetensors")
+    hf = "base_model.model.model.layers.1.self_attn.{}_proj.lora_{}.weight"
+    unpermute = LlamaTensorProcessor(config={"num_attention_heads": 4, "num_key_value_heads": 2})
+    for short, gguf_name in (("q", "attn_q"), ("k", "attn_k"), ("v", "attn_v")):
+        assert (tensors[f"blk.1.{gguf_name}.weight.lora_a"] == peft[hf.format(short, "A")].numpy()).all()
+        lora_b = tensors[f"blk.1.{gguf_name}.weight.lora_b"]
+        if short != "v":  # transformers' GGUF loader undoes llama.cpp's reordering: it must give PEFT's B back
+            lora_b = unpermute.process(lora_b, f"blk.1.{gguf_name}.weight").weights
+        assert (lora_b == peft[hf.format(short, "B")].numpy()).all()
