@@ -226,3 +226,32 @@ def test_the_gguf_adapter_is_in_llama_cpps_lora_layout(server_state, tmp_path):
         if short != "v":  # transformers' GGUF loader undoes llama.cpp's reordering: it must give PEFT's B back
             lora_b = unpermute.process(lora_b, f"blk.1.{gguf_name}.weight").weights
         assert (lora_b == peft[hf.format(short, "B")].numpy()).all()
+
+
+def test_the_server_exports_over_http_with_openai_shaped_errors(server_state, tmp_path):
+    import openai
+
+    from tests.localapi_support import Server, free_port
+
+    server = Server(server_state["work"], free_port()).start()
+    try:
+        client = server.client(timeout=300.0)
+        out = tmp_path / "http-peft"
+        answer = client.post("/local/export", body={"model": FT, "format": "peft", "out": str(out)}, cast_to=object)
+        assert answer["object"] == "local.export" and answer["out"] == str(out) and answer["base_gguf"] is None
+        assert answer["files"]["adapter_model.safetensors"] == (out / "adapter_model.safetensors").stat().st_size
+        with pytest.raises(openai.ConflictError) as conflict:
+            client.post("/local/export", body={"model": FT, "format": "peft", "out": str(out)}, cast_to=object)
+        assert conflict.value.code == "output_exists" and str(out) in conflict.value.message
+        with pytest.raises(openai.NotFoundError) as missing:
+            client.post("/local/export", body={"model": "ft:nope", "format": "gguf", "out": str(tmp_path / "x")}, cast_to=object)
+        assert missing.value.code == "model_not_found"
+        with pytest.raises(openai.BadRequestError) as no_gguf:
+            client.post("/local/export", body={"model": FT, "format": "gguf", "out": str(tmp_path / "x")}, cast_to=object)
+        assert no_gguf.value.code == "no_base_gguf" and "tiny-test has no GGUF" in no_gguf.value.message
+        with pytest.raises(openai.BadRequestError) as relative:
+            client.post("/local/export", body={"model": FT, "format": "peft", "out": "mine"}, cast_to=object)
+        assert relative.value.param == "out"
+    finally:
+        server.stop()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["http-peft"]
