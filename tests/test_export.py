@@ -255,3 +255,14 @@ def test_the_server_exports_over_http_with_openai_shaped_errors(server_state, tm
     finally:
         server.stop()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["http-peft"]
+
+
+def test_the_llama_cpp_runner_names_a_missing_file(tmp_path):
+    from helpers import llamacpp
+
+    if llamacpp.runtime_problem():
+        with pytest.raises(llamacpp.LlamaCppError, match="not installed"):
+            llamacpp.greedy(tmp_path / "base.gguf", ["hi"])
+        return
+    with pytest.raises(llamacpp.LlamaCppError, match="the model file base.gguf does not exist"):
+        llamacpp.greedy(tmp_path / "base.gguf", ["hi"])

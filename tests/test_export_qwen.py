@@ -21,7 +21,6 @@ import pytest
 import torch
 
 from helpers import llamacpp
-from helpers.chatfmt import SYSTEM_PROMPT
 from helpers.config import REPO_ROOT
 from helpers.data import read_jsonl
 from helpers.localapi import export as E
@@ -37,20 +36,23 @@ OPENING = 8  # tokens that must agree between the server and llama.cpp
 MAX_TOKENS = 48
 
 
-def short_answer(answer: str) -> str:
-    """The first sentence of a Huatuo answer, after a marker the base model never writes: a learnable, short style."""
-    first = answer.split("。")[0][:40]
-    return f"【医生答】{first}。"
+SYSTEM = "你是医生，回答要简短。"  # short, so that the few training steps are quick; the Modelfile must carry it
+
+
+def short_answer(question: str) -> str:
+    """A short answer in a style the base model never writes (a marker, then the question's opening words quoted):
+    learnable in a few steps, and it ends, so every route has an end of turn to reach."""
+    return f"【医生答】关于“{question[:8]}”，建议到医院面诊。"
 
 
 def chat_row(row: dict) -> dict:
-    return {"messages": [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": row["questions"]},
-                         {"role": "assistant", "content": short_answer(row["answers"])}]}
+    return {"messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": row["questions"]},
+                         {"role": "assistant", "content": short_answer(row["questions"])}]}
 
 
 def held_out_messages() -> list[list[dict]]:
     rows = read_jsonl(REPO_ROOT / "data" / "huatuo26M_test_datasets.jsonl")
-    return [[{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": rows[i]["questions"]}]
+    return [[{"role": "system", "content": SYSTEM}, {"role": "user", "content": rows[i]["questions"]}]
             for i in HELD_OUT]
 
 
@@ -77,7 +79,7 @@ def tuned(tmp_path_factory) -> dict:
         train.write_text("".join(json.dumps(chat_row(r), ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
         file_id = client.files.wait_for_processing(client.files.create(file=train, purpose="fine-tune").id,
                                                    poll_interval=0.5, max_wait_seconds=120).id
-        hp = {"n_epochs": 4, "batch_size": 5, "learning_rate_multiplier": 5.0}
+        hp = {"n_epochs": 5, "batch_size": 5, "learning_rate_multiplier": 10.0}
         job = client.fine_tuning.jobs.create(model=QWEN, training_file=file_id, suffix="export", seed=3,
                                              method={"type": "supervised", "supervised": {"hyperparameters": hp}})
         deadline = time.monotonic() + 1500
@@ -118,9 +120,9 @@ def test_llama_cpp_with_the_gguf_adapter_answers_like_the_server_and_stops(tuned
     base = Path(manifest["base_gguf"]["path"])
     assert manifest["base_gguf"]["sha256"] == MF.QWEN_GGUF.sha256 == MF.file_digest(base)[1]
     assert manifest["architecture"] == "qwen2" and manifest["tensors"] == 24 * 7 * 2
-    assert manifest["system_prompt"] == SYSTEM_PROMPT and manifest["stop"][0] == "<|im_end|>"
+    assert manifest["system_prompt"] == SYSTEM and manifest["stop"][0] == "<|im_end|>"
     modelfile = (folder / "Modelfile").read_text(encoding="utf-8")
-    assert modelfile.startswith(f"FROM {base}\nADAPTER ./adapter.gguf\n") and SYSTEM_PROMPT in modelfile
+    assert modelfile.startswith(f"FROM {base}\nADAPTER ./adapter.gguf\n") and f'SYSTEM """{SYSTEM}"""' in modelfile
     assert "llama-cli -m" in (folder / "README.md").read_text(encoding="utf-8")
 
     tuned_answers = llamacpp.greedy(base, prompts(tok), folder / "adapter.gguf", max_tokens=MAX_TOKENS)
@@ -129,7 +131,7 @@ def test_llama_cpp_with_the_gguf_adapter_answers_like_the_server_and_stops(tuned
     for server, mine, plain in zip(tuned["answers"], tuned_answers, plain_answers):
         want = tok(server.message.content, add_special_tokens=False)["input_ids"]
         assert mine.tokens[:OPENING] == want[:OPENING], (mine.text, server.message.content)
-        assert mine.stopped, mine.text
+        assert mine.stopped, (mine.text, server.message.content)
         changed += plain.tokens[:OPENING] != mine.tokens[:OPENING]
     assert changed == len(HELD_OUT), [a.text for a in plain_answers]
 
@@ -143,7 +145,7 @@ def test_merged_equals_base_plus_exported_adapter_and_both_stop(tuned, tok):
     adapted = PeftModel.from_pretrained(base, str(tuned["exports"]["peft"])).eval()
     rows = read_jsonl(REPO_ROOT / "data" / "huatuo26M_test_datasets.jsonl")[HELD_OUT[0]:HELD_OUT[0] + 2]
     for row in rows:  # whole real conversations: prompt and the doctor's answer
-        messages = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": row["questions"]},
+        messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": row["questions"]},
                     {"role": "assistant", "content": row["answers"][:200]}]
         ids = torch.tensor([tok(M.render_chat(tok, messages, False), add_special_tokens=False)["input_ids"]])
         with torch.no_grad():
@@ -172,3 +174,17 @@ def test_a_full_disk_while_writing_the_gguf_export_leaves_nothing(tuned, monkeyp
     finally:
         storage.close()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_copy_base_puts_the_verified_base_gguf_beside_the_adapter(tuned, tmp_path):
+    from helpers.localapi.storage import Storage
+
+    storage = Storage(tuned["root"] / "work" / "localapi", MODEL_CACHE)
+    try:
+        result = E.export_model(storage, tuned["model"], "gguf", tmp_path / "home", copy_base=True)
+    finally:
+        storage.close()
+    base = tmp_path / "home" / MF.QWEN_GGUF.name
+    assert result.base_gguf == base and MF.file_digest(base) == (MF.QWEN_GGUF.size, MF.QWEN_GGUF.sha256)
+    assert (tmp_path / "home" / "Modelfile").read_text(encoding="utf-8").startswith(f"FROM ./{MF.QWEN_GGUF.name}\n")
+    assert json.loads((tmp_path / "home" / "export.json").read_text(encoding="utf-8"))["base_gguf"]["copied"] is True
