@@ -31,7 +31,7 @@ from tests.localapi_support import MODEL_CACHE, Server, free_port
 pytestmark = pytest.mark.slow
 
 QWEN = M.QWEN_MODEL
-N_TRAIN, HELD_OUT = 10, (300, 301, 302)  # 10: the fewest examples a job accepts (as on OpenAI)
+N_TRAIN, HELD_OUT = 10, (305, 319, 329)  # 10: the fewest examples a job accepts; held out: short questions past them
 OPENING = 8  # tokens that must agree between the server and llama.cpp
 MAX_TOKENS = 48
 
@@ -40,9 +40,15 @@ SYSTEM = "你是医生，回答要简短。"  # short, so that the few training 
 
 
 def short_answer(question: str) -> str:
-    """A short answer in a style the base model never writes (a marker, then the question's opening words quoted):
+    """A short answer in a style the base model never writes (a marker, the question quoted, a fixed advice):
     learnable in a few steps, and it ends, so every route has an end of turn to reach."""
-    return f"【医生答】关于“{question[:8]}”，建议到医院面诊。"
+    return f"【医生答】关于“{question}”，建议到医院面诊。"
+
+
+def short_rows(n: int) -> list[dict]:
+    """The first n rows of the vendored set with a short question (6-14 characters): short examples, quick steps."""
+    rows = read_jsonl(REPO_ROOT / "data" / "huatuo26M_test_datasets.jsonl")
+    return [r for r in rows if 6 <= len(r["questions"]) <= 14][:n]
 
 
 def chat_row(row: dict) -> dict:
@@ -74,7 +80,8 @@ def tuned(tmp_path_factory) -> dict:
     server = Server(root / "work", free_port()).start(timeout=300)
     try:
         client = server.client(timeout=600.0)
-        rows = read_jsonl(REPO_ROOT / "data" / "huatuo26M_test_datasets.jsonl")[:N_TRAIN]
+        rows = short_rows(N_TRAIN)
+        assert all(len(m[1]["content"]) <= 14 for m in held_out_messages()) and rows[-1] is not None
         train = root / "train.jsonl"
         train.write_text("".join(json.dumps(chat_row(r), ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
         file_id = client.files.wait_for_processing(client.files.create(file=train, purpose="fine-tune").id,
