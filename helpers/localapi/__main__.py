@@ -1,6 +1,10 @@
 """`python -m helpers.localapi serve --host 127.0.0.1 --port 8765`: run the local OpenAI-compatible server.
 
-Options (each also has an environment variable):
+`python -m helpers.localapi export MODEL --format peft|merged|gguf --out DIR`: export a fine-tuned model or
+checkpoint of the server (export.py); `--work-dir` and `--model-cache` as for `serve`, `--copy-base` puts a copy
+of the base GGUF into DIR (gguf only). Exit status 1 with one line naming the problem on bad input.
+
+Options of `serve` (each also has an environment variable):
   --work-dir DIR           WORKBOOK_WORK_DIR (default data/work); state lives in DIR/localapi
   --max-upload-bytes N     LOCALAPI_MAX_UPLOAD_BYTES (default 512 MiB)
   --faults P               LOCALAPI_FAULTS: fraction of /v1 requests that get a 429, a 500 or a slow answer
@@ -56,10 +60,55 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                        help="seconds added to every /v1 request, for benchmarks (LOCALAPI_LATENCY)")
     serve.add_argument("--log-level", default=os.environ.get("LOCALAPI_LOG_LEVEL", "info"),
                        help="debug, info, warning (LOCALAPI_LOG_LEVEL); debug also logs every request")
+    export = sub.add_parser("export", help="export a fine-tuned model: PEFT adapter, merged model, or GGUF adapter for llama.cpp/Ollama")
+    export.add_argument("model", help="a fine-tuned model id (ft:...) or one of its checkpoints")
+    export.add_argument("--format", required=True, choices=["peft", "merged", "gguf"], help="what to write")
+    export.add_argument("--out", required=True, type=Path, help="a new folder to write it into (must not exist)")
+    export.add_argument("--copy-base", action="store_true", help="gguf: copy the base GGUF into the folder too")
+    export.add_argument("--work-dir", type=Path, default=None, help="the server's work folder (WORKBOOK_WORK_DIR, default data/work)")
+    export.add_argument("--model-cache", type=Path,
+                        default=Path(os.environ["LOCALAPI_MODEL_CACHE"]) if os.environ.get("LOCALAPI_MODEL_CACHE") else None,
+                        help="converted base models (LOCALAPI_MODEL_CACHE, default WORK_DIR/localapi/models)")
     args = parser.parse_args(argv)
+    if args.command != "serve":
+        return args
     if not 0 <= args.faults <= 1:
         parser.error("--faults must be a fraction between 0 and 1")
     return args
+
+
+def _work_dir(args: argparse.Namespace) -> Path:
+    """The work folder: --work-dir, else WORKBOOK_WORK_DIR, else data/work of the repository."""
+    return (args.work_dir or Path(os.environ.get("WORKBOOK_WORK_DIR") or REPO_ROOT / "data" / "work")).resolve()
+
+
+def export(args: argparse.Namespace) -> int:
+    """Export a fine-tuned model of the server's work folder; print what was written (exit 1 with the reason on bad input)."""
+    from helpers.localapi import export as exporter
+    from helpers.localapi.settings import ServerSettings
+    from helpers.localapi.storage import Storage
+    from helpers.localapi.threads import limit_torch_threads
+
+    limit_torch_threads()
+    work_dir = _work_dir(args)
+    root = ServerSettings(work_dir=work_dir, api_key="").root
+    if not (root / "meta.sqlite3").is_file():
+        print(f"error: no local server state in {work_dir} (nothing was fine-tuned there); pass --work-dir", file=sys.stderr)
+        return 1
+    storage = Storage(root, args.model_cache.resolve() if args.model_cache else None)
+    try:
+        result = exporter.export_model(storage, args.model, args.format, args.out, copy_base=args.copy_base)
+    except exporter.ExportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        storage.close()
+    print(f"exported {result.model_id} as {result.format} to {result.out}")
+    for name, size in result.files.items():
+        print(f"  {name:32s} {size:>14,} bytes")
+    if result.base_gguf is not None:
+        print(f"  base GGUF: {result.base_gguf} (sha256 {result.base_sha256})")
+    return 0
 
 
 def serve(args: argparse.Namespace) -> None:
@@ -73,7 +122,7 @@ def serve(args: argparse.Namespace) -> None:
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     limit_torch_threads()
-    work_dir = (args.work_dir or Path(os.environ.get("WORKBOOK_WORK_DIR") or REPO_ROOT / "data" / "work")).resolve()
+    work_dir = _work_dir(args)
     key, source = read_or_create_local_key(work_dir)
     if not is_loopback_url(f"http://{args.host}/"):
         logging.warning("listening on %s: other machines can reach this server (the bearer key still applies)", args.host)
@@ -99,6 +148,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.command == "serve":
         serve(args)
+    elif args.command == "export":
+        raise SystemExit(export(args))
 
 
 if __name__ == "__main__":

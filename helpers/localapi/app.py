@@ -24,7 +24,7 @@ from helpers.localapi.errors import install_error_handlers
 from helpers.localapi.faults import FaultMiddleware
 from helpers.localapi.jobs import JobManager
 from helpers.localapi.request_id import RequestIdMiddleware
-from helpers.localapi.routers import chat, files, fine_tuning, models, responses, service
+from helpers.localapi.routers import chat, export, files, fine_tuning, models, responses, service
 from helpers.localapi.settings import ServerSettings
 from helpers.localapi.storage import Storage
 
@@ -55,7 +55,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
     app.state.storage, app.state.settings = storage, settings
     app.state.engine, app.state.manager = Engine(storage), JobManager(storage)
     install_error_handlers(app)
-    for module in (service, files, fine_tuning, models, chat, responses, dashboard):
+    for module in (service, files, fine_tuning, models, chat, responses, export, dashboard):
         app.include_router(module.router)
     app.add_middleware(FaultMiddleware, settings=settings.faults)
     app.add_middleware(AuthMiddleware, api_key=settings.api_key)
