@@ -1,8 +1,8 @@
 """Run a GGUF model (with a GGUF LoRA adapter) in a real llama.cpp runtime: greedy answers, for notebook 08 and tests.
 
 The runtime is node-llama-cpp 3.21.1 with its prebuilt linux-x64 CPU binaries, installed from the npm registry
-into `tools/llamacpp/node_modules` by `make setup` (`npm ci`, about 10 s; nothing is compiled). A small script,
-`tools/llamacpp/generate.mjs`, loads the base GGUF, applies the adapter the way `llama-cli --lora` does, and
+into `helpers/llamacpp_runtime/node_modules` by `make setup` (`npm ci`, about 10 s; nothing is compiled). A small script,
+`helpers/llamacpp_runtime/generate.mjs`, loads the base GGUF, applies the adapter the way `llama-cli --lora` does, and
 decodes greedily until an end-of-generation token or `max_tokens`. This module only starts that script: it knows
 nothing of the local server and is as usable on a GGUF exported anywhere.
 """
@@ -16,11 +16,10 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from helpers.config import REPO_ROOT
 
-RUNTIME_DIR = REPO_ROOT / "tools" / "llamacpp"
+RUNTIME_DIR = Path(__file__).resolve().parent / "llamacpp_runtime"
 SCRIPT = RUNTIME_DIR / "generate.mjs"
-INSTALL_HINT = "install it with `make setup` (or: npm ci --prefix tools/llamacpp --omit=optional --ignore-scripts)"
+INSTALL_HINT = "install it with `make setup` (or: npm ci --prefix helpers/llamacpp_runtime --omit=optional --ignore-scripts)"
 
 
 class LlamaCppError(RuntimeError):
