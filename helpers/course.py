@@ -1,6 +1,6 @@
 """The headless course run: `python -m helpers.course run` (what `make course` calls).
 
-It starts the local API server when the backend is local, executes notebooks 01–07 in order with
+It starts the local API server when the backend is local, executes notebooks 01–08 in order (08 on the local backend only) with
 nbclient into the build folder, writes a one-page HTML report (loss curves and the comparison
 table) and prints where everything went. Everything the notebooks do is re-run safe, so running
 the course twice reuses the uploads, the job and the cached answers of the first run.
@@ -49,8 +49,12 @@ class NotebookRun:
     error: str | None = None
 
 
+# Notebooks that need the local backend, and why (a remote run skips them and says so).
+LOCAL_ONLY = {"08": "the local backend only: OpenAI does not release a fine-tuned model's weights to export"}
+
+
 def course_notebooks(folder: Path = NOTEBOOK_DIR, only: Sequence[str] | None = None) -> list[Path]:
-    """Notebooks 01–07 (`NN_*.ipynb`) in order, or just those whose number is in `only`."""
+    """The course's notebooks (`NN_*.ipynb`) in order, or just those whose number is in `only`."""
     found = sorted(p for p in folder.glob("[0-9][0-9]_*.ipynb"))
     if only:
         found = [p for p in found if p.name[:2] in set(only)]
@@ -129,6 +133,9 @@ def run_course(cfg: Config, *, only: Sequence[str] | None = None, write_back: bo
     runs: list[NotebookRun] = []
     try:
         for path in course_notebooks(NOTEBOOK_DIR, only):
+            if not cfg.is_local and path.name[:2] in LOCAL_ONLY:
+                print(f"skipping {path.name}: {LOCAL_ONLY[path.name[:2]]}", flush=True)
+                continue
             print(f"running {path.name} ...", flush=True)
             run = execute_notebook(path, out_dir, timeout, env)
             runs.append(run)
@@ -157,7 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command line: `python -m helpers.course run [--only 04 05] [--write-back]`."""
     parser = argparse.ArgumentParser(prog="python -m helpers.course", description="Run the 微调实战 course headless.")
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="execute notebooks 01-07 in order into the build folder and write a report")
+    run = sub.add_parser("run", help="execute the notebooks (01-08) in order into the build folder and write a report")
     run.add_argument("--only", nargs="+", metavar="NN", help="run only these notebook numbers, e.g. --only 06 07")
     run.add_argument("--write-back", action="store_true", help="also save the executed notebooks into notebooks/ (to commit outputs)")
     run.add_argument("--timeout", type=int, default=1800, help="seconds allowed per cell (default 1800)")

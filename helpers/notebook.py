@@ -20,8 +20,8 @@ from helpers.tokens import encoding_for_model, ensure_tiktoken
 # Packages whose versions are printed (torch only where a notebook trains or talks to the model).
 BASE_PACKAGES = ("openai", "pandas", "tiktoken", "matplotlib", "ipywidgets")
 MODEL_PACKAGES = ("torch", "transformers", "peft")
-MODEL_NOTEBOOKS = {"05", "06", "07"}
-API_NOTEBOOKS = {"04", "05", "06", "07"}  # these call the API: on the local backend its server must answer
+MODEL_NOTEBOOKS = {"05", "06", "07", "08"}
+API_NOTEBOOKS = {"04", "05", "06", "07", "08"}  # these call the API: on the local backend its server must answer
 SERVER_START_TIMEOUT = 300.0  # seconds; the first start converts the base model
 
 
@@ -66,7 +66,7 @@ def apply_overrides(cfg: Config, **overrides: Any) -> Config:
 
 
 def setup_notebook(nb_id: str, **overrides: Any) -> Config:
-    """The first cell of notebooks 01-07: load the configuration (plus field overrides), ready tiktoken and the CJK font offline, print what this run uses."""
+    """The first cell of every notebook: load the configuration (plus field overrides), ready tiktoken and the CJK font offline, print what this run uses."""
     cfg = apply_overrides(load_config(), **overrides)
     if cfg.is_local and nb_id[:2] in API_NOTEBOOKS and ensure_server(cfg, timeout=SERVER_START_TIMEOUT):
         print(f"本地服务器（local server）已在 {cfg.base_url} 启动，后面的笔记本接着用它"

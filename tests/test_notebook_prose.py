@@ -30,6 +30,7 @@ TAUGHT_CALLS = {
         "client.fine_tuning.jobs.checkpoints.list(",
     ],
     "07": ["client.chat.completions.create("],
+    "08": ['client.post(\n            "/local/export"', "client.chat.completions.create("],
 }
 MUST_SAY_WHAT_WE_SAW = {"06", "07"}
 
