@@ -9,9 +9,11 @@ answers against the local server's (`opening_agreement`).
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -96,6 +98,22 @@ def _greedy_and_logits(model: Any, tokenizer: Any, prompts: Sequence[str], max_n
     return logits, answers
 
 
+@contextlib.contextmanager
+def quiet_loading() -> Iterator[None]:
+    """No progress bars and no library deprecation warnings while models load (a cell shows the check, not the noise)."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
 def merged_against_adapter(base_folder: Path, peft_folder: Path, merged_folder: Path, prompts: Sequence[str],
                            max_new_tokens: int = 48) -> MergeCheck:
     """Load the merged folder with plain transformers, then the base with the exported PEFT adapter, one after the
@@ -104,15 +122,16 @@ def merged_against_adapter(base_folder: Path, peft_folder: Path, merged_folder: 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(merged_folder)
-    merged = AutoModelForCausalLM.from_pretrained(merged_folder, dtype="float32")
-    merged_logits, merged_answers = _greedy_and_logits(merged, tokenizer, prompts, max_new_tokens)
-    del merged
-    gc.collect()
-    base = AutoModelForCausalLM.from_pretrained(base_folder, dtype="float32")
-    adapted = PeftModel.from_pretrained(base, peft_folder)
-    adapter_logits, adapter_answers = _greedy_and_logits(adapted, tokenizer, prompts, max_new_tokens)
-    del adapted, base
-    gc.collect()
+    with quiet_loading():
+        merged = AutoModelForCausalLM.from_pretrained(merged_folder, dtype="float32")
+        merged_logits, merged_answers = _greedy_and_logits(merged, tokenizer, prompts, max_new_tokens)
+        del merged
+        gc.collect()
+        base = AutoModelForCausalLM.from_pretrained(base_folder, dtype="float32")
+        adapted = PeftModel.from_pretrained(base, peft_folder)
+        adapter_logits, adapter_answers = _greedy_and_logits(adapted, tokenizer, prompts, max_new_tokens)
+        del adapted, base
+        gc.collect()
     diff = max(float((a - b).abs().max()) for a, b in zip(merged_logits, adapter_logits))
     same = sum(a == b for a, b in zip(merged_answers, adapter_answers))
     return MergeCheck(diff, same, len(prompts), merged_answers, adapter_answers)

@@ -57,6 +57,10 @@ class MaskView:
             out.append("】")
         return "".join(out)
 
+    def __repr__(self) -> str:
+        """What a plain console (or a notebook viewer without HTML) shows: the summary and the marked text."""
+        return f"{self.summary()}\n{self.text()}"
+
     def _repr_html_(self) -> str:
         """Jupyter's rendering: every piece a box, learned ones highlighted, line breaks kept."""
         spans = []

@@ -132,3 +132,11 @@ def test_pytorch_held_to_avx2_kernels_means_no_native_bf16(monkeypatch):
     monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")
     assert M.cpu_supports_bf16() is False
     assert M.resolve_dtype("auto", "cpu") == torch.float32
+
+
+def test_pool_release_drops_the_loaded_models_and_they_load_again(tmp_path) -> None:
+    pool = M.ModelPool(tmp_path, dtype="float32", prepack=False)
+    first = pool.get("tiny-test")
+    assert pool.release() == 1 and pool.release() == 0
+    again = pool.get("tiny-test")  # loads again on the next use
+    assert again.model is not first.model and again.spec.id == "tiny-test"

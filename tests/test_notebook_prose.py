@@ -32,7 +32,7 @@ TAUGHT_CALLS = {
     "07": ["client.chat.completions.create("],
     "08": ['client.post(\n            "/local/export"', "client.chat.completions.create("],
 }
-MUST_SAY_WHAT_WE_SAW = {"06", "07"}
+MUST_SAY_WHAT_WE_SAW = {"06", "07", "08"}
 
 # A number as prose quotes it: 4.315, 30.50, 1,024, 87%, 12 (single digits are too common to check).
 NUMBER = re.compile(r"(?<![\w.])\d{1,3}(?:,\d{3})+(?:\.\d+)?|(?<![\w.,])\d+\.\d+|(?<![\w.,])\d{2,}")

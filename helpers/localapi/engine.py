@@ -102,6 +102,10 @@ class Engine:
             except Exception:  # an adapter that was never loaded
                 log.debug("forget_adapter(%s) failed", adapter_dir, exc_info=True)
 
+    def release_models(self) -> int:
+        """Unload every model the pool holds (they load again on the next request); the number of bases unloaded."""
+        return self._pool.release() if self._pool is not None else 0
+
     def warm_up(self) -> None:
         """Import torch/transformers/peft and start the generator in a background thread, so that the first chat
         request does not wait for them (requests wait on the same lock: imports never race)."""

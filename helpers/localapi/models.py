@@ -661,6 +661,20 @@ class ModelPool:
             shared.model.load_adapter(str(adapter_dir), adapter_name=name, is_trainable=False)
         shared.model.eval()
 
+    def release(self) -> int:
+        """Drop every loaded base model and adapter (they load again on next use); the number of bases dropped.
+
+        A merged export loads a float32 copy of the base of its own: releasing the pool first keeps the server
+        from holding two copies at once (benchmarks/README.md, "Memory")."""
+        import gc
+
+        with self._lock:
+            dropped = len(self._bases)
+            self._bases.clear()
+            self._adapters.clear()
+        gc.collect()
+        return dropped
+
     def forget_adapter(self, adapter_dir: Path) -> None:
         """Unload an adapter (e.g. after its model was deleted)."""
         name = adapter_key(adapter_dir)

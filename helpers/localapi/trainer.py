@@ -460,7 +460,7 @@ def lora_line(model: Any, rank: int) -> str:
     """The job's event that says how small LoRA's share of the model is: trainable against all parameters."""
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
-    return (f"LoRA r={rank}, alpha={DEFAULT_LORA_ALPHA_RATIO * rank}: {trainable:,} trainable parameters of {total:,} "
+    return (f"LoRA r={rank}, alpha={DEFAULT_LORA_ALPHA_RATIO * rank:g}: {trainable:,} trainable parameters of {total:,} "
             f"({100 * trainable / total:.2f}%); the base model's {total - trainable:,} are frozen")
 
 

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict
 from starlette.concurrency import run_in_threadpool
 
 from helpers.localapi import export as exporter
-from helpers.localapi.deps import StorageDep
+from helpers.localapi.deps import EngineDep, StorageDep
 from helpers.localapi.errors import APIError
 
 router = APIRouter(prefix="/v1/local", tags=["local"])
@@ -41,11 +41,13 @@ _STATUS = {exporter.UnknownModelError: (404, "model_not_found", "model"),
 
 
 @router.post("/export")
-async def create_export(body: ExportCreate, storage: StorageDep) -> dict:
+async def create_export(body: ExportCreate, storage: StorageDep, engine: EngineDep) -> dict:
     """Export a fine-tuned model or checkpoint into a new folder on this machine."""
     if not Path(body.out).is_absolute():
         raise APIError(400, f"'out' must be an absolute folder path (the server's current folder is not yours): {body.out}",
                        param="out", code="invalid_value")
+    if body.format == "merged":  # it loads a float32 base of its own: do not hold the pool's copy beside it
+        await run_in_threadpool(engine.release_models)
     try:
         result = await run_in_threadpool(exporter.export_model, storage, body.model, body.format, Path(body.out),
                                          body.copy_base)
