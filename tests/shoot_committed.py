@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parent.parent
 SHOTS = [  # notebook, what to scroll to (selector, index: negative counts from the end), file name
     ("01_explore.ipynb", (".jp-OutputArea-output img", 0), "screenshot-01-explore.png"),
     ("06_poll.ipynb", (".jp-OutputArea-output img", -1), "screenshot-06-poll.png"),
-    ("07_compare.ipynb", ("#T_answers", 0), "screenshot-07-compare.png"),  # show_table(..., table_id="answers")
+    ("07_compare.ipynb", (".jp-OutputArea-output table:has-text('参考回答（医生）')", 0), "screenshot-07-compare.png"),
 ]
 
 
