@@ -17,22 +17,11 @@ import pytest
 
 from helpers.localapi.jobs import DPO_RESULT_COLUMNS
 from tests.localapi_support import Server, free_port, write_chat_jsonl
-from tests.test_localapi_jobs import TERMINAL, upload, wait_for
+from tests.test_localapi_jobs import TERMINAL, client, server, upload, wait_for  # noqa: F401 (module fixtures)
 
 SYSTEM_PROMPT = "You are a customer-support assistant."
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    srv = Server(tmp_path_factory.mktemp("localapi-dpo") / "work", free_port())
-    srv.start()
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture(scope="module")
-def client(server):
-    return server.client(timeout=120.0)
 
 
 def preference_pair(i: int) -> dict:

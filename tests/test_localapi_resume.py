@@ -95,6 +95,13 @@ def uninterrupted_rows(tmp, method: dict) -> list[dict]:
         srv.stop()
 
 
+def kill_server_with_its_worker(srv: Server) -> None:
+    """SIGKILL the server mid-job and check that its training worker dies with it (then start it again yourself)."""
+    worker = worker_pid(srv)
+    srv.stop(signal.SIGKILL)
+    assert _gone(worker, 60), "the training worker outlived its server"
+
+
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> list[dict]:
     """The result rows of the same job run without interruption."""
@@ -107,9 +114,7 @@ def test_server_killed_after_a_checkpoint_resumes(tmp_path, reference):
         client = srv.client(timeout=60.0)
         job_id = start_job(client, tmp_path)
         wait_first_checkpoint(client, job_id)
-        worker = worker_pid(srv)
-        srv.stop(signal.SIGKILL)
-        assert _gone(worker, 60), "the training worker outlived its server"
+        kill_server_with_its_worker(srv)
     finally:
         srv.stop(signal.SIGKILL)
     srv.start()
@@ -180,9 +185,7 @@ def test_dpo_job_paused_resumed_then_killed_ends_with_the_uninterrupted_numbers(
                  headers={"Authorization": f"Bearer {KEY}"}).json()["training"] is None, timeout=60)
         assert client.fine_tuning.jobs.resume(job_id).status == "queued"
         wait_first_checkpoint(client, job_id, count=2)
-        worker = worker_pid(srv)
-        srv.stop(signal.SIGKILL)
-        assert _gone(worker, 60), "the training worker outlived its server"
+        kill_server_with_its_worker(srv)
     finally:
         srv.stop(signal.SIGKILL)
     srv.start()
