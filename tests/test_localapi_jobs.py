@@ -245,17 +245,3 @@ def test_restart_in_the_middle_of_a_job(tmp_path):
         assert client.chat.completions.create(model=done.fine_tuned_model, messages=CHAT, max_tokens=3).choices
     finally:
         srv.stop()
-
-
-def test_the_worker_returns_freed_memory_where_glibc_allows() -> None:
-    import subprocess
-    import sys
-
-    from helpers.localapi import worker
-
-    code = ("from helpers.localapi.worker import return_freed_memory as r; "
-            "print(r(), r(0))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True).stdout.split()
-    glibc = sys.platform.startswith("linux") and bool(__import__("platform").libc_ver()[0] == "glibc")
-    assert out == [str(glibc), "False"]
-    assert worker.MMAP_THRESHOLD == 4 * 1024 * 1024

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import gc
 import json
 import os
 import shutil
@@ -33,7 +34,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from helpers.files import write_json_atomic, write_text_atomic
-from helpers.localapi import modelfiles, models
+from helpers.localapi import heap, modelfiles, models
 from helpers.localapi.storage import Storage
 
 FORMATS = ("peft", "merged", "gguf")
@@ -195,6 +196,9 @@ def export_model(storage: Storage, model_id: str, fmt: str, out: Path, copy_base
         return ExportResult(model_id, fmt, out, _sizes(out), copied if copy_base else base_path, base_sha)
     with staged_folder(out) as tmp:
         (write_peft_export if fmt == "peft" else write_merged_export)(source, tmp, cache_dir)
+    if fmt == "merged":  # its float32 model is gone: give its pages back before the next model loads
+        gc.collect()
+        heap.trim()
     return ExportResult(model_id, fmt, out, _sizes(out))
 
 

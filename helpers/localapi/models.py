@@ -668,11 +668,14 @@ class ModelPool:
         from holding two copies at once (benchmarks/README.md, "Memory")."""
         import gc
 
+        from helpers.localapi import heap
+
         with self._lock:
             dropped = len(self._bases)
             self._bases.clear()
             self._adapters.clear()
         gc.collect()
+        heap.trim()  # the weights were freed into glibc's heap: hand the pages back
         return dropped
 
     def forget_adapter(self, adapter_dir: Path) -> None:

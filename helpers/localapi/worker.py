@@ -112,38 +112,15 @@ def _checkpoint(body: dict) -> Checkpoint:
                       metrics=dict(body.get("metrics") or {}))
 
 
-# Blocks of at least this many bytes are mapped on their own and returned to the system when freed. glibc's default
-# threshold grows up to 32 MiB as blocks are freed, and the trainer's activations (1-20 MB each, of ever-changing
-# sizes) then fragment its heap: a float32 job peaked at 5.1 GB, 3.8 GB with 4 MiB (benchmarks/README.md, "Memory").
-# LOCALAPI_MMAP_THRESHOLD overrides it in bytes; 0 leaves glibc's default.
-MMAP_THRESHOLD = 4 * 1024 * 1024
-
-
-def return_freed_memory(threshold: int | None = None) -> bool:
-    """Set glibc's mmap threshold for this process (the training worker); False where there is no glibc or it is 0."""
-    import ctypes
-
-    if threshold is None:
-        threshold = int(os.environ.get("LOCALAPI_MMAP_THRESHOLD", MMAP_THRESHOLD))
-    if threshold <= 0:
-        return False
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):  # macOS, Windows, musl: their allocators are left alone
-        return False
-    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    return mallopt(-3, threshold) == 1  # M_MMAP_THRESHOLD
-
-
 def worker_main(spec: dict, events: Any, stop: Any, parent_pid: int) -> None:
     """Entry point of the training process: run the trainer, report its events and its result over `events`."""
     import signal
 
-    from helpers.localapi import trainer
+    from helpers.localapi import heap, trainer
     from helpers.localapi.threads import limit_torch_threads
 
     limit_torch_threads()
-    return_freed_memory()
+    heap.cap_mmap_threshold()  # activations of ever-changing sizes would fragment the heap (heap.py)
     # Ctrl-C in the server's terminal reaches the whole process group: the server stops the job itself
     # (should_stop), so the worker must not die half-way with a KeyboardInterrupt.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
