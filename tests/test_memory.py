@@ -23,7 +23,7 @@ def test_available_memory_is_read_from_meminfo(tmp_path: Path) -> None:
 def test_too_little_memory_says_what_to_do_in_both_languages() -> None:
     short = memory.check(models.QWEN_MODEL, available=2.5, native_bf16=False)
     assert not short.enough and short.needed_gb == memory.COURSE_PEAK_GB[(models.QWEN_MODEL, False)]
-    assert memory.needed_gb(models.QWEN_MODEL, native_bf16=True) < short.needed_gb  # the bf16 path needs less
+    assert memory.needed_gb(models.QWEN_MODEL, native_bf16=True) <= short.needed_gb  # never more (08 is float32 on both)
     text = memory.advice(short)
     assert "2.5 GB" in text and f"{short.needed_gb:.1f} GB" in text and models.QWEN_MODEL in text
     assert f"FINETUNE_BASE_MODEL={models.DEFAULT_MODEL}" in text and "WORKBOOK_SKIP_MEMORY_CHECK=1" in text
