@@ -365,10 +365,11 @@ def metric_table(intervals: pd.DataFrame) -> pd.DataFrame:
 
 def paired_rouge_l(answers: Sequence[Answer], references: Sequence[str], tuned_arm: str = TUNED_ARM,
                    base_arms: Sequence[str] = (BASE_ARM, FEW_SHOT_ARM), *, resamples: int = m.BOOTSTRAP_RESAMPLES,
-                   seed: int = m.BOOTSTRAP_SEED) -> pd.DataFrame:
+                   seed: int = m.BOOTSTRAP_SEED, label: str = "微调组") -> pd.DataFrame:
     """Notebook 07's paired comparison: the fine-tuned arm against each base arm, question by question, on ROUGE-L.
 
     A question is a win when the fine-tuned answer's ROUGE-L is higher, a tie when equal (counted as half a win).
+    `label` names the first arm in the verdict (notebook 09 compares its DPO arm with the supervised one).
     """
     def per_question(arm: str) -> list[float]:
         return [100 * m.rouge_l(a.text, references[a.index]) for a in arm_answers(answers, arm)]
@@ -382,17 +383,17 @@ def paired_rouge_l(answers: Sequence[Answer], references: Sequence[str], tuned_a
                      "胜率 95% 区间": f"[{result.win_rate_ci[0]:.2f}, {result.win_rate_ci[1]:.2f}]",
                      "ROUGE-L 平均差": result.mean_difference,
                      "平均差 95% 区间": f"[{result.mean_difference_ci[0]:.2f}, {result.mean_difference_ci[1]:.2f}]",
-                     "结论": verdict(result.win_rate_ci)})
+                     "结论": verdict(result.win_rate_ci, label)})
     return pd.DataFrame(rows).set_index("对比")
 
 
-def verdict(win_rate_ci: tuple[float, float]) -> str:
+def verdict(win_rate_ci: tuple[float, float], label: str = "微调组") -> str:
     """Notebook 07's reading of a win-rate interval: does it exclude 0.5 (no better, no worse)?"""
     low, high = win_rate_ci
     if low > 0.5:
-        return "区间不含 0.5：微调组更好，差别大于随机波动"
+        return f"区间不含 0.5：{label}更好，差别大于随机波动"
     if high < 0.5:
-        return "区间不含 0.5：微调组更差，差别大于随机波动"
+        return f"区间不含 0.5：{label}更差，差别大于随机波动"
     return "区间含 0.5：这些题分不出高下"
 
 

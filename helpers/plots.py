@@ -109,3 +109,37 @@ def plot_training_curves(results: "pd.DataFrame", title: str = "微调作业：�
     fig.suptitle(cjk_label(title, "fine-tuning job: loss and token accuracy"))
     fig.tight_layout()
     return fig
+
+
+DPO_PANELS = [
+    (("损失", "DPO loss"), [("train_loss", "训练批次", "train batch"), ("valid_loss", "验证批次", "validation batch")]),
+    (("奖励差", "reward margin"), [("train_reward_margin", "训练批次", "train batch"),
+                                  ("valid_reward_margin", "验证批次", "validation batch")]),
+    (("排对的比例", "pairs ranked right"), [("train_accuracy", "训练批次", "train batch"),
+                                          ("valid_accuracy", "验证批次", "validation batch")]),
+]
+
+
+def plot_dpo_curves(results: "pd.DataFrame", title: str = "DPO 作业：损失、奖励差和排对的比例"):
+    """Notebook 09: a DPO job's loss (with ln 2, where it starts), reward margin and accuracy per step; returns the figure."""
+    import math
+
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    for ax, ((zh, en), columns) in zip(axes, DPO_PANELS):
+        for (column, series_zh, series_en), color in zip(columns, ("#4C72B0", "#DD8452")):
+            if column in results.columns and not results[column].dropna().empty:
+                series = results[["step", column]].dropna()
+                ax.plot(series["step"], series[column], "-o" if column.startswith("valid") else "-", color=color,
+                        markersize=4, label=cjk_label(series_zh, series_en))
+        if zh == "损失":
+            ax.axhline(math.log(2), color="grey", linestyle="--", label=cjk_label("ln 2（起点）", "ln 2 (start)"))
+        ax.set_xlabel(cjk_label("训练步", "step"))
+        ax.set_ylabel(cjk_label(zh, en))
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    fig.suptitle(cjk_label(title, "DPO job: loss, reward margin, accuracy"))
+    fig.tight_layout()
+    return fig

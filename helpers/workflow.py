@@ -230,11 +230,15 @@ class JobPlan:
     suffix: str
     train_sha256: str
     valid_sha256: str | None
+    method: str = "supervised"  # or "dpo" (notebook 09)
+    beta: float | str | None = None  # DPO only
     metadata: dict[str, str] = field(init=False)
 
     def __post_init__(self) -> None:
         params = {"model": self.model, "n_epochs": self.n_epochs, "batch_size": self.batch_size,
                   "lr_mult": self.learning_rate_multiplier, "seed": self.seed, "suffix": self.suffix}
+        if self.method != "supervised":  # a supervised plan's identity stays what it always was
+            params.update(method=self.method, beta=self.beta)
         identity = json.dumps({"train": self.train_sha256, "valid": self.valid_sha256, **params}, sort_keys=True)
         self.metadata = {
             "workbook": RUN_TAG,
@@ -249,13 +253,22 @@ class JobPlan:
         """The identity of the run: same data and parameters, same id."""
         return self.metadata["run_id"]
 
-    def create_kwargs(self) -> dict[str, Any]:
-        """Notebook 05: the keyword arguments for `client.fine_tuning.jobs.create`."""
+    @property
+    def state_key(self) -> str:
+        """Where run_state.json keeps this plan's job: `job` (notebooks 05-07) or `dpo_job` (notebook 09)."""
+        return "job" if self.method == "supervised" else f"{self.method}_job"
+
+    def hyperparameters(self) -> dict[str, Any]:
+        """The `method.<type>.hyperparameters` of `jobs.create`."""
         hyper = {"n_epochs": self.n_epochs, "batch_size": self.batch_size, "learning_rate_multiplier": self.learning_rate_multiplier}
+        return {**({"beta": self.beta} if self.method == "dpo" else {}), **hyper}
+
+    def create_kwargs(self) -> dict[str, Any]:
+        """Notebooks 05 and 09: the keyword arguments for `client.fine_tuning.jobs.create`."""
         kwargs: dict[str, Any] = {
             "model": self.model,
             "training_file": self.training_file,
-            "method": {"type": "supervised", "supervised": {"hyperparameters": hyper}},
+            "method": {"type": self.method, self.method: {"hyperparameters": self.hyperparameters()}},
             "suffix": self.suffix,
             "seed": self.seed,
             "metadata": self.metadata,
@@ -275,21 +288,25 @@ def plan_job(cfg: Config, train: Upload, valid: Upload | None, *, suffix: str = 
 
 PLAN_LABELS = {
     "model": "基础模型", "training_file": "训练文件（第 04 节上传）", "validation_file": "验证文件（第 04 节上传）",
-    "method.type": "方法：supervised 是监督微调", "n_epochs": "轮数", "batch_size": "批次大小（auto：服务器按数据量选）",
+    "method.type": "方法：supervised 是监督微调", "beta": "beta：离参考模型多远（auto：服务器选 0.1）",
+    "n_epochs": "轮数", "batch_size": "批次大小（auto：服务器按数据量选）",
     "learning_rate_multiplier": "学习率倍数（auto：服务器按模型选）", "suffix": "微调后模型名字里的后缀",
     "seed": "随机种子", "metadata.run_id": "作业的身份：数据哈希 + 参数", "metadata.train_sha256": "训练文件的内容哈希（前 16 位）",
     "metadata.valid_sha256": "验证文件的内容哈希（前 16 位）",
 }
 
 
-def plan_table(plan: JobPlan) -> pd.DataFrame:
-    """Notebook 05: what `jobs.create` will get, one argument a row, with what it means in Chinese."""
+def plan_table(plan: JobPlan, labels: dict[str, str] | None = None) -> pd.DataFrame:
+    """Notebooks 05 and 09: what `jobs.create` will get, one argument a row, with what it means in Chinese (`labels`
+    overrides PLAN_LABELS' wording)."""
     values = {"model": plan.model, "training_file": plan.training_file, "validation_file": plan.validation_file or "-",
-              "method.type": "supervised", "n_epochs": plan.n_epochs, "batch_size": plan.batch_size,
+              "method.type": plan.method, **({"beta": plan.beta} if plan.method == "dpo" else {}),
+              "n_epochs": plan.n_epochs, "batch_size": plan.batch_size,
               "learning_rate_multiplier": plan.learning_rate_multiplier, "suffix": plan.suffix, "seed": plan.seed,
               "metadata.run_id": plan.run_id, "metadata.train_sha256": plan.metadata["train_sha256"],
               "metadata.valid_sha256": plan.metadata["valid_sha256"] or "-"}
-    return pd.DataFrame([{"参数": name, "值": str(value), "含义": PLAN_LABELS[name]} for name, value in values.items()])
+    wording = {**PLAN_LABELS, **(labels or {})}
+    return pd.DataFrame([{"参数": name, "值": str(value), "含义": wording[name]} for name, value in values.items()])
 
 
 def list_jobs(client: OpenAI, max_jobs: int = 1000, metadata: dict[str, str] | None = None) -> list[Any]:
@@ -354,9 +371,9 @@ def find_new_job(client: OpenAI, lookup: JobLookup) -> Any | None:
     return fresh[0] if fresh else None
 
 
-def record_job(cfg: Config, job: Any, run_id: str) -> None:
-    """Notebook 05: note the job id in run_state.json for notebook 06."""
-    update_state(cfg, job={"id": job.id, "run_id": run_id})
+def record_job(cfg: Config, job: Any, run_id: str, key: str = "job") -> None:
+    """Notebook 05: note the job id in run_state.json for notebook 06 (notebook 09 keeps its DPO job under `dpo_job`)."""
+    update_state(cfg, **{key: {"id": job.id, "run_id": run_id}})
 
 
 @dataclass
@@ -373,27 +390,31 @@ def find_or_create_job(client: OpenAI, cfg: Config, plan: JobPlan, *, estimate_u
     """Notebook 05 in one call: find_job, else confirm_cost and jobs.create through create_once, then record_job."""
     lookup = find_job(client, cfg, plan)
     if lookup.job is not None:
-        record_job(cfg, lookup.job, plan.run_id)
+        record_job(cfg, lookup.job, plan.run_id, plan.state_key)
         return LaunchResult(lookup.job, True, [j for j in lookup.existing if j.id != lookup.job.id])
     confirm_cost(cfg, estimate_usd, ask)
     kwargs = plan.create_kwargs()
     job = create_once(client, lambda c: c.fine_tuning.jobs.create(**kwargs), lambda: find_new_job(client, lookup),
                       what="创建微调作业", retries=retries)
-    record_job(cfg, job, plan.run_id)
+    record_job(cfg, job, plan.run_id, plan.state_key)
     return LaunchResult(job, False, lookup.existing)
 
 
-def recorded_job_id(cfg: Config) -> str:
+WHERE_LAUNCHED = {"job": "notebook 05", "dpo_job": "notebook 09's launch cell"}
+
+
+def recorded_job_id(cfg: Config, key: str = "job") -> str:
     """Notebook 06: the id of the job notebook 05 launched or reused on this backend (from run_state.json)."""
-    job_id = load_state(cfg).get("job", {}).get("id")
+    job_id = load_state(cfg).get(key, {}).get("id")
     if not job_id:
-        raise WorkflowError(f"no job recorded in the work folder's {STATE_FILE} for {cfg.base_url}: run notebook 05 first")
+        raise WorkflowError(f"no job recorded in the work folder's {STATE_FILE} for {cfg.base_url}: "
+                            f"run {WHERE_LAUNCHED.get(key, 'the launching notebook')} first")
     return job_id
 
 
-def current_job(client: OpenAI, cfg: Config) -> Any:
-    """The job recorded by notebook 05 for this backend, fetched fresh from the API."""
-    return client.fine_tuning.jobs.retrieve(recorded_job_id(cfg))
+def current_job(client: OpenAI, cfg: Config, key: str = "job") -> Any:
+    """The job recorded by notebook 05 (or 09, key `dpo_job`) for this backend, fetched fresh from the API."""
+    return client.fine_tuning.jobs.retrieve(recorded_job_id(cfg, key))
 
 
 # ---------------------------------------------------------------- polling
@@ -514,11 +535,12 @@ def decode_result_bytes(raw: bytes) -> str:
     return decoded
 
 
-def read_results(cfg: Config, raw: bytes) -> pd.DataFrame:
-    """Notebook 06: the bytes of a job's result file (from client.files.content) as a DataFrame, also saved as results.csv."""
+def read_results(cfg: Config, raw: bytes, name: str = RESULTS_CSV) -> pd.DataFrame:
+    """Notebook 06: the bytes of a job's result file (from client.files.content) as a DataFrame, also saved as `name`
+    (results.csv; notebook 09's DPO job: dpo_results.csv)."""
     text = decode_result_bytes(raw)
     frame = pd.read_csv(io.StringIO(text))
-    write_text_atomic(cfg.work_dir / RESULTS_CSV, text)
+    write_text_atomic(cfg.work_dir / name, text)
     return frame
 
 
@@ -635,11 +657,11 @@ def training_summary(results: pd.DataFrame, print_fn: Callable[[str], None] | No
     return summary
 
 
-def store_fine_tuned_model(cfg: Config, job: Any) -> str:
-    """Notebook 06: record the fine-tuned model id (and the job's trained_tokens) for notebook 07."""
+def store_fine_tuned_model(cfg: Config, job: Any, key: str = "job") -> str:
+    """Notebook 06: record the fine-tuned model id (and the job's trained_tokens) for notebook 07 (09: key `dpo_job`)."""
     if not job.fine_tuned_model:
         raise WorkflowError(f"job {job.id} has no fine-tuned model yet (status '{job.status}')")
-    update_state(cfg, job={"id": job.id, "fine_tuned_model": job.fine_tuned_model, "trained_tokens": job.trained_tokens})
+    update_state(cfg, **{key: {"id": job.id, "fine_tuned_model": job.fine_tuned_model, "trained_tokens": job.trained_tokens}})
     return job.fine_tuned_model
 
 
@@ -647,7 +669,7 @@ def load_fine_tuned_model(cfg: Config) -> str:
     """The fine-tuned model id stored by notebook 06."""
     model = load_state(cfg).get("job", {}).get("fine_tuned_model")
     if not model:
-        raise WorkflowError(f"no fine-tuned model recorded in {cfg.work_dir / STATE_FILE} for {cfg.base_url}: run notebook 06 first")
+        raise WorkflowError(f"no fine-tuned model recorded in the work folder's {STATE_FILE} for {cfg.base_url}: run notebook 06 first")
     return model
 
 
