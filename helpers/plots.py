@@ -77,7 +77,7 @@ CURVES = {
     "train_accuracy": ("训练词元准确率", "training token accuracy", "-", "#4C72B0"),
     "train_mean_token_accuracy": ("训练词元准确率", "training token accuracy", "-", "#4C72B0"),
     "valid_mean_token_accuracy": ("批次验证词元准确率（一个批次）", "validation token accuracy (one batch)", "o", "#DD8452"),
-    "full_valid_mean_token_accuracy": ("完整验证集词元准确率（每轮末）", "full validation token accuracy (end of each epoch)", "s-", "#C44E52"),
+    "full_valid_mean_token_accuracy": ("完整验证集词元准确率（训练前和每轮末）", "full validation token accuracy (before training, end of each epoch)", "s-", "#C44E52"),
 }
 
 

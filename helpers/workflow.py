@@ -21,7 +21,6 @@ import binascii
 import hashlib
 import io
 import json
-import re
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -587,16 +586,14 @@ def best_checkpoint_model(checkpoints: pd.DataFrame) -> tuple[str | None, str]:
     return str(best["model"]), f"最佳检查点是第 {int(best['step'])} 步（{loss}），不是最终模型（第 {final_step} 步）：另加一组"
 
 
-# The local trainer's message with the base model's full validation loss, before the first step (OpenAI sends none).
-BASE_VALIDATION = re.compile(r"validation loss before training: (?P<loss>\d+\.\d+) \(token accuracy (?P<acc>\d+\.\d+)\)")
-
-
-def base_validation(events: Iterable[Any]) -> tuple[float, float] | None:
-    """Notebook 06: (full validation loss, token accuracy) of the base model before training, from the job's events."""
+def base_validation(events: Iterable[Any]) -> tuple[float, float | None] | None:
+    """Notebook 06: (full validation loss, token accuracy or None) of the model before the first step, from the `data`
+    of the job's event for step 0 (the local server sends one; OpenAI sends none)."""
     for event in events:
-        found = BASE_VALIDATION.search(getattr(event, "message", "") or "")
-        if found:
-            return float(found["loss"]), float(found["acc"])
+        data = getattr(event, "data", None)
+        data = data if isinstance(data, dict) else {}
+        if data.get("step") == 0 and data.get("full_valid_loss") is not None:
+            return float(data["full_valid_loss"]), data.get("full_valid_mean_token_accuracy")
     return None
 
 

@@ -347,10 +347,13 @@ def test_full_validation_merged_from_checkpoints_and_summarised(capsys) -> None:
 def test_the_base_models_validation_loss_starts_the_curve_at_step_0(capsys) -> None:
     import pandas as pd
 
-    event = lambda text: type("E", (), {"message": text})()  # noqa: E731
-    events = [event("Step 1/4: training loss=2.0"), event("validation loss before training: 2.3150 (token accuracy 0.281)")]
+    event = lambda text, data=None: type("E", (), {"message": text, "data": data})()  # noqa: E731
+    events = [event("Step 1/4: training loss=2.0", {"step": 1, "train_loss": 2.0}),
+              event("validation loss before training: 2.3150 (token accuracy 0.281)",
+                    {"step": 0, "full_valid_loss": 2.315, "full_valid_mean_token_accuracy": 0.281})]
     before = workflow.base_validation(events)
     assert before == (2.315, 0.281) and workflow.base_validation(events[:1]) is None  # OpenAI sends no such event
+    assert workflow.base_validation([event("validation loss before training: 2.3150 (token accuracy 0.281)")]) is None
     results = pd.DataFrame({"step": [1, 2], "train_loss": [2.0, 1.5]})
     checkpoints = pd.DataFrame({"step": [2], "model": ["m:ckpt-step-2"], "full_valid_loss": [1.8],
                                 "full_valid_mean_token_accuracy": [0.5]})

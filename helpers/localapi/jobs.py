@@ -569,7 +569,7 @@ class JobManager:
                 self._record_checkpoint(job, msg)
         elif isinstance(msg, Message):
             if not cancelled:
-                self.storage.add_event(job_id, msg.message, level=msg.level)
+                self.storage.add_event(job_id, msg.message, level=msg.level, data=msg.data)
         elif isinstance(msg, Resumed):
             if not cancelled:
                 self._record_resume(job, run, msg)

@@ -827,7 +827,9 @@ def train(spec: TrainSpec, on_event: Callable[[dict], None], should_stop: Callab
     """Fine-tune a LoRA adapter on spec.train_path with the job's objective; report metrics/checkpoint/message
     events; return the result."""
     started = time.time()
-    say = lambda text, level="info": on_event({"type": "message", "level": level, "message": text})  # noqa: E731
+    def say(text: str, level: str = "info", data: dict[str, Any] | None = None) -> None:
+        on_event({"type": "message", "level": level, "message": text, **({"data": data} if data else {})})
+
     run = start_run(spec, say, should_stop)
     result, objective = run.result, run.objective
     steps_per_epoch = math.ceil(len(run.train_set) / run.batch_size)
@@ -996,7 +998,8 @@ def score_start(run: Run, first_epoch: list[list[int]], say: Callable[..., None]
             f"training and {len(run.valid_set)} validation pairs computed once")
         if run.valid_set:
             result.initial_valid_loss = objective.metrics(objective.reference_tally(run.valid_set))["loss"]
-            say(f"validation loss before training: {result.initial_valid_loss:.4f} (the policy is the reference: ln 2)")
+            say(f"validation loss before training: {result.initial_valid_loss:.4f} (the policy is the reference: ln 2)",
+                data={"step": 0, "full_valid_loss": result.initial_valid_loss})
         return True
     if run.valid_set:
         tally = score(objective, run.model, run.valid_set, env, run.should_stop)
@@ -1004,7 +1007,8 @@ def score_start(run: Run, first_epoch: list[list[int]], say: Callable[..., None]
             return False
         first = objective.metrics(tally)
         result.initial_valid_loss = first["loss"]
-        say(f"validation loss before training: {first['loss']:.4f} (token accuracy {first['mean_token_accuracy']:.3f})")
+        say(f"validation loss before training: {first['loss']:.4f} (token accuracy {first['mean_token_accuracy']:.3f})",
+            data={"step": 0, "full_valid_loss": first["loss"], "full_valid_mean_token_accuracy": first["mean_token_accuracy"]})
     return True
 
 

@@ -59,6 +59,7 @@ class Message:
 
     message: str
     level: str = "info"
+    data: dict | None = None  # the event's `data` (the base model's validation loss before the first step)
 
 
 @dataclass
@@ -102,7 +103,7 @@ def from_event(event: dict) -> WorkerRecord:
         return Resumed(int(body["step"]), [dict(m) for m in body.get("metrics") or []],
                        [_checkpoint(c) for c in body.get("checkpoints") or []])
     if kind == "message":
-        return Message(str(body.get("message", "")), str(body.get("level", "info")))
+        return Message(str(body.get("message", "")), str(body.get("level", "info")), body.get("data"))
     raise ValueError(f"unknown trainer event type {kind!r}")
 
 
