@@ -35,7 +35,7 @@ PRICES: dict[str, Price] = {p.model: p for p in (
     Price("gpt-4.1-mini-2025-04-14", 5.00, 0.80, 3.20, "2025-06", PRICE_PAGE),
     Price("gpt-4.1-2025-04-14", 25.00, 3.00, 12.00, "2025-06", PRICE_PAGE),
 )}
-LOCAL_PRICE_SOURCE = "local backend: trains on this machine, no charge"
+LOCAL_PRICE_SOURCE = "本地后端：在本机训练，不收费"  # shown in notebook 03 (stats_frame), so in Chinese
 
 # OpenAI's default number of epochs for small and large sets (as in the Cookbook's data-preparation notebook).
 TARGET_EPOCHS = 3

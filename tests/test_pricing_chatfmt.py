@@ -79,3 +79,9 @@ def test_notebook_03_tables_have_chinese_headers() -> None:
     stats = pricing.train_stats([100, 200], "gpt-4o-mini-2024-07-18", 2, [50])
     table = pricing.stats_frame(stats)
     assert set(table["字段"]) == set(stats) and all(not label.isascii() for label in table["项目"])
+
+
+def test_a_local_models_price_source_is_chinese_in_notebook_03() -> None:
+    stats = pricing.train_stats([100, 200], "smollm2-135m-instruct", 2)
+    table = pricing.stats_frame(stats).set_index("字段")
+    assert table.loc["price_source", "值"] == "本地后端：在本机训练，不收费"

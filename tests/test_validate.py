@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -11,6 +12,7 @@ import pytest
 
 from helpers import validate
 from helpers.config import REPO_ROOT
+from helpers.tokens import TrainingCounter
 
 
 def example(q: str = "头疼怎么办？", a: str = "多休息。", system: str | None = "你是医生") -> dict:
@@ -435,3 +437,204 @@ def test_local_model_predicts_cut_preference_pairs(tmp_path, engine_cache):
     assert [(w.line, w.code) for w in report.warnings if w.code == "will_be_cut"] == [(4, "will_be_cut")]
     assert [(p.line, p.code) for p in report.problems] == [(5, "cut_to_nothing")]
     assert "tokens (input and its longer output)" in report.problems[0].message
+
+
+# ---- the Chinese wording (what notebooks show the learner) ------------------------------------------
+
+CJK = re.compile(r"[\u4e00-\u9fff]")
+SOURCE = (REPO_ROOT / "helpers" / "validate.py").read_text(encoding="utf-8")
+# Every code the validator emits: Issue("code", ...), Problem(line, message, "code", zh=...), and the warnings' table.
+EMITTED = (set(re.findall(r'Issue\(\s*"([a-z0-9_]+)"', SOURCE)) | set(re.findall(r'"([a-z0-9_]+)",\s*zh=', SOURCE))
+           | set(re.findall(r'\(\w+, "\w+", "([a-z0-9_]+)"\)', SOURCE)))
+
+
+def fake_counter(supports_tools: bool = False) -> TrainingCounter:
+    """A local model's counter without a tokenizer: one token per character, a 40-token window, the prompt first."""
+
+    def count(example: dict) -> tuple[int, int]:
+        prompt = sum(len(m.get("content") or "") for m in example["messages"] if m.get("role") != "assistant")
+        answer = sum(len(m.get("content") or "") for m in example["messages"] if m.get("role") == "assistant")
+        return prompt + answer, max(0, min(answer, 40 - prompt))
+
+    return TrainingCounter("tiny-fake", 40, supports_tools, count, ("tool-model",))
+
+
+def _line6(text: str, dpo: bool = False) -> list[str]:
+    lines = pair_lines() if dpo else good_lines()
+    lines[5] = text
+    return lines
+
+
+def _tool_line(bad: dict) -> list[str]:
+    lines = tool_lines()
+    lines[4] = json.dumps(bad, ensure_ascii=False)
+    return lines
+
+
+def _call(**call) -> dict:
+    return {"messages": [USER, {"role": "assistant", "tool_calls": [call]}], "tools": [WEATHER]}
+
+
+GOOD_CALL = {"id": "c1", "type": "function", "function": {"name": "get_current_weather", "arguments": "{}"}}
+LONG_ANSWER, LONG_QUESTION = json.dumps(example("问", "长" * 60), ensure_ascii=False), json.dumps(example("长" * 60, "答"), ensure_ascii=False)
+# code: (the file's lines, or its bytes; validate_file's arguments); "overlap" is check_overlap's
+EVERY_CODE = {
+    **{code: (_line6(text), {}) for text, code, _ in BAD.values() if text is not None},
+    **{code: (_line6(text, dpo=True), {"method": "dpo"}) for text, code, _ in BAD_PAIRS.values() if text is not None},
+    "duplicate": (_line6(good_lines()[1]), {}),
+    "unknown_key": (_line6(json.dumps({**example(), "extra": 1})), {}),
+    "bad_name": (_line6(json.dumps({"messages": [{"role": "user", "content": "x", "name": 3}, {"role": "assistant", "content": "y"}]})), {}),
+    "bad_input": (_line6(_with(input=5), dpo=True), {"method": "dpo"}),
+    "preference_example": (_line6(pair_lines()[0]), {}),
+    "bom": (validate.BOM + "\n".join(good_lines()).encode(), {}),
+    "crlf": ("\r\n".join(good_lines()).encode(), {}),
+    "blank_line": (_line6(" "), {}),
+    "invalid_utf8": (b"\n".join([line.encode() for line in good_lines()[:5]] + [b'{"messages": "\xff"}'] + [line.encode() for line in good_lines()[6:]]), {}),
+    "over_token_limit": (_line6(LONG_ANSWER), {"max_tokens": 50}),
+    "too_few_examples": (good_lines(3), {}),
+    "no_system": (_line6(json.dumps(example(system=None), ensure_ascii=False)), {}),
+    "no_user": (_line6(json.dumps({"messages": [{"role": "system", "content": "s"}, {"role": "assistant", "content": "a"}]})), {}),
+    "will_be_cut": (_line6(LONG_ANSWER), {"training": fake_counter()}),
+    "cut_to_nothing": (_line6(LONG_QUESTION), {"training": fake_counter()}),
+    "tools_unsupported": (tool_lines(), {"training": fake_counter()}),
+    "undeclared_function": (_tool_line(tool_example(name="get_weather")), {}),
+    "bad_arguments": (_tool_line(tool_example(arguments="{location: 上海")), {}),
+    "unmatched_tool_call_id": (_tool_line(tool_example(answer_id="call_9")), {}),
+    "missing_tool_call_id": (_tool_line(tool_example(answer_id="")), {}),
+    "unanswered_tool_call": (_tool_line({"messages": tool_example()["messages"][:3] + [{"role": "assistant", "content": "x"}], "tools": [WEATHER]}), {}),
+    "bad_tool": (_tool_line({**tool_example(), "tools": [{"type": "function", "function": {"name": "bad name!"}}]}), {}),
+    "bad_tools": (_tool_line({**tool_example(), "tools": "weather"}), {}),
+    "bad_parallel_tool_calls": (_tool_line({**tool_example(), "parallel_tool_calls": "no"}), {}),
+    "parallel_tool_calls": (_tool_line({**_call(**GOOD_CALL), "parallel_tool_calls": False,
+                                        "messages": [USER, {"role": "assistant", "tool_calls": [GOOD_CALL, {**GOOD_CALL, "id": "c2"}]}]}), {}),
+    "bad_tool_calls": (_tool_line({"messages": [{**USER, "tool_calls": [GOOD_CALL]}, {"role": "assistant", "content": "y"}]}), {}),
+    "bad_tool_call": (_tool_line(_call(type="function", function=GOOD_CALL["function"])), {}),
+    "overlap": (good_lines(), {}),
+}
+FORMATTED = re.compile(r"^(?P<file>.+?)(?::(?P<line>\d+): |: |：)")
+
+
+def test_every_code_the_validator_emits_has_a_case_below():
+    assert len(EMITTED) > 40 and EMITTED == set(EVERY_CODE), (EMITTED ^ set(EVERY_CODE))
+
+
+@pytest.mark.parametrize("code", sorted(EVERY_CODE))
+def test_every_problem_is_worded_in_chinese_with_the_same_file_and_line(tmp_path, code):
+    data, kwargs = EVERY_CODE[code]
+    path = write(tmp_path, data)
+    if code == "overlap":
+        found = validate.check_overlap(write(tmp_path, good_lines(), "train.jsonl"), path)
+        english, chinese = [p.format(str(path)) for p in found], [p.format(str(path), "zh") for p in found]
+    else:
+        report = validate.validate_file(path, **kwargs)
+        found = [p for p in report.problems + report.warnings if p.code == code]
+        english, chinese = report.lines(), report.lines("zh")
+    assert found, f"no {code} problem"
+    for p in found:
+        assert CJK.search(p.zh) and p.zh != p.message, p
+        assert p.text("zh") == p.zh and p.text() == p.text("en") == p.message
+    assert len(chinese) == len(english)
+    for en, zh in zip(english, chinese):  # the same problem on the same line of the same file, in order
+        where_en, where_zh = FORMATTED.match(en), FORMATTED.match(zh)
+        assert where_en and where_zh and (where_en["file"], where_en["line"]) == (where_zh["file"], where_zh["line"]), (en, zh)
+        assert where_zh["file"] == str(path) and CJK.search(zh)
+        assert en[where_en.end():].startswith("warning: ") == zh[where_zh.end():].startswith("警告：")
+
+
+def test_chinese_lines_of_the_notebook_example(tmp_path):
+    lines = good_lines()[:12]
+    lines[2] = '{"messages": ['
+    lines[4] = json.dumps({"messages": [{"role": "assistant", "content": "你好"}, {"role": "user", "content": "头疼"}]})
+    lines[6] = lines[0]
+    lines[8] = lines[8].replace('"role": "assistant"', '"role": "assistant", "weight": 2')
+    lines[10] = "  "
+    report = validate.validate_bytes("\n".join(lines).encode("utf-8"), path="broken.jsonl", model="gpt-4o-mini")
+    assert report.lines("zh") == [
+        "broken.jsonl:3: 不是合法的 JSON：这里应该是一个值（字符串、数字、对象、数组、true、false 或 null），可能是这一行在中途断了（第 15 列）",
+        "broken.jsonl:5: 最后一条消息必须是 assistant 的，实际是 'user' 的",
+        "broken.jsonl:7: 与第 1 行重复（删掉其中一行）",
+        "broken.jsonl:9: 第 3 条消息（assistant）：weight 只能是 0 或 1，实际是 2",
+        "broken.jsonl:11: 空行：每一行都必须是一条 JSON 样本（删掉这一行）",
+    ]
+    assert report.lines() == [  # the English wording is unchanged
+        "broken.jsonl:3: not valid JSON: Expecting value (column 15)",
+        "broken.jsonl:5: the last message must be the assistant's, got 'user'",
+        "broken.jsonl:7: duplicate of line 1",
+        "broken.jsonl:9: message 3 (assistant): weight must be 0 or 1, got 2",
+        "broken.jsonl:11: blank line: every line must hold one JSON example",
+    ]
+    tokens = f"{report.total_tokens:,}"
+    assert report.summary("zh") == f"broken.jsonl：11 条样本，5 条无效，5 个问题，0 个警告；{tokens} 个词元（o200k_base，上限 65,536）——不合格"
+    assert report.summary() == report.summary("en") == (
+        f"broken.jsonl: 11 examples, 5 invalid, 5 problems, 0 warnings; {tokens} tokens (o200k_base, limit 65,536) — NOT OK")
+
+
+def test_chinese_summary_of_a_clean_file_a_preference_file_and_a_cut(tmp_path):
+    report = validate.validate_file(write(tmp_path, good_lines()))
+    assert report.summary("zh") == (f"{tmp_path / 'f.jsonl'}：12 条样本，0 条无效，0 个问题，0 个警告；"
+                                    f"{report.total_tokens:,} 个词元（o200k_base，上限 {validate.MAX_EXAMPLE_TOKENS:,}）——合格")
+    pairs = validate.validate_file(write(tmp_path, pair_lines(9), "p.jsonl"), method="dpo", check_token_limit=False)
+    assert pairs.summary("zh").startswith(f"{tmp_path / 'p.jsonl'}：9 个偏好对（DPO），0 个无效，1 个问题，0 个警告；")
+    assert pairs.summary("zh").endswith("个词元（o200k_base）——不合格")
+    assert pairs.lines("zh") == [f"{tmp_path / 'p.jsonl'}：只有 9 个偏好对：微调至少需要 10 个"]
+    cut = validate.validate_file(write(tmp_path, _line6(LONG_ANSWER), "c.jsonl"), model="tiny-fake", training=fake_counter())
+    assert "；其中 1 条在训练时会被截到 40 个 tiny-fake 词元——合格" in cut.summary("zh")
+    assert [line for line in cut.lines("zh") if ":6: " in line] == [
+        f"{tmp_path / 'c.jsonl'}:6: 警告：65 个 tiny-fake 词元：训练时会被截到 40 个（最后 25 个词元丢失）"]
+    with pytest.raises(ValueError, match="lang"):
+        report.summary("fr")
+    with pytest.raises(ValueError, match="lang"):
+        report.lines("en_US")
+
+
+@pytest.mark.parametrize("text, reason", [
+    ('{"messages": [', "这里应该是一个值"),
+    ('{"messages": [] "x": 1}', "缺少分隔用的逗号 ','"),
+    ('{"messages" []}', "缺少冒号 ':'"),
+    ("{'messages': []}", "用双引号括起来的键名"),
+    ('{"messages": [{"role": "user', "字符串没有结束"),
+    ('{"messages": "a\tb"}', "没转义的控制字符"),
+    ('{"messages": []} {}', "多余的内容"),
+    ('{"messages": "\\q"}', "无效的转义"),
+    ('{"messages": "\\u12"}', "\\uXXXX"),
+])
+def test_json_errors_are_explained_in_chinese(tmp_path, text, reason):
+    report = validate.validate_file(write(tmp_path, _line6(text)))
+    (problem,) = report.problems
+    assert problem.code == "invalid_json" and reason in problem.zh, problem.zh
+    assert problem.zh.startswith("不是合法的 JSON：") and re.search(r"（第 \d+ 列）$", problem.zh)
+    english_reason = re.fullmatch(r"not valid JSON: (.+) \(column \d+\)", problem.message)[1]
+    assert english_reason in validate.JSON_ERRORS_ZH and english_reason not in problem.zh  # json's own reason translated
+    unknown = json.JSONDecodeError("Some new reason", "x", 0)
+    assert validate.json_error_zh(unknown) == "“Some new reason”（第 1 列）"
+
+
+def test_cli_speaks_chinese_with_lang_zh(tmp_path):
+    lines = good_lines()
+    lines[2] = "{oops"
+    lines[9] = lines[0]
+    path = write(tmp_path, lines)
+    out = run_cli(path, "--model", "gpt-4o-mini", "--lang", "zh")
+    assert out.returncode == 1
+    printed = out.stdout.splitlines()
+    assert printed[0].startswith(f"{path}:3: 不是合法的 JSON：这里应该是用双引号括起来的键名")
+    assert printed[1] == f"{path}:10: 与第 1 行重复（删掉其中一行）"
+    assert printed[-1].startswith(f"{path}：12 条样本，2 条无效，2 个问题，0 个警告；") and printed[-1].endswith("——不合格")
+    english = run_cli(path, "--model", "gpt-4o-mini")
+    assert english.stdout == run_cli(path, "--model", "gpt-4o-mini", "--lang", "en").stdout
+    assert english.stdout.splitlines()[1] == f"{path}:10: duplicate of line 1"
+
+
+def test_cli_lang_zh_for_the_configured_model_a_preference_file_and_overlap(tmp_path, monkeypatch):
+    monkeypatch.setenv("FINETUNE_BASE_MODEL", "gpt-4o-mini")  # an OpenAI model: no local tokenizer to load
+    pairs = _line6(_with(non_preferred_output=[]), dpo=True)
+    out = run_cli(write(tmp_path, pairs, "p.jsonl"), "--lang", "zh", work_dir=tmp_path / "work")
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert out.stdout.splitlines()[:2] == ["模型：gpt-4o-mini（配置的微调模型；用 --model 换一个）",
+                                           "方法：dpo（偏好对，根据第一条样本识别；用 --method 指定）"]
+    assert f"{tmp_path / 'p.jsonl'}:6: non_preferred_output 是空的：它需要一条 assistant 消息" in out.stdout
+    train, valid = write(tmp_path, good_lines(), "train.jsonl"), write(tmp_path, good_lines(), "valid.jsonl")
+    out = run_cli(train, "--valid", valid, "--lang", "zh", work_dir=tmp_path / "work")
+    assert f"{valid}:1: 和 train.jsonl 第 1 行的问题相同：训练集和验证集重叠了" in out.stdout
+    assert out.stdout.splitlines()[-1] == f"{valid}：12 条样本与 {train} 重叠"
+    assert run_cli(tmp_path / "nope.jsonl", "--lang", "zh").stderr.strip() == f"{tmp_path / 'nope.jsonl'}：文件不存在"

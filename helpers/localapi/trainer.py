@@ -237,7 +237,7 @@ def read_chat_jsonl(path: Path, name: str | None = None) -> list[Conversation]:
     return [Conversation(row["messages"], row.get("tools"), n) for n, row in checked_rows(path, name, check_example)]
 
 
-def checked_rows(path: Path, name: str | None, check: Callable[[Any], list[tuple[str, str]]]) -> list[tuple[int, Any]]:
+def checked_rows(path: Path, name: str | None, check: Callable[[Any], list[tuple[str, ...]]]) -> list[tuple[int, Any]]:
     """(line, parsed row) of every non-blank line of a JSONL file; TrainDataError names the first line `check` rejects."""
     path = Path(path)
     name = name or path.name
