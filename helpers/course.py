@@ -164,7 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command line: `python -m helpers.course run [--only 04 05] [--write-back]`."""
     parser = argparse.ArgumentParser(prog="python -m helpers.course", description="Run the 微调实战 course headless.")
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="execute the notebooks (01-08) in order into the build folder and write a report")
+    run = sub.add_parser("run", help="execute the notebooks (01-09) in order into the build folder and write a report")
     run.add_argument("--only", nargs="+", metavar="NN", help="run only these notebook numbers, e.g. --only 06 07")
     run.add_argument("--write-back", action="store_true", help="also save the executed notebooks into notebooks/ (to commit outputs)")
     run.add_argument("--timeout", type=int, default=1800, help="seconds allowed per cell (default 1800)")

@@ -81,6 +81,15 @@ CURVES = {
 }
 
 
+def _step_axes(ax, ylabel: str) -> None:
+    """A training chart's panel: steps on x, `ylabel` on y, a light grid, a legend when something is labelled."""
+    ax.set_xlabel(cjk_label("训练步", "step"))
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+
+
 def plot_training_curves(results: "pd.DataFrame", title: str = "微调作业：损失与词元准确率"):
     """Notebook 06: loss and token accuracy per step from a job's results (full_valid_* as their own series); returns the figure."""
     import matplotlib.pyplot as plt
@@ -101,11 +110,7 @@ def plot_training_curves(results: "pd.DataFrame", title: str = "微调作业：�
             drawn.add(zh)
             ax.plot(series["step"], series[column], style, label=cjk_label(zh, en), color=color,
                     markersize=6 if column.startswith("full") else 4, alpha=0.6 if style == "o" else 1.0)
-        ax.set_xlabel(cjk_label("训练步", "step"))
-        ax.set_ylabel(label)
-        ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8)
+        _step_axes(ax, label)
     fig.suptitle(cjk_label(title, "fine-tuning job: loss and token accuracy"))
     fig.tight_layout()
     return fig
@@ -135,11 +140,7 @@ def plot_dpo_curves(results: "pd.DataFrame", title: str = "DPO 作业：损失�
                         markersize=4, label=cjk_label(series_zh, series_en))
         if zh == "损失":
             ax.axhline(math.log(2), color="grey", linestyle="--", label=cjk_label("ln 2（起点）", "ln 2 (start)"))
-        ax.set_xlabel(cjk_label("训练步", "step"))
-        ax.set_ylabel(cjk_label(zh, en))
-        ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8)
+        _step_axes(ax, cjk_label(zh, en))
     fig.suptitle(cjk_label(title, "DPO job: loss, reward margin, accuracy"))
     fig.tight_layout()
     return fig
