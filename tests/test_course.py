@@ -3,7 +3,7 @@
 The first run starts from an empty work folder against a server whose fault mode answers 20% of
 API requests with a 429 (with retry-after), a 500 or a slow response; the second run repeats the
 course. Both must complete, and the server's own lists must then hold exactly one training upload,
-one validation upload and one job.
+one validation upload and one job of each method (supervised in 05, DPO in 09, with its own two uploads).
 """
 
 from __future__ import annotations
@@ -40,15 +40,16 @@ def course_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 def test_course_twice_with_faults_leaves_one_of_each(course_env, capsys) -> None:
     cfg = course_env
     first = course.run_course(cfg)
-    assert [r.name[:2] for r in first] == ["01", "02", "03", "04", "05", "06", "07", "08"]
+    assert [r.name[:2] for r in first] == ["01", "02", "03", "04", "05", "06", "07", "08", "09"]
     second = course.run_course(cfg)
     assert all(r.error is None for r in first + second)
 
     client = make_client(cfg)
     files = [f for f in client.files.list(purpose="fine-tune") if f.status != "error"]
-    assert sorted(f.filename.split("-")[0] for f in files) == ["train", "valid"], [f.filename for f in files]
+    assert sorted(f.filename.split("-")[0] for f in files) == ["dpo_train", "dpo_valid", "train", "valid"], \
+        [f.filename for f in files]
     jobs = list(client.fine_tuning.jobs.list(limit=100))
-    assert len(jobs) == 1 and jobs[0].status == "succeeded"
+    assert sorted(j.method.type for j in jobs) == ["dpo", "supervised"] and {j.status for j in jobs} == {"succeeded"}
 
     report = (cfg.build_dir / "report.html").read_text(encoding="utf-8")
     assert "ROUGE-L" in report and "data:image/png;base64" in report

@@ -31,8 +31,9 @@ TAUGHT_CALLS = {
     ],
     "07": ["client.chat.completions.create("],
     "08": ['client.post(\n            "/local/export"', "client.chat.completions.create("],
+    "09": ["OpenAI(", "client.fine_tuning.jobs.create(", "client.files.content("],
 }
-MUST_SAY_WHAT_WE_SAW = {"06", "07", "08"}
+MUST_SAY_WHAT_WE_SAW = {"06", "07", "08", "09"}
 
 # A number as prose quotes it: 4.315, 30.50, 1,024, 87%, 12 (single digits are too common to check).
 NUMBER = re.compile(r"(?<![\w.])\d{1,3}(?:,\d{3})+(?:\.\d+)?|(?<![\w.,])\d+\.\d+|(?<![\w.,])\d{2,}")
@@ -80,7 +81,7 @@ def test_the_taught_calls_stand_in_code_cells(path: Path) -> None:
     assert not missing, f"{path.name}: no code cell makes {missing}"
 
 
-BARE_CALLS = {"04": "client.files.create(", "05": "client.fine_tuning.jobs.create("}
+BARE_CALLS = {"04": "client.files.create(", "05": "client.fine_tuning.jobs.create(", "09": "client.fine_tuning.jobs.create("}
 
 
 @pytest.mark.parametrize("path", [p for p in ALL if _key(p) in BARE_CALLS], ids=_key)
