@@ -155,6 +155,19 @@ def test_fine_tune_then_chat_with_the_result(server, client, tmp_path):
         assert client.files.delete(file_id).deleted
 
 
+def test_the_chat_models_are_unloaded_before_a_job_trains(server, client, tmp_path):
+    """The server holds no generation weights beside the training worker's (the course's peak is in 09: chat, then DPO)."""
+    client.chat.completions.create(model="tiny-test", messages=[{"role": "user", "content": "头疼"}], max_tokens=2)
+    train = upload(client, write_chat_jsonl(tmp_path / "train.jsonl", 10, offset=300))
+    job = client.fine_tuning.jobs.create(model="tiny-test", training_file=train, suffix="unload", seed=3,
+                                         method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 1}}})
+    job, _ = wait_for(client, job.id, lambda j: j.status in TERMINAL)
+    assert job.status == "succeeded", job.error
+    assert f"unloaded 1 generation model(s) before training job {job.id}" in server.log()
+    assert client.chat.completions.create(model=job.fine_tuned_model, messages=[{"role": "user", "content": "头疼"}],
+                                          max_tokens=2).choices[0].message.content is not None  # loads again on use
+
+
 def test_one_job_at_a_time_and_cancel(client, tmp_path):
     train = upload(client, write_chat_jsonl(tmp_path / "big.jsonl", 120))
     hp = {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 10, "batch_size": 1}}}

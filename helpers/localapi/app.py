@@ -53,7 +53,8 @@ def create_app(settings: ServerSettings) -> FastAPI:
                   docs_url=None, redoc_url=None, openapi_url=None)
     storage = Storage(settings.root, settings.model_cache)
     app.state.storage, app.state.settings = storage, settings
-    app.state.engine, app.state.manager = Engine(storage), JobManager(storage)
+    engine = Engine(storage)
+    app.state.engine, app.state.manager = engine, JobManager(storage, before_training=engine.release_models)
     install_error_handlers(app)
     for module in (service, files, fine_tuning, models, chat, responses, export, dashboard):
         app.include_router(module.router)

@@ -244,9 +244,13 @@ def _fmt(value: Any) -> str:
 class JobManager:
     """Owns the job queue: validation threads, one scheduler thread, one training process at a time."""
 
-    def __init__(self, storage: Storage, *, validate: Callable[..., tuple[int, list[str]]] = validate_file) -> None:
+    def __init__(self, storage: Storage, *, validate: Callable[..., tuple[int, list[str]]] = validate_file,
+                 before_training: Callable[[], Any] | None = None) -> None:
         self.storage = storage
         self.validate = validate
+        # Called before each training process starts: the app unloads the generation models, so that the server
+        # does not hold a copy of the weights beside the worker's (benchmarks/README.md, "Memory").
+        self.before_training = before_training
         self._wake = threading.Condition()
         self._closing = False
         self._thread: threading.Thread | None = None
@@ -494,6 +498,8 @@ class JobManager:
         self._stop_event = ctx.Event()
         self._current = job_id
         self.storage.update_job(job_id, resume_pending=1)  # from now on, an interruption resumes
+        if self.before_training is not None and (released := self.before_training()):
+            log.info("unloaded %s generation model(s) before training job %s", released, job_id)
         proc = ctx.Process(target=worker_main, args=(spec, events, self._stop_event, os.getpid()),
                            name=f"train-{job_id}", daemon=True)
         self._process = proc
