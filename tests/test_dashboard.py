@@ -186,7 +186,8 @@ def test_follow_a_job_pause_resume_and_compare_in_the_browser(server, chromium, 
 
             # the playground: base model and checkpoint, the same prompt, 07's decoding parameters
             page.click("a[href^='#/playground/']")
-            page.wait_for_function("() => document.getElementById('pg-checkpoint').value.includes(':ckpt-step-')")
+            # the playground renders after the click: until then the field does not exist (no TypeError, wait)
+            page.wait_for_function("() => document.getElementById('pg-checkpoint')?.value?.includes(':ckpt-step-')")
             checkpoint = page.input_value("#pg-checkpoint")
             assert page.input_value("#pg-base") == "tiny-test"
             assert page.input_value("#pg-system") == SYSTEM_PROMPT  # read from the training file over /v1/files
