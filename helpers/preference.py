@@ -10,13 +10,11 @@ is the doctor's answer itself (the API rejects identical sides).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Sequence
 
 import pandas as pd
 
 from helpers.config import Config
-from helpers.data import write_jsonl
 from helpers.evaluation import Answer
 from helpers.metrics import repeated_phrase
 from helpers.workflow import JobPlan, Upload
@@ -81,11 +79,6 @@ def build_pairs(rows: Sequence[dict[str, str]], answers: Sequence[Answer], syste
         else:
             pairs.examples.append(preference_example(system_prompt, row["questions"], row["answers"], answer.text))
     return pairs
-
-
-def write_pairs(path: Path, pairs: Pairs) -> int:
-    """Write the pairs as UTF-8 JSONL, atomically; return how many lines."""
-    return write_jsonl(path, pairs.examples)
 
 
 def pair_table(pairs: Pairs, n: int = 3, max_chars: int = 160) -> pd.DataFrame:

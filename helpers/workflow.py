@@ -411,9 +411,9 @@ def recorded_job_id(cfg: Config, key: str = "job") -> str:
     return job_id
 
 
-def current_job(client: OpenAI, cfg: Config, key: str = "job") -> Any:
-    """The job recorded by notebook 05 (or 09, key `dpo_job`) for this backend, fetched fresh from the API."""
-    return client.fine_tuning.jobs.retrieve(recorded_job_id(cfg, key))
+def current_job(client: OpenAI, cfg: Config) -> Any:
+    """The job recorded by notebook 05 for this backend, fetched fresh from the API."""
+    return client.fine_tuning.jobs.retrieve(recorded_job_id(cfg))
 
 
 # ---------------------------------------------------------------- polling

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from helpers import preference, validate, workflow
+from helpers.data import write_jsonl
 from helpers.evaluation import Answer
 from tests.test_workflow import _jsonl, api, cfg, client  # noqa: F401  (fixtures: the scripted API and a config)
 
@@ -51,7 +52,7 @@ def test_pairs_written_are_what_the_dpo_validator_accepts(tmp_path: Path) -> Non
     rows = _rows(12)
     pairs = preference.build_pairs(rows, _answers([f"模型的回答{i}" for i in range(12)]), SYSTEM)
     path = tmp_path / "dpo_train.jsonl"
-    assert preference.write_pairs(path, pairs) == 12
+    assert write_jsonl(path, pairs.examples) == 12  # notebook 09 writes the pairs with the project's one JSONL writer
     data = path.read_bytes()
     assert "医生".encode() in data  # UTF-8, not \\u escapes
     assert validate.detect_method(data) == "dpo"
