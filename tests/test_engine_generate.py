@@ -274,3 +274,27 @@ def test_cache_layers_append_in_place_and_hold_what_concatenation_would(view):
     cache.batch_select_indices(torch.tensor([1]))  # the generator drops a finished row: the layer rebuilds its room
     keys, _ = cache.update(torch.zeros(1, 3, 1, 4), torch.zeros(1, 3, 1, 4), 0)
     assert torch.equal(keys[0, :, :7], torch.cat(parts, dim=2)[1, :, :7]) and keys.shape == (1, 3, 9, 4)
+
+
+def test_a_released_model_is_freed_once_its_answers_are_done(engine_cache):
+    """The generator's worker must not keep the last batch (and so its model) alive while it waits: the server
+    releases its models before training, and a model still referenced would stay in memory (issue 17)."""
+    import gc
+    import time
+    import weakref
+
+    pool = M.ModelPool(engine_cache, dtype="float32")
+    generator = G.Generator(pool, window=0.01)
+    try:
+        view = pool.get("tiny-test")
+        generator.complete(view, ask("头痛"), max_tokens=4, temperature=0)
+        model = weakref.ref(view.model)
+        del view
+        pool.release()
+        deadline = time.monotonic() + 10  # the worker drops its batch just after it hands the answer over
+        while model() is not None and time.monotonic() < deadline:
+            time.sleep(0.05)
+            gc.collect()
+        assert model() is None
+    finally:
+        generator.close()

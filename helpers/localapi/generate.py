@@ -533,6 +533,9 @@ class Generator:
             except Exception as exc:  # report to every waiting request, keep serving
                 for request in batch:
                     request.out.put({"error": exc})
+            # Drop the finished batch before waiting for the next: its requests hold their model, which would stay
+            # in memory after ModelPool.release() until the next request arrived (benchmarks/README.md, "Memory").
+            del batch
 
     def _admit(self, key: Any, room: int) -> list[_Row]:
         """Rows of waiting requests for the same weights that fit into a running batch (no waiting), taken off the queue."""
