@@ -25,6 +25,10 @@ class DataError(ValueError):
     """A data file is missing or a row does not have the Huatuo schema; the message names file and line."""
 
 
+SOURCE_LABELS = {"vendored": "仓库自带的副本（vendored）", "fixture": "合成的测试数据（fixture）", "path": "HUATUO_PATH 指定的文件",
+                 "hub": "Hugging Face"}  # Dataset.describe's words for each source
+
+
 @dataclass(frozen=True)
 class Dataset:
     """The rows of the Huatuo test set as loaded, and where they came from."""
@@ -35,9 +39,10 @@ class Dataset:
     blank_lines: int = 0  # blank lines in the file (not rows; shown so that nothing disappears unseen)
 
     def describe(self) -> str:
-        """One line: how many rows from where (and how many blank lines were skipped)."""
-        blank = f" ({self.blank_lines} blank lines skipped)" if self.blank_lines else ""
-        return f"{len(self.rows)} rows from {self.source}: {self.origin}{blank}"
+        """Notebook 01, in Chinese: how many rows from where (and how many blank lines were skipped)."""
+        source = SOURCE_LABELS.get(self.source, self.source)
+        blank = f"（跳过 {self.blank_lines} 个空行）" if self.blank_lines else ""
+        return f"{len(self.rows):,} 行，来自{source}：{self.origin}{blank}"
 
 
 def _parse_jsonl(data: bytes, path: Path) -> tuple[list[tuple[int, Any]], int]:

@@ -320,11 +320,11 @@ class TrainingCounter:
     tool_models: tuple[str, ...] = ()  # the built-in base models whose chat template does render tools
 
 
-def local_training_counter(model: str, cache_dir: Path) -> TrainingCounter | None:
+def local_training_counter(model: str, cache_dir: Path, lang: str = "en") -> TrainingCounter | None:
     """A TrainingCounter for a local model of this machine's server (its tokenizer and trainer), None for other models.
 
-    Loads the model's tokenizer (converted once into `cache_dir`, the local server's model cache) and renders
-    examples exactly as the trainer does, so what the validator predicts is what training will cut.
+    Loads the model's tokenizer (converted once into `cache_dir`, the local server's model cache, announced in
+    `lang`) and renders examples exactly as the trainer does, so what the validator predicts is what training will cut.
     """
     from helpers.localapi import models, trainer  # the same machine's model registry and trainer (no torch import)
 
@@ -332,6 +332,7 @@ def local_training_counter(model: str, cache_dir: Path) -> TrainingCounter | Non
     if base not in models.available_models():
         return None
     spec = models.get_spec(base)
+    models.ensure_converted(base, cache_dir, lang)
     tok = models.load_tokenizer(base, cache_dir)
     stop_ids = models.stop_token_ids(tok)
 

@@ -836,7 +836,7 @@ def main(argv: Iterable[str] | None = None) -> int:
                    f"模型：{model}（配置的微调模型；用 --model 换一个）"))
     try:
         if model and cfg is not None:
-            training = local_training_counter(model, cfg.localapi_dir / "models")
+            training = local_training_counter(model, cfg.localapi_dir / "models", lang)
     except Exception as exc:  # no tokenizer on this machine: the tiktoken check still runs
         print(_say(lang, f"note: cannot count with {model}'s own tokenizer ({type(exc).__name__}: {exc}); tiktoken estimate only",
                    f"注意：无法用 {model} 自己的分词器计数（{type(exc).__name__}: {exc}）；只用 tiktoken 估计"))

@@ -32,6 +32,7 @@ import openai
 import pandas as pd
 from openai import OpenAI
 
+from helpers import event_text
 from helpers.config import Config
 from helpers.files import write_json_atomic, write_text_atomic
 
@@ -467,9 +468,9 @@ class EventLog:
 
 
 def format_event(event: Any) -> str:
-    """Notebook 06: one line for an event: time, level, message."""
+    """Notebook 06: one line for an event: time, level, message (in Chinese where event_text knows it)."""
     stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(event.created_at))
-    return f"{stamp} [{event.level}] {event.message}"
+    return f"{stamp} [{event.level}] {event_text.zh(event.message)}"
 
 
 def event_worth_printing(event: Any, every: int) -> bool:

@@ -227,7 +227,7 @@ def test_huatuo_file_counts_blank_lines_and_reads_json_arrays(tmp_path):
     path.write_text('\ufeff{"questions": "q", "answers": "a"}\n\n  \n{"questions": "q2", "answers": null}\n', encoding="utf-8")
     assert data.read_rows_file(path) == ([{"questions": "q", "answers": "a"}, {"questions": "q2", "answers": ""}], 2)
     ds = data.Dataset(*data.read_rows_file(path)[:1], "path", str(path), 2)
-    assert ds.describe().endswith("(2 blank lines skipped)")
+    assert ds.describe().endswith("（跳过 2 个空行）")
     array = tmp_path / "rows.json"
     array.write_text(json.dumps([{"questions": "问", "answers": "答"}], ensure_ascii=False), encoding="utf-8")
     assert data.read_rows_file(array) == ([{"questions": "问", "answers": "答"}], 0)

@@ -107,6 +107,9 @@ def test_dpo_on_a_fine_tuned_model_starts_from_its_adapter_and_its_checkpoints_c
     messages = [e.message for e in events]
     assert any("continuing from the fine-tuned model's LoRA adapter" in m for m in messages)
     assert any("Files validated (12 training preference pairs)" in m for m in messages)
+    from helpers.event_text import zh  # notebook 09 prints them in Chinese
+    from tests.language import english_phrases
+    assert [m for m in messages if english_phrases(zh(m))] == []
     first_step = next(e.data for e in events if e.type == "metrics" and e.data["step"] == 1)
     assert abs(first_step["train_loss"] - math.log(2)) < 1e-3, first_step  # the reference is the SFT model
     header, rows = result_rows(client, job)

@@ -88,6 +88,10 @@ def test_fine_tune_then_chat_with_the_result(server, client, tmp_path):
     assert all(m.data["train_loss"] > 0 and 0 <= m.data["train_mean_token_accuracy"] <= 1 for m in metrics)
     assert any("valid_loss" in m.data for m in metrics)
     assert sum("Checkpoint created" in m for m in messages) == 2
+    every = client.fine_tuning.jobs.list_events(job.id, limit=100).data  # notebook 06 prints them in Chinese
+    from helpers.event_text import zh
+    from tests.language import english_phrases
+    assert [e.message for e in every if english_phrases(zh(e.message))] == []
     from helpers.workflow import base_validation  # notebook 06 reads the step-0 point of its curve from the event's data
     loss, accuracy = base_validation(events)
     assert loss > 0 and 0 <= accuracy <= 1

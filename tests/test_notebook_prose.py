@@ -176,3 +176,41 @@ def test_notebooks_use_the_glossary_terms(path: Path) -> None:
         hits = [t for t in texts if synonym in t]
         assert not hits, f"{path.name}: says {synonym!r} where the glossary's term is {term!r}: " \
                          f"{hits[0][max(0, hits[0].index(synonym) - 30):hits[0].index(synonym) + 30]!r}"
+
+
+# Outputs that look like English words but are names: a font, and the API's field names as a table's header.
+NOT_SENTENCES = ["Noto Sans CJK SC", "id                  filename  bytes     status"]
+
+
+def _learner_texts(nb: dict) -> list[str]:
+    """The plain-text outputs a learner reads (streams and text/plain; HTML and images are the same tables)."""
+    texts = []
+    for cell in nb["cells"]:
+        for out in cell.get("outputs", []):
+            data = out.get("data", {})
+            if "image/png" in data or "text/html" in data:
+                continue  # text/plain is then only a repr, e.g. "<Figure size 640x480 with 1 Axes>"
+            value = out.get("text", data.get("text/plain", ""))
+            texts.append("".join(value) if isinstance(value, list) else value)
+    return texts
+
+
+def test_the_english_checker_finds_sentences_not_names() -> None:
+    from tests.language import english_phrases
+
+    assert english_phrases("2026-12-07 [info] Fine-tuning job started") == ["Fine-tuning job started"]
+    assert english_phrases("模型 ft:qwen2.5-coder-0.5b-instruct:local:huatuo:EhEEGqAm:ckpt-step-25 已创建") == []
+    assert english_phrases("data/work/train.jsonl：100 条样本，o200k_base，temperature=0") == []
+
+
+@pytest.mark.parametrize("path", ALL, ids=_key)
+def test_outputs_a_learner_reads_are_chinese(path: Path) -> None:
+    """Issue 18: no English sentence in what a notebook prints (code, ids, field names and model ids excepted)."""
+    from tests.language import english_phrases
+
+    found = []
+    for text in _learner_texts(_load(path)):
+        for name in NOT_SENTENCES:
+            text = text.replace(name, " ")
+        found += english_phrases(text)
+    assert not found, f"{path.name} prints English: {found[:5]}"

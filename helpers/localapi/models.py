@@ -254,11 +254,16 @@ def _progress_bars_on_a_terminal_only() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
-def _convert_gguf(spec: ModelSpec, target: Path, cache_dir: Path) -> None:
+CONVERSION_NOTICE = {  # printed when a GGUF model is converted (its first use); notebooks ask for Chinese
+    "en": "{model}: converting the GGUF file to safetensors (first use only; about a minute on 2 cores) ...",
+    "zh": "{model}：第一次使用，正在把 GGUF 文件转换成 safetensors（只做一次；2 核 CPU 上约一分钟）……",
+}
+
+
+def _convert_gguf(spec: ModelSpec, target: Path, cache_dir: Path, lang: str = "en") -> None:
     """Dequantise the GGUF to float32 safetensors + config + tokenizer in `target` (~20 s for SmolLM2, once)."""
     folder, name = gguf_location(spec, cache_dir)
-    print(f"{spec.id}: converting the GGUF file to safetensors (first use only; about a minute on 2 cores) ...",
-          file=sys.stderr, flush=True)
+    print(CONVERSION_NOTICE[lang].format(model=spec.id), file=sys.stderr, flush=True)
     with _progress_bars_on_a_terminal_only():
         _convert_gguf_quietly(spec, target, cache_dir, folder, name)
 
@@ -309,8 +314,9 @@ def _build_tiny(spec: ModelSpec, target: Path, cache_dir: Path) -> None:
     _publish(tmp, target, {"source": "random", "kind": spec.kind, "seed": TINY_SEED})
 
 
-def ensure_converted(model_id: str, cache_dir: Path) -> Path | str:
-    """The folder (or hub id) to load a base model from, converting/creating it in `cache_dir` on first use."""
+def ensure_converted(model_id: str, cache_dir: Path, lang: str = "en") -> Path | str:
+    """The folder (or hub id) to load a base model from, converting/creating it in `cache_dir` on first use
+    (announced in `lang`, "en" or "zh": CONVERSION_NOTICE)."""
     spec = get_spec(model_id)
     if spec.kind == "hf":
         return spec.source
@@ -321,7 +327,10 @@ def ensure_converted(model_id: str, cache_dir: Path) -> Path | str:
         return target
     with _file_lock(cache_dir / f".{safe_name(spec.id)}.lock"):
         if not _marker_ok(target):
-            (_convert_gguf if spec.kind == "gguf" else _build_tiny)(spec, target, cache_dir)
+            if spec.kind == "gguf":
+                _convert_gguf(spec, target, cache_dir, lang)
+            else:
+                _build_tiny(spec, target, cache_dir)
     return target
 
 
