@@ -160,6 +160,45 @@ def opening_agreement(tokenizer: Any, questions: Sequence[str], server: Sequence
     return pd.DataFrame(rows)
 
 
+def _field(entry: Any, name: str) -> Any:
+    """A field of a logprobs entry, from the SDK's object or a plain dict."""
+    return entry[name] if isinstance(entry, dict) else getattr(entry, name)
+
+
+def _text(pieces: Sequence[bytes]) -> str:
+    """Tokens' bytes as text (a character cut between tokens shows as U+FFFD)."""
+    return b"".join(pieces).decode("utf-8", errors="replace")
+
+
+def parting_table(tokenizer: Any, questions: Sequence[str], server_logprobs: Sequence[Sequence[Any]],
+                  llama_tokens: Sequence[Sequence[int]], chars: int = 20) -> pd.DataFrame:
+    """Notebook 08: where llama.cpp's greedy answer first differs from the server's, token by token, and how sure
+    the server was there: its log-probability for its own token and for llama.cpp's (from `top_logprobs`; None
+    when llama.cpp's token is not among them). Questions whose answers never differ are left out.
+
+    `server_logprobs` holds each answer's `choices[0].logprobs.content` (the server's own tokens); `llama_tokens`
+    llama.cpp's token ids for the same questions.
+    """
+    from helpers.localapi.toolcalls import token_bytes  # a token's UTF-8 bytes, as the API's `bytes` field has them
+
+    rows = []
+    for question, entries, ids in zip(questions, server_logprobs, llama_tokens):
+        mine = [bytes(token_bytes(tokenizer, t)) for t in ids]
+        k = next((i for i, (e, b) in enumerate(zip(entries, mine)) if bytes(_field(e, "bytes")) != b), None)
+        if k is None:
+            continue
+        entry = entries[k]
+        theirs = next((float(_field(t, "logprob")) for t in _field(entry, "top_logprobs")
+                       if bytes(_field(t, "bytes")) == mine[k]), None)
+        server_bytes = [bytes(_field(e, "bytes")) for e in entries]
+        rows.append({"问题": question[:chars], "分开的位置（第几个词元）": k + 1,
+                     "相同的开头": _text(server_bytes[:k]),
+                     "服务器接着写": _text(server_bytes[k:k + 4]), "服务器给自己这个词元的对数概率": float(_field(entry, "logprob")),
+                     "llama.cpp 接着写": _text(mine[k:k + 4]),
+                     "服务器给 llama.cpp 这个词元的对数概率": theirs})
+    return pd.DataFrame(rows)
+
+
 def require_local(cfg: Config) -> None:
     """Notebook 08 runs on the local backend only: OpenAI never hands out a fine-tuned model's weights."""
     if not cfg.is_local:

@@ -58,3 +58,31 @@ def test_tiny_model_has_no_gguf_and_prompts_use_the_template(cfg, engine_cache) 
     assert exports.common_prefix_tokens(tok, "多休息", "建议就医") == 0
     table = exports.opening_agreement(tok, ["q"], ["多休息"], ["多休息"], ["建议就医"])
     assert table.loc[0, "相同的开头词元（有适配器）"] >= 1 and table.loc[0, "相同的开头词元（无适配器）"] == 0
+
+
+def test_parting_table_finds_the_first_differing_token_and_the_servers_odds(engine_cache) -> None:
+    """08's table of where llama.cpp parts from the server: position, both tokens, the server's log-probabilities."""
+    from helpers.localapi.toolcalls import logprob_entry
+
+    tok = M.load_tokenizer("tiny-test", engine_cache)
+    ids = tok("你好，考虑是胃炎", add_special_tokens=False)["input_ids"]
+    other = tok("问题", add_special_tokens=False)["input_ids"][0]
+    assert other != ids[2]
+    # the server's answer as the API returns it; at the third token llama.cpp's choice is the server's runner-up
+    server = [logprob_entry(tok, t, -0.1, [(t, -0.1), (other, -2.4)] if i == 2 else [(t, -0.1)])
+              for i, t in enumerate(ids)]
+    table = exports.parting_table(tok, ["同一题", "分开的题", "不在前几名"],
+                                  [server, server, server], [ids, ids[:2] + [other] + ids[3:], ids[:2] + [ids[0]]])
+    assert list(table["问题"]) == ["分开的题", "不在前几名"]  # the identical answer is left out
+    parted = table.iloc[0]
+    assert parted["分开的位置（第几个词元）"] == 3 and parted["相同的开头"] == tok.decode(ids[:2])
+    assert parted["服务器接着写"] == tok.decode(ids[2:6]) != parted["llama.cpp 接着写"]
+    assert parted["服务器给自己这个词元的对数概率"] == pytest.approx(-0.1)
+    assert parted["服务器给 llama.cpp 这个词元的对数概率"] == pytest.approx(-2.4)
+    assert pd_isna(table.iloc[1]["服务器给 llama.cpp 这个词元的对数概率"])
+
+
+def pd_isna(value) -> bool:
+    import pandas as pd
+
+    return bool(pd.isna(value))
