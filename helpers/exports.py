@@ -21,6 +21,7 @@ from typing import Any
 import pandas as pd
 
 from helpers.config import Config, display_path
+from helpers.localapi import heap
 from helpers.workflow import load_state, update_state
 
 MANIFESTS = {"peft": "training.json", "merged": "training.json", "gguf": "export.json"}  # each names its model
@@ -132,6 +133,7 @@ def merged_against_adapter(base_folder: Path, peft_folder: Path, merged_folder: 
         adapter_logits, adapter_answers = _greedy_and_logits(adapted, tokenizer, prompts, max_new_tokens)
         del adapted, base
         gc.collect()
+    heap.trim()  # hand the freed weights back to the system: the server loads the model again next (issue 17)
     diff = max(float((a - b).abs().max()) for a, b in zip(merged_logits, adapter_logits))
     same = sum(a == b for a, b in zip(merged_answers, adapter_answers))
     return MergeCheck(diff, same, len(prompts), merged_answers, adapter_answers)
