@@ -163,9 +163,10 @@ def child(args: argparse.Namespace) -> int:
     return 0
 
 
-JOB_VARIANTS = {  # name: gradient checkpointing, tokens per micro-batch (training and validation)
-    "before": dict(checkpointing=False, max_tokens=4096),  # before issue 17, but with the chunked output layer
-    "now": dict(checkpointing=True, max_tokens=1024),
+JOB_VARIANTS = {  # name: gradient checkpointing, tokens per micro-batch (training and validation), base's storage
+    "before": dict(checkpointing=False, max_tokens=4096, base_weights="auto"),  # before issue 17, chunked output layer
+    "now": dict(checkpointing=True, max_tokens=1024, base_weights="auto"),
+    "bf16-base": dict(checkpointing=True, max_tokens=1024, base_weights="bf16"),  # fp32 compute on a bf16-stored base
 }
 
 
@@ -173,10 +174,13 @@ def job_child(args: argparse.Namespace) -> int:
     """Run the course's training job (trainer.train, validation and checkpoints included); print one JSON line."""
     from helpers.localapi import trainer as T
 
+    from helpers.localapi import heap
+
+    heap.cap_mmap_threshold()  # as the server's training worker does (worker.py)
     v = JOB_VARIANTS[args.variant]
     spec = T.TrainSpec(args.model, Path(args.train), Path(args.valid), Path(args.out), n_epochs=args.epochs,
                        precision=args.precision, cache_dir=args.cache_dir, gradient_checkpointing=v["checkpointing"],
-                       micro_batch_tokens=v["max_tokens"])
+                       micro_batch_tokens=v["max_tokens"], base_weights=v["base_weights"])
     events: list[dict] = []
     timeline: list[tuple[str, int, int]] = []  # (event, step, peak resident memory so far in kB)
 

@@ -120,6 +120,8 @@ class TrainSpec:
     micro_batch_tokens: int = MAX_BATCH_TOKENS  # padded tokens per micro-batch, in training and validation
     method: str = "supervised"  # the job's method.type: "supervised" (chat files) or "dpo" (preference files)
     beta: float | None = None  # DPO's beta; None: objectives.DEFAULT_BETA
+    base_weights: str = "auto"  # the frozen base's storage: "auto" (the compute precision) or "bf16" (half the memory;
+    # in fp32 each layer's weights are widened to float32 as it runs: upcast_base_layers)
 
     def __post_init__(self) -> None:
         self.train_path = Path(self.train_path)
@@ -454,6 +456,37 @@ def add_lora(model: Any, rank: int, seed: int, precision: str, init_adapter: Pat
         if p.requires_grad:
             p.data = p.data.float()
     return peft_model
+
+
+@lru_cache(maxsize=1)
+def _upcast_linear_class() -> Any:
+    """nn.Linear whose stored weights (bf16) are widened to the input's dtype for each call (built on first use)."""
+    import torch
+
+    class UpcastLinear(torch.nn.Linear):
+        def forward(self, x: Any) -> Any:
+            bias = None if self.bias is None else self.bias.to(x.dtype)
+            return torch.nn.functional.linear(x, self.weight.to(x.dtype), bias)
+
+    return UpcastLinear
+
+
+def upcast_base_layers(model: Any) -> int:
+    """Compute in float32 on a base stored in bf16: every frozen linear layer widens its weights as it runs (one
+    layer's float32 copy at a time), the embedding's output is widened, and the output layer is widened per
+    micro-batch by `head_loss`. Half the memory of a float32 base, at the cost of the conversions; the weights are
+    the bf16 ones (as on a CPU with native bf16). Returns how many layers were switched."""
+    import torch
+
+    upcast = _upcast_linear_class()
+    count = 0
+    for module in model.modules():
+        if type(module) is torch.nn.Linear and not module.weight.requires_grad and module.weight.dtype == torch.bfloat16:
+            module.__class__ = upcast
+            count += 1
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    inner.get_input_embeddings().register_forward_hook(lambda _m, _args, out: out.float())
+    return count
 
 
 def lora_line(model: Any, rank: int) -> str:
@@ -909,11 +942,14 @@ def start_run(spec: TrainSpec, say: Callable[..., None], should_stop: Callable[[
     objective = objectives.for_method(spec.method, spec.beta)
     precision = choose_precision(spec.precision, models.default_device())
     # loaded straight in bf16 when training in bf16: converting a float32 copy afterwards held both at once (~4 GB)
-    loaded = models.load_model(spec.base_model, spec.cache_dir, dtype="bfloat16" if precision == "bf16" else "float32")
+    bf16_base = precision == "bf16" or spec.base_weights == "bf16"
+    loaded = models.load_model(spec.base_model, spec.cache_dir, dtype="bfloat16" if bf16_base else "float32")
     tok, device = loaded.tokenizer, loaded.device
     max_len = spec.max_seq_len or loaded.spec.max_seq_len
     train_set, valid_set = read_sets(spec, objective, tok, max_len, loaded.stop_ids, say)
     model = add_lora(loaded.model, spec.lora_rank, spec.seed, precision, spec.init_adapter)
+    if bf16_base and precision == "fp32":
+        upcast_base_layers(model)
     set_checkpointing(model, spec.gradient_checkpointing)
     model.train()
     peak_lr = spec.learning_rate * spec.learning_rate_multiplier
