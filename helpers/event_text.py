@@ -90,6 +90,9 @@ RULES: list[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]]] = [
                 f"{'条样本' if m.group('what') == 'examples' else '个偏好对'}中有 {m.group('cut')} "
                 f"{'条' if m.group('what') == 'examples' else '个'}被截到 {m.group('max')} 个词元；"
                 f"{m.group('skipped')} {'条' if m.group('what') == 'examples' else '个'}因为没有剩下可学的助手词元而跳过")),
+    (re.compile(r"the base model's weights are kept in bf16 and widened to float32 one layer at a time .*"),
+     "基础模型的权重以 bf16 保存，每算到一层才临时转成 float32（LOCALAPI_TRAIN_BASE_WEIGHTS=bf16）：基础模型只占一半内存，"
+     "转换要多花一些时间"),
     (re.compile(r"trained (?P<n>\d+) tokens in (?P<s>\d+) s \((?P<rate>\d+) tokens/s\)"),
      "训练了 \\g<n> 个词元，用时 \\g<s> 秒（每秒 \\g<rate> 个词元）"),
     (re.compile(r"The job has successfully completed|Fine-tuning job successfully completed"), "作业成功完成"),

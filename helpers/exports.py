@@ -176,7 +176,7 @@ def parting_table(tokenizer: Any, questions: Sequence[str], server_logprobs: Seq
                   llama_tokens: Sequence[Sequence[int]], chars: int = 20) -> pd.DataFrame:
     """Notebook 08: where llama.cpp's greedy answer first differs from the server's, token by token, and how sure
     the server was there: its log-probability for its own token and for llama.cpp's (from `top_logprobs`; None
-    when llama.cpp's token is not among them). Questions whose answers never differ are left out.
+    when llama.cpp's token is not among them), and their difference. Questions whose answers never differ are left out.
 
     `server_logprobs` holds each answer's `choices[0].logprobs.content` (the server's own tokens); `llama_tokens`
     llama.cpp's token ids for the same questions.
@@ -197,7 +197,8 @@ def parting_table(tokenizer: Any, questions: Sequence[str], server_logprobs: Seq
                      "相同的开头": _text(server_bytes[:k]),
                      "服务器接着写": _text(server_bytes[k:k + 4]), "服务器给自己这个词元的对数概率": float(_field(entry, "logprob")),
                      "llama.cpp 接着写": _text(mine[k:k + 4]),
-                     "服务器给 llama.cpp 这个词元的对数概率": theirs})
+                     "服务器给 llama.cpp 这个词元的对数概率": theirs,
+                     "相差": None if theirs is None else float(_field(entry, "logprob")) - theirs})
     return pd.DataFrame(rows)
 
 

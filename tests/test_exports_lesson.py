@@ -79,6 +79,7 @@ def test_parting_table_finds_the_first_differing_token_and_the_servers_odds(engi
     assert parted["服务器接着写"] == tok.decode(ids[2:6]) != parted["llama.cpp 接着写"]
     assert parted["服务器给自己这个词元的对数概率"] == pytest.approx(-0.1)
     assert parted["服务器给 llama.cpp 这个词元的对数概率"] == pytest.approx(-2.4)
+    assert parted["相差"] == pytest.approx(2.3)
     assert pd_isna(table.iloc[1]["服务器给 llama.cpp 这个词元的对数概率"])
 
 

@@ -54,7 +54,8 @@ def create_app(settings: ServerSettings) -> FastAPI:
     storage = Storage(settings.root, settings.model_cache)
     app.state.storage, app.state.settings = storage, settings
     engine = Engine(storage)
-    app.state.engine, app.state.manager = engine, JobManager(storage, before_training=engine.release_models)
+    app.state.engine, app.state.manager = engine, JobManager(storage, before_training=engine.release_models,
+                                                             base_weights=settings.train_base_weights)
     install_error_handlers(app)
     for module in (service, files, fine_tuning, models, chat, responses, export, dashboard):
         app.include_router(module.router)

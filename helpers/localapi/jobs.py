@@ -245,8 +245,9 @@ class JobManager:
     """Owns the job queue: validation threads, one scheduler thread, one training process at a time."""
 
     def __init__(self, storage: Storage, *, validate: Callable[..., tuple[int, list[str]]] = validate_file,
-                 before_training: Callable[[], Any] | None = None) -> None:
+                 before_training: Callable[[], Any] | None = None, base_weights: str = "auto") -> None:
         self.storage = storage
+        self.base_weights = base_weights  # TrainSpec.base_weights of every job (ServerSettings.train_base_weights)
         self.validate = validate
         # Called before each training process starts: the app unloads the generation models, so that the server
         # does not hold a copy of the weights beside the worker's (benchmarks/README.md, "Memory").
@@ -459,6 +460,7 @@ class JobManager:
             "cache_dir": str(self.storage.models_dir),
             "method": method,
             "beta": resolved.get("beta"),
+            "base_weights": self.base_weights,
         }
         for attempt in range(WORKER_RETRIES + 1):
             exitcode = self._train_once(job, {**spec, "resume": resume})

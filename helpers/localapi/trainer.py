@@ -121,7 +121,7 @@ class TrainSpec:
     method: str = "supervised"  # the job's method.type: "supervised" (chat files) or "dpo" (preference files)
     beta: float | None = None  # DPO's beta; None: objectives.DEFAULT_BETA
     base_weights: str = "auto"  # the frozen base's storage: "auto" (the compute precision) or "bf16" (half the memory;
-    # in fp32 each layer's weights are widened to float32 as it runs: upcast_base_layers)
+    # in fp32 each layer's weights are widened to float32 as it runs: upcast_base_layers); LOCALAPI_TRAIN_BASE_WEIGHTS
 
     def __post_init__(self) -> None:
         self.train_path = Path(self.train_path)
@@ -460,13 +460,25 @@ def add_lora(model: Any, rank: int, seed: int, precision: str, init_adapter: Pat
 
 @lru_cache(maxsize=1)
 def _upcast_linear_class() -> Any:
-    """nn.Linear whose stored weights (bf16) are widened to the input's dtype for each call (built on first use)."""
+    """nn.Linear whose frozen weights, stored in bf16, are widened to the input's dtype for each call (built on first
+    use). Its backward pass widens them again instead of keeping the widened copy: a pass that runs without
+    checkpointing (the shared prefix) would otherwise hold a float32 copy of every layer until the backward pass."""
     import torch
+
+    class UpcastLinearFunction(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx: Any, x: Any, weight: Any, bias: Any) -> Any:
+            ctx.save_for_backward(weight)  # the bf16 weight itself: no copy
+            return torch.nn.functional.linear(x, weight.to(x.dtype), None if bias is None else bias.to(x.dtype))
+
+        @staticmethod
+        def backward(ctx: Any, grad: Any) -> Any:
+            (weight,) = ctx.saved_tensors
+            return grad @ weight.to(grad.dtype), None, None  # the weights are frozen: the input's gradient only
 
     class UpcastLinear(torch.nn.Linear):
         def forward(self, x: Any) -> Any:
-            bias = None if self.bias is None else self.bias.to(x.dtype)
-            return torch.nn.functional.linear(x, self.weight.to(x.dtype), bias)
+            return UpcastLinearFunction.apply(x, self.weight, self.bias)
 
     return UpcastLinear
 
@@ -960,12 +972,17 @@ def start_run(spec: TrainSpec, say: Callable[..., None], should_stop: Callable[[
     hyper = {"n_epochs": spec.n_epochs, "batch_size": batch_size, "learning_rate": peak_lr, "lora_rank": spec.lora_rank,
              "lora_alpha": DEFAULT_LORA_ALPHA_RATIO * spec.lora_rank, "precision": precision, "max_seq_len": max_len,
              "grouping": spec.grouping, "device": device, "seed": spec.seed, **objective.fingerprint()}
+    if bf16_base and precision == "fp32":
+        hyper["base_weights"] = "bf16"
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else next(iter(loaded.stop_ids))
     items = "examples" if objective.name == "supervised" else f"preference pairs (DPO, beta {objective.beta:g})"
     say(f"training {spec.base_model} with LoRA r={spec.lora_rank} on {len(train_set)} {items} "
         f"({sum(len(e.input_ids) for e in _sequences(train_set))} tokens), {len(valid_set)} validation {items.split(' (')[0]}; "
         f"{total_steps} steps, batch {batch_size}, lr {peak_lr:g}, {precision} on {device}")
     say(lora_line(model, spec.lora_rank))
+    if bf16_base and precision == "fp32":
+        say("the base model's weights are kept in bf16 and widened to float32 one layer at a time "
+            "(LOCALAPI_TRAIN_BASE_WEIGHTS=bf16): about half the memory of the base, some time for the conversions")
     if spec.init_adapter is not None:
         say("continuing from the fine-tuned model's LoRA adapter (its weights are the starting point, not a new adapter)")
     result = TrainResult(trained_tokens=0, adapter_dir=None, total_steps=total_steps, n_examples=len(train_set),
