@@ -214,3 +214,83 @@ def test_outputs_a_learner_reads_are_chinese(path: Path) -> None:
             text = text.replace(name, " ")
         found += english_phrases(text)
     assert not found, f"{path.name} prints English: {found[:5]}"
+
+
+# Issue 18's mismatches between prose and output, each as the rule that would have caught it.
+def _notebook(key: str) -> dict:
+    return _load(next(p for p in ALL if _key(p) == key))
+
+
+def _markdown(nb: dict) -> list[str]:
+    return [_source(c) for c in nb["cells"] if c["cell_type"] == "markdown"]
+
+
+def _outputs(nb: dict) -> str:
+    return "\n".join(_output_texts(nb))
+
+
+def test_a_quoted_misspelling_is_in_the_output() -> None:
+    """01 pointed to a misspelling ("栢金逊") in a question its output cut off before that word."""
+    nb = _notebook("01")
+    quoted = [w for text in _markdown(nb) for w in re.findall(r"写成了“([^”]+)”", text)]
+    assert quoted and all(w in _outputs(nb) for w in quoted), quoted
+
+
+def test_a_promise_of_the_longest_rows_sorts_them() -> None:
+    """02 announced "最长的几条" and printed the first three rows."""
+    cells = _notebook("02")["cells"]
+    promised = [i for i, c in enumerate(cells) if c["cell_type"] == "markdown" and "最长的几条" in _source(c)]
+    assert promised
+    for i in promised:
+        code = next(_source(c) for c in cells[i + 1:] if c["cell_type"] == "code")
+        assert re.search(r"sorted\(.*reverse=True|longest\(", code, re.S), code
+
+
+def test_a_claimed_overlap_is_the_printed_one() -> None:
+    """02 said two unseeded samples "只重合几行" where its output printed 0."""
+    nb = _notebook("02")
+    printed = [int(n) for n in re.findall(r"两次都抽到的行数：\s*(\d+)", _outputs(nb))]
+    assert len(printed) == 2 and printed[1] == 100  # the seeded pair
+    if any("只重合几行" in text for text in _markdown(nb)):
+        assert printed[0] >= 2, "the prose says a few rows overlap; the output printed " + str(printed[0])
+
+
+def test_the_log_lines_06_explains_are_in_its_log() -> None:
+    """06 explained log lines ("0 skipped", "[warn] … cut to N tokens") that its log did not contain. Each quoted
+    fragment of the log (“…”, or `…` that is not a file or a name) is in the output, or its bullet says the line
+    is absent ("没有这一行"); the API's English original (labelled 事件原文) is not in a Chinese log by design."""
+    nb = _notebook("06")
+    log = _outputs(nb)
+    cell = next(t for t in _markdown(nb) if t.startswith("怎样读这份日志")).split("\n## ")[0]  # up to the next section
+    checked = 0
+    for bullet in cell.split("\n* "):
+        quotes = re.findall(r"“([^”]+)”", bullet) + [q for before, q in re.findall(r"(事件原文 )?`([^`]+)`", bullet)
+                                                     if not before and not re.search(r"[/_]|\.py\b", q)]  # not a path or a name
+        for quote in quotes:
+            parts = [p.strip() for p in re.split(r"…|\bN\b", quote.replace("[warn]", "").replace("[info]", "")) if p.strip()]
+            if "没有这一行" not in bullet:
+                checked += 1
+                assert all(p in log for p in parts), f"06 explains {quote!r}, which its log does not show"
+    assert checked >= 2
+
+
+COUNT_WORDS = {"两": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7, "八": 8, "九": 9}
+
+
+def test_a_counted_list_has_that_many_items() -> None:
+    """07 announced "选了三个……的量：" and listed four: "N 个…量/指标：" followed by a list has N items."""
+    for path in ALL:
+        for text in _markdown(_load(path)):
+            for m in re.finditer(r"([两三四五六七八九])\s*个[^。：\n]{0,20}(?:量|指标)[：:]\s*\n((?:\s*(?:[*-]|\d+\.) .*\n?)+)", text):
+                items = re.findall(r"^\s*(?:[*-]|\d+\.) ", m.group(2), re.M)
+                assert len(items) == COUNT_WORDS[m.group(1)], f"{path.name}: {m.group(0)[:80]!r}"
+
+
+def test_a_minority_of_cut_answers_is_one() -> None:
+    """07 said cut answers "应当是少数" above a table showing 64 % / 30 % / 42 %."""
+    nb = _notebook("07")
+    shares = [int(n) for n in re.findall(r"被截断 [^：\n]+：(\d+)%", _outputs(nb))]
+    assert len(shares) == 3
+    claims = [s for text in _markdown(nb) for s in re.split(r"[。；]", text) if "截断" in s and "少数" in s]
+    if claims:
+        assert max(shares) < 50, (claims[0], shares)
