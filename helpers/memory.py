@@ -16,10 +16,10 @@ GB = 1024 ** 3
 # path on this CPU: True where it has native bf16 (AVX512-BF16 or AMX: the trainer computes in bf16), False where
 # it computes in float32 (most laptops). benchmarks/README.md ("Memory") has the measurements behind each figure.
 COURSE_PEAK_GB = {
-    # 08 exports and checks in float32 on every CPU, so its peak is the course's with native bf16 too (not measured
-    # there; before 08 the bf16 course measured 5.20 GB on a Xeon with AMX, 2026-12-06)
-    (models.QWEN_MODEL, True): 7.7,
-    (models.QWEN_MODEL, False): 7.7,  # measured 7.66 GB, AVX2-only emulation on AMD EPYC, 2026-12-07 (in 08)
+    # not measured with native bf16 since the server frees its models before training and exports (2026-12-07);
+    # before 08 the bf16 course measured 5.20 GB on a Xeon with AMX (2026-12-06); 08 works in float32 everywhere
+    (models.QWEN_MODEL, True): 5.3,
+    (models.QWEN_MODEL, False): 5.3,  # measured 5.26 GB, AVX2-only emulation on AMD EPYC, 2026-12-07 (in 06's training)
     (models.DEFAULT_MODEL, True): 2.0,  # not measured: a quarter of Qwen's weights, the same processes around them
     (models.DEFAULT_MODEL, False): 2.5,  # not measured (as above)
     (models.TINY_MODEL, True): 1.5,
@@ -76,12 +76,17 @@ def advice(result: MemoryCheck) -> str:
     if smaller:
         lines.append(f"  或者换一个更小的模型：FINETUNE_BASE_MODEL={smaller}（约 {needed_gb(smaller):.1f} GB，"
                      "但它几乎不会写中文）；")
+    if not models.cpu_supports_bf16():
+        lines.append("  或者设置 LOCALAPI_TRAIN_BASE_WEIGHTS=bf16 再启动本机服务器：训练时基础模型以 bf16 保存，"
+                     "训练进程少占约 0.5 GB，慢约 7%；")
     lines += [
         "  或者改用远程后端（README「换成 OpenAI」一节）；",
         "  确定要继续（会用到交换空间，慢很多），设置 WORKBOOK_SKIP_MEMORY_CHECK=1。",
         f"Not enough memory: {result.available_gb:.1f} GB available, the course on {result.model} needs up to "
         f"{result.needed_gb:.1f} GB for its processes together. Close other programs, "
         + (f"use FINETUNE_BASE_MODEL={smaller}, " if smaller else "")
+        + ("set LOCALAPI_TRAIN_BASE_WEIGHTS=bf16 (training about 0.5 GB smaller, 7 % slower), "
+           if not models.cpu_supports_bf16() else "")
         + "or the remote backend; WORKBOOK_SKIP_MEMORY_CHECK=1 runs anyway (slowly, swapping).",
     ]
     return "\n".join(lines)
