@@ -288,25 +288,34 @@ def test_head_loss_equals_cross_entropy_and_its_gradient():
         assert float(T.head_loss(hidden, head, targets, torch.float32, chunk=64)[0]) == pytest.approx(float(reference), rel=1e-6)
 
 
+def _three_examples(tok) -> dict:
+    """A micro-batch of three real-looking conversations."""
+    stop = M.stop_token_ids(tok)
+    return T.collate([T.encode_example(tok, chat(q, a)["messages"], 512, stop) for q, a in QA[:3]], tok.pad_token_id, "cpu")
+
+
+def _loss_and_grads(model, batch: dict, lora: str, checkpointing: bool, **kw) -> tuple:
+    """(loss, correct, labelled, LoRA gradients) of one micro-batch, after giving the LoRA weights whose names contain
+    `lora` seeded random values (a trained-looking adapter: B != 0, so every LoRA weight gets a gradient)."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if lora in name:
+                p.copy_(torch.randn(p.shape, generator=torch.Generator().manual_seed(len(name))) * 0.02)
+    T.set_checkpointing(model, checkpointing)
+    model.train()
+    loss, correct, n = T.batch_loss(model, batch, "cpu", "fp32", **kw)
+    loss.backward()
+    return float(loss.detach()), correct, n, torch.cat([p.grad.flatten() for p in model.parameters() if p.requires_grad])
+
+
 @pytest.mark.parametrize("share_prefix", [True, False])
 def test_checkpointing_and_chunked_head_keep_the_loss_and_gradients(engine_cache, tok, share_prefix):
     """Issue 17's memory savings change where numbers are kept, not what is computed (fp32: equal to rounding)."""
-    stop = M.stop_token_ids(tok)
-    examples = [T.encode_example(tok, chat(q, a)["messages"], 512, stop) for q, a in QA[:3]]
-    batch = T.collate(examples, tok.pad_token_id, "cpu")
+    batch = _three_examples(tok)
     results = []
     for checkpointing, fused in ((False, False), (True, True)):
         model = T.add_lora(M.load_model("tiny-test", engine_cache).model, T.DEFAULT_LORA_RANK, 42, "fp32")
-        with torch.no_grad():  # a trained-looking adapter: B != 0, so every LoRA weight gets a gradient
-            for name, p in model.named_parameters():
-                if "lora_B" in name:
-                    p.copy_(torch.randn(p.shape, generator=torch.Generator().manual_seed(len(name))) * 0.02)
-        T.set_checkpointing(model, checkpointing)
-        model.train()
-        loss, correct, n = T.batch_loss(model, batch, "cpu", "fp32", share_prefix=share_prefix, fused_head=fused)
-        loss.backward()
-        grads = torch.cat([p.grad.flatten() for p in model.parameters() if p.requires_grad])
-        results.append((float(loss.detach()), correct, n, grads))
+        results.append(_loss_and_grads(model, batch, "lora_B", checkpointing, share_prefix=share_prefix, fused_head=fused))
     (old_loss, old_correct, old_n, old_grads), (new_loss, new_correct, new_n, new_grads) = results
     assert (new_correct, new_n) == (old_correct, old_n)
     assert new_loss == pytest.approx(old_loss, rel=1e-6)
@@ -316,9 +325,7 @@ def test_checkpointing_and_chunked_head_keep_the_loss_and_gradients(engine_cache
 def test_a_bf16_base_computed_in_fp32_equals_fp32_on_the_rounded_weights(engine_cache, tok):
     """base_weights="bf16" with fp32 compute (issue 17, a laptop without native bf16): half the base's memory, and the
     arithmetic of float32 on the bf16-rounded weights (the conversions are exact), gradients included."""
-    stop = M.stop_token_ids(tok)
-    examples = [T.encode_example(tok, chat(q, a)["messages"], 512, stop) for q, a in QA[:3]]
-    batch = T.collate(examples, tok.pad_token_id, "cpu")
+    batch = _three_examples(tok)
     results = []
     for stored in ("bfloat16", "rounded"):
         base = M.load_model("tiny-test", engine_cache, dtype="bfloat16" if stored == "bfloat16" else "float32").model
@@ -328,16 +335,8 @@ def test_a_bf16_base_computed_in_fp32_equals_fp32_on_the_rounded_weights(engine_
         if stored == "bfloat16":
             assert T.upcast_base_layers(model) > 0
             assert all(p.dtype == torch.bfloat16 for p in model.parameters() if not p.requires_grad)
-        with torch.no_grad():  # the same adapter in both (peft initialises A in the base's dtype: bf16-rounded there)
-            for name, p in model.named_parameters():
-                if "lora_" in name:
-                    p.copy_(torch.randn(p.shape, generator=torch.Generator().manual_seed(len(name))) * 0.02)
-        T.set_checkpointing(model, True)
-        model.train()
-        loss, correct, n = T.batch_loss(model, batch, "cpu", "fp32")
-        loss.backward()
-        grads = torch.cat([p.grad.flatten() for p in model.parameters() if p.requires_grad])
-        results.append((float(loss.detach()), correct, n, grads))
+        # the same adapter in both (peft initialises A in the base's dtype: bf16-rounded there)
+        results.append(_loss_and_grads(model, batch, "lora_", True))
     (got_loss, got_correct, got_n, got_grads), (want_loss, want_correct, want_n, want_grads) = results
     assert (got_correct, got_n) == (want_correct, want_n)
     assert got_loss == pytest.approx(want_loss, rel=1e-6)
