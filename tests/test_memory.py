@@ -20,7 +20,8 @@ def test_available_memory_is_read_from_meminfo(tmp_path: Path) -> None:
     assert memory.available_gb(tmp_path / "missing") is None  # not Linux
 
 
-def test_too_little_memory_says_what_to_do_in_both_languages() -> None:
+def test_too_little_memory_says_what_to_do_in_both_languages(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")  # a CPU without native bf16: training computes in float32
     short = memory.check(models.QWEN_MODEL, available=2.5, native_bf16=False)
     assert not short.enough and short.needed_gb == memory.COURSE_PEAK_GB[(models.QWEN_MODEL, False)]
     assert memory.needed_gb(models.QWEN_MODEL, native_bf16=True) <= short.needed_gb  # never more (08 is float32 on both)
@@ -28,6 +29,7 @@ def test_too_little_memory_says_what_to_do_in_both_languages() -> None:
     assert "2.5 GB" in text and f"{short.needed_gb:.1f} GB" in text and models.QWEN_MODEL in text
     assert f"FINETUNE_BASE_MODEL={models.DEFAULT_MODEL}" in text and "WORKBOOK_SKIP_MEMORY_CHECK=1" in text
     assert "内存不够" in text and "Not enough memory" in text
+    assert text.count("LOCALAPI_TRAIN_BASE_WEIGHTS=bf16") == 2  # the float32 trainer's smaller setting, both languages
     assert memory.check(models.QWEN_MODEL, available=64.0).enough
     assert memory.check("someone/unmeasured-model", available=4.0).needed_gb == memory.UNMEASURED_PEAK_GB
     smallest = memory.advice(memory.check(models.DEFAULT_MODEL, available=0.5))
