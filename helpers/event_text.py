@@ -49,6 +49,12 @@ def _checkpoint(m: re.Match[str]) -> str:
     return f"第 {m.group('step')} 步{epoch}保存了检查点：{m.group('model')}"
 
 
+def _cut(m: re.Match[str]) -> str:
+    unit, noun = ("条", "样本") if m.group("what") == "examples" else ("个", "偏好对")
+    return (f"{'训练' if m.group('kind') == 'training' else '验证'}文件：{m.group('n')} {unit}{noun}中有 {m.group('cut')} "
+            f"{unit}被截到 {m.group('max')} 个词元；{m.group('skipped')} {unit}因为没有剩下可学的助手词元而跳过")
+
+
 def _training(m: re.Match[str]) -> str:
     items = ITEMS["preference pairs"] if "preference" in m.group("items") else ITEMS["examples"]
     method = "（DPO，beta " + m.group("beta") + "）" if m.group("beta") else ""
@@ -85,11 +91,7 @@ RULES: list[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]]] = [
     (re.compile(r"New fine-tuned model created(?:: (?P<model>\S+))?"),
      lambda m: "新的微调后的模型已创建" + (f"：{m.group('model')}" if m.group("model") else "")),
     (re.compile(r"(?P<kind>training|validation) file: (?P<cut>\d+) of (?P<n>\d+) (?P<what>examples|pairs) cut to "
-                r"(?P<max>\d+) tokens; (?P<skipped>\d+) skipped \(no assistant token left to learn from\)"),
-     lambda m: (f"{'训练' if m.group('kind') == 'training' else '验证'}文件：{m.group('n')} "
-                f"{'条样本' if m.group('what') == 'examples' else '个偏好对'}中有 {m.group('cut')} "
-                f"{'条' if m.group('what') == 'examples' else '个'}被截到 {m.group('max')} 个词元；"
-                f"{m.group('skipped')} {'条' if m.group('what') == 'examples' else '个'}因为没有剩下可学的助手词元而跳过")),
+                r"(?P<max>\d+) tokens; (?P<skipped>\d+) skipped \(no assistant token left to learn from\)"), _cut),
     (re.compile(r"the base model's weights are kept in bf16 and widened to float32 one layer at a time .*"),
      "基础模型的权重以 bf16 保存，每算到一层才临时转成 float32（LOCALAPI_TRAIN_BASE_WEIGHTS=bf16）：基础模型只占一半内存，"
      "转换要多花一些时间"),

@@ -954,13 +954,14 @@ def start_run(spec: TrainSpec, say: Callable[..., None], should_stop: Callable[[
     objective = objectives.for_method(spec.method, spec.beta)
     precision = choose_precision(spec.precision, models.default_device())
     # loaded straight in bf16 when training in bf16: converting a float32 copy afterwards held both at once (~4 GB)
-    bf16_base = precision == "bf16" or spec.base_weights == "bf16"
-    loaded = models.load_model(spec.base_model, spec.cache_dir, dtype="bfloat16" if bf16_base else "float32")
+    widened = precision == "fp32" and spec.base_weights == "bf16"  # a bf16 base computed in float32
+    loaded = models.load_model(spec.base_model, spec.cache_dir,
+                               dtype="bfloat16" if precision == "bf16" or widened else "float32")
     tok, device = loaded.tokenizer, loaded.device
     max_len = spec.max_seq_len or loaded.spec.max_seq_len
     train_set, valid_set = read_sets(spec, objective, tok, max_len, loaded.stop_ids, say)
     model = add_lora(loaded.model, spec.lora_rank, spec.seed, precision, spec.init_adapter)
-    if bf16_base and precision == "fp32":
+    if widened:
         upcast_base_layers(model)
     set_checkpointing(model, spec.gradient_checkpointing)
     model.train()
@@ -972,7 +973,7 @@ def start_run(spec: TrainSpec, say: Callable[..., None], should_stop: Callable[[
     hyper = {"n_epochs": spec.n_epochs, "batch_size": batch_size, "learning_rate": peak_lr, "lora_rank": spec.lora_rank,
              "lora_alpha": DEFAULT_LORA_ALPHA_RATIO * spec.lora_rank, "precision": precision, "max_seq_len": max_len,
              "grouping": spec.grouping, "device": device, "seed": spec.seed, **objective.fingerprint()}
-    if bf16_base and precision == "fp32":
+    if widened:
         hyper["base_weights"] = "bf16"
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else next(iter(loaded.stop_ids))
     items = "examples" if objective.name == "supervised" else f"preference pairs (DPO, beta {objective.beta:g})"
@@ -980,7 +981,7 @@ def start_run(spec: TrainSpec, say: Callable[..., None], should_stop: Callable[[
         f"({sum(len(e.input_ids) for e in _sequences(train_set))} tokens), {len(valid_set)} validation {items.split(' (')[0]}; "
         f"{total_steps} steps, batch {batch_size}, lr {peak_lr:g}, {precision} on {device}")
     say(lora_line(model, spec.lora_rank))
-    if bf16_base and precision == "fp32":
+    if widened:
         say("the base model's weights are kept in bf16 and widened to float32 one layer at a time "
             "(LOCALAPI_TRAIN_BASE_WEIGHTS=bf16): about half the memory of the base, some time for the conversions")
     if spec.init_adapter is not None:
