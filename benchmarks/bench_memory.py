@@ -4,7 +4,7 @@
         [--variants before,fused-head,checkpointing,now] [--precision auto|fp32|bf16] [--isa avx2] [--rounds 1]
         [--env NAME=VALUE]
     .venv/bin/python benchmarks/bench_memory.py job [--variants before,now] [--epochs 3] [--isa avx2]
-    .venv/bin/python benchmarks/bench_memory.py course [--only 06 07] [--interval 1] [--isa avx2]
+    .venv/bin/python benchmarks/bench_memory.py course [--only 06 07] [--interval 1] [--isa avx2] [--timeline F]
 
 `train`: each variant trains the same optimiser steps of the course's job (the real data split as notebook 02
 splits it, the trainer's epoch-1 batch order, seed 42: the batch holding the longest row first, then the first
@@ -18,7 +18,8 @@ to give the same losses. Variants:
 - `fused-head`: the output layer and the loss a chunk of 256 positions at a time (trainer.head_loss);
 - `checkpointing`: fused head, and each block's activations recomputed in the backward pass;
 - `checkpointing-2048`, `now`: the same with micro-batches of 2,048 and 1,024 padded tokens (`now` is the trainer's
-  default); `now-trim`: `now`, handing freed memory back to the system after every micro-batch (malloc_trim).
+  default); `now-trim`: `now`, handing freed memory back to the system after every micro-batch (malloc_trim);
+  `bf16-base`: `now` on a base stored in bf16 (computed in float32 without native bf16: LOCALAPI_TRAIN_BASE_WEIGHTS).
 `--isa avx2` runs the processes with ATEN_CPU_CAPABILITY=avx2, MKL_ENABLE_INSTRUCTIONS=AVX2 and
 ONEDNN_MAX_CPU_ISA=AVX2 and in float32 (what `precision="auto"` picks on a CPU without native bf16): this CPU's
 cores then run the kernels a laptop CPU without AVX-512 runs. That is an emulation (clock, caches and memory
@@ -32,8 +33,9 @@ wall time, the process's peak resident memory and the full validation losses.
 `course`: runs `python -m helpers.course run` (the `make course` command; `--only` passes through) and samples the
 resident memory of every process it starts (the notebooks' kernels, the local server, the training worker) every
 `--interval` seconds; prints the peak of each role and of their sum, with the wall time. The sum is
-the figure the README's "peak memory" means. (Pages shared between processes are counted in each; that
-overstates the sum a little.)
+the figure the README's "peak memory" means. Pages shared between processes are counted in each; that
+overstates the sum a little, so the peak of the summed proportional set sizes (shared pages divided among the
+processes that map them) is printed beside it, with what each role held at the moment of the peak.
 
 Every run prints the CPU model, whether it has native bf16 (AVX512-BF16 or AMX) and the precision path taken.
 """
@@ -63,6 +65,8 @@ VARIANTS = {  # name: fused head, gradient checkpointing, tokens per micro-batch
     "checkpointing-2048": dict(fused=True, checkpointing=True, max_tokens=2048, trim=False),
     "now": dict(fused=True, checkpointing=True, max_tokens=1024, trim=False),  # the trainer's defaults
     "now-trim": dict(fused=True, checkpointing=True, max_tokens=1024, trim=True),
+    # `now` on a base stored in bf16, computed in float32 where the CPU has no native bf16 (trainer.upcast_base_layers)
+    "bf16-base": dict(fused=True, checkpointing=True, max_tokens=1024, trim=False, base_weights="bf16"),
 }
 AVX2_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
 
@@ -82,6 +86,18 @@ def status_kb(field: str, pid: int | str = "self") -> int:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def pss_kb(pid: int) -> int:
+    """A process's proportional set size in kB (each shared page divided among the processes mapping it), 0 when
+    it is gone: summed over processes, it counts a page once, where VmRSS counts it in every process."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
                 return int(line.split()[1])
     except OSError:
         pass
@@ -124,11 +140,14 @@ def child(args: argparse.Namespace) -> int:
 
     v = VARIANTS[args.variant]
     fused, checkpointing, max_tokens = v["fused"], v["checkpointing"], v["max_tokens"]
-    loaded = M.load_model(args.model, args.cache_dir)
+    precision = T.choose_precision(args.precision, M.default_device())
+    widened = precision == "fp32" and v.get("base_weights") == "bf16"
+    loaded = M.load_model(args.model, args.cache_dir, dtype="bfloat16" if widened else "float32")
     examples, _ = T.encode_file(Path(args.train), loaded.tokenizer, loaded.spec.max_seq_len, loaded.stop_ids)
     pad_id = loaded.tokenizer.pad_token_id
-    precision = T.choose_precision(args.precision, loaded.device)
     model = T.add_lora(loaded.model, T.DEFAULT_LORA_RANK, 42, precision)
+    if widened:
+        T.upcast_base_layers(model)
     T.set_checkpointing(model, checkpointing)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
@@ -370,7 +389,8 @@ def course_main(args: argparse.Namespace) -> int:
     proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True, env=env)
     peaks: dict[str, float] = {}
-    total_peak, total_at = 0.0, 0.0
+    total_peak, total_at, at_peak = 0.0, 0.0, {}
+    pss_peak, pss_at = 0.0, 0.0
     seen_server: set[int] = set()
     others: dict[str, float] = {}  # what the processes of no known role are, and their peaks
     import threading
@@ -378,6 +398,7 @@ def course_main(args: argparse.Namespace) -> int:
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(proc.stdout or []), daemon=True)
     reader.start()
+    timeline = open(args.timeline, "w", encoding="utf-8") if args.timeline else None  # noqa: SIM115
     while proc.poll() is None:
         pids = [proc.pid] + descendants(proc.pid)
         # the local server is started detached (it outlives the course run): find it by its command line too
@@ -387,19 +408,30 @@ def course_main(args: argparse.Namespace) -> int:
         for server in list(seen_server):
             pids += [server] + descendants(server)
         sizes: dict[str, float] = {}
+        pss = 0.0
         for pid in set(pids):
             r = role(pid)
             rss = status_kb("VmRSS", pid) / 1024 ** 2
+            pss += pss_kb(pid) / 1024 ** 2
             sizes[r] = sizes.get(r, 0.0) + rss
             if r == "other" and rss > others.get(command(pid), 0.0):
                 others[command(pid)] = rss
         total = sum(sizes.values())
         for r, size in sizes.items():
             peaks[r] = max(peaks.get(r, 0.0), size)
+        now = time.monotonic() - started
         if total > total_peak:
-            total_peak, total_at = total, time.monotonic() - started
+            total_peak, total_at, at_peak = total, now, dict(sizes)
+        if pss > pss_peak:
+            pss_peak, pss_at = pss, now
+        if timeline is not None:
+            timeline.write(json.dumps({"t": round(now, 1), "pss": round(pss, 3),
+                                       **{r: round(size, 3) for r, size in sizes.items()}}) + "\n")
+            timeline.flush()
         time.sleep(args.interval)
     reader.join(timeout=5)
+    if timeline is not None:
+        timeline.close()
     wall = time.monotonic() - started
     print("".join(lines[-30:]))
     print(f"course run: exit status {proc.returncode}, {wall:.0f} s ({wall / 60:.1f} min)")
@@ -408,6 +440,8 @@ def course_main(args: argparse.Namespace) -> int:
         if r in peaks:
             print(f"| {r} | {peaks[r]:.2f} GB |")
     print(f"| **all together (sampled every {args.interval:g} s)** | **{total_peak:.2f} GB** (at {total_at:.0f} s) |")
+    print(f"| all together, shared pages counted once (proportional set size) | {pss_peak:.2f} GB (at {pss_at:.0f} s) |")
+    print("at the peak of all together: " + ", ".join(f"{r} {size:.2f} GB" for r, size in sorted(at_peak.items())))
     for name, size in sorted(others.items(), key=lambda item: -item[1])[:5]:
         print(f"other: {size:.2f} GB  {name}")
     return proc.returncode or 0
@@ -443,6 +477,7 @@ def main() -> int:
     course = sub.add_parser("course", help="sample the memory of a headless course run")
     course.add_argument("--only", nargs="+", metavar="NN")
     course.add_argument("--interval", type=float, default=1.0)
+    course.add_argument("--timeline", type=Path, help="write every sample (GB per role, and the PSS sum) as JSON lines")
     course.add_argument("--isa", choices=["native", "avx2"], default="native")
     args = parser.parse_args()
     commands = {"_child": child, "_job": job_child, "train": train_main, "job": job_main, "course": course_main}
