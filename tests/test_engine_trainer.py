@@ -270,22 +270,55 @@ def test_shared_prefix_pass_gives_the_same_loss(engine_cache, tok):
 
 
 def test_head_loss_equals_cross_entropy_and_its_gradient():
-    """The chunked output layer + loss (trainer.head_loss) computes F.cross_entropy's value and gradient."""
+    """The output layer + loss a vocabulary slice at a time (trainer.head_loss) computes F.cross_entropy's value,
+    gradient and argmax, whatever the slice size (one slice, slices with a short last one, a slice per row)."""
     torch.manual_seed(3)
     head = torch.nn.Linear(16, 97, bias=True).requires_grad_(False)
     hidden = torch.randn(300, 16, requires_grad=True)
     targets = torch.randint(0, 97, (300,))
-    loss, correct = T.head_loss(hidden, head, targets, torch.float32, chunk=64)  # 5 chunks, the last one short
-    loss.backward()
     reference_hidden = hidden.detach().clone().requires_grad_(True)
     logits = head(reference_hidden)
     reference = torch.nn.functional.cross_entropy(logits, targets, reduction="sum")
     reference.backward()
+    for rows in (97, 20, 1):  # one slice; 5 slices, the last one short; 97 slices
+        hidden.grad = None
+        loss, correct = T.head_loss(hidden, head, targets, torch.float32, rows=rows)
+        loss.backward()
+        assert float(loss.detach()) == pytest.approx(float(reference.detach()), rel=1e-6)
+        assert correct == int((logits.argmax(-1) == targets).sum())
+        torch.testing.assert_close(hidden.grad, reference_hidden.grad, rtol=1e-5, atol=1e-6)
+        with torch.no_grad():  # scoring without gradients keeps no gradient buffer and gives the same value
+            assert float(T.head_loss(hidden, head, targets, torch.float32, rows=rows)[0]) == pytest.approx(
+                float(reference), rel=1e-6)
+
+
+def test_head_loss_argmax_takes_the_first_of_tied_logits_across_slices():
+    """Tied top logits in different vocabulary slices: the prediction is the first, as torch's argmax picks."""
+    head = torch.nn.Linear(2, 6, bias=False).requires_grad_(False)
+    with torch.no_grad():
+        head.weight.copy_(torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 0.0], [0.0, 0.0], [1.0, 0.0], [0.0, 0.0]]))
+    hidden = torch.tensor([[2.0, 0.0], [2.0, 0.0]])  # rows 1 and 4 tie at 2.0
+    _, correct = T.head_loss(hidden, head, torch.tensor([1, 4]), torch.float32, rows=3)
+    assert correct == 1  # row 1 (first slice) is the prediction, not row 4 (second slice)
+
+
+def test_head_loss_on_a_bf16_head_in_float32_equals_the_widened_head():
+    """A head stored in bf16 and computed in float32 (a bf16 base on a CPU without native bf16), widened a slice
+    at a time, gives what the whole head widened at once gives."""
+    torch.manual_seed(5)
+    head = torch.nn.Linear(16, 97, bias=False).requires_grad_(False).to(torch.bfloat16)
+    wide = torch.nn.Linear(16, 97, bias=False).requires_grad_(False)
+    with torch.no_grad():
+        wide.weight.copy_(head.weight.float())
+    hidden = torch.randn(40, 16, requires_grad=True)
+    targets = torch.randint(0, 97, (40,))
+    loss, _ = T.head_loss(hidden, head, targets, torch.float32, rows=16)
+    loss.backward()
+    other = hidden.detach().clone().requires_grad_(True)
+    reference, _ = T.head_loss(other, wide, targets, torch.float32, rows=97)
+    reference.backward()
     assert float(loss.detach()) == pytest.approx(float(reference.detach()), rel=1e-6)
-    assert correct == int((logits.argmax(-1) == targets).sum())
-    torch.testing.assert_close(hidden.grad, reference_hidden.grad, rtol=1e-5, atol=1e-6)
-    with torch.no_grad():  # scoring without gradients keeps no gradient buffer and gives the same value
-        assert float(T.head_loss(hidden, head, targets, torch.float32, chunk=64)[0]) == pytest.approx(float(reference), rel=1e-6)
+    torch.testing.assert_close(hidden.grad, other.grad, rtol=1e-5, atol=1e-6)
 
 
 def _three_examples(tok) -> dict:
@@ -322,9 +355,11 @@ def test_checkpointing_and_chunked_head_keep_the_loss_and_gradients(engine_cache
     assert float((new_grads - old_grads).norm() / old_grads.norm()) < 1e-5  # measured 1.4e-7 to 2.7e-7
 
 
-def test_a_bf16_base_computed_in_fp32_equals_fp32_on_the_rounded_weights(engine_cache, tok):
+@pytest.mark.parametrize("checkpointing", [True, False])
+def test_a_bf16_base_computed_in_fp32_equals_fp32_on_the_rounded_weights(engine_cache, tok, checkpointing):
     """base_weights="bf16" with fp32 compute (issue 17, a laptop without native bf16): half the base's memory, and the
-    arithmetic of float32 on the bf16-rounded weights (the conversions are exact), gradients included."""
+    arithmetic of float32 on the bf16-rounded weights (the conversions are exact), gradients included, whether the
+    backward pass gets the widened copy (checkpointed blocks) or widens again (the shared prefix, no checkpointing)."""
     batch = _three_examples(tok)
     results = []
     for stored in ("bfloat16", "rounded"):
@@ -336,12 +371,30 @@ def test_a_bf16_base_computed_in_fp32_equals_fp32_on_the_rounded_weights(engine_
             assert T.upcast_base_layers(model) > 0
             assert all(p.dtype == torch.bfloat16 for p in model.parameters() if not p.requires_grad)
         # the same adapter in both (peft initialises A in the base's dtype: bf16-rounded there)
-        results.append(_loss_and_grads(model, batch, "lora_", True))
+        results.append(_loss_and_grads(model, batch, "lora_", checkpointing))
     (got_loss, got_correct, got_n, got_grads), (want_loss, want_correct, want_n, want_grads) = results
     assert (got_correct, got_n) == (want_correct, want_n)
     assert got_loss == pytest.approx(want_loss, rel=1e-6)
     # equal up to float32 rounding (measured 4.1e-5 on an AMD EPYC; the fp32-only reorderings above: ~2e-7)
     assert float((got_grads - want_grads).norm() / want_grads.norm()) < 2e-4
+
+
+def test_widened_layers_keep_their_copy_only_in_checkpointed_passes(engine_cache):
+    """A bf16 base's widened float32 copies go to the backward pass only inside checkpointed blocks (dropped after
+    the first pass, kept from the replay until the block's backward pass), never in the shared-prefix pass, which
+    is not checkpointed and would hold every layer's copy until its backward pass."""
+    model = T.add_lora(M.load_model("tiny-test", engine_cache, dtype="bfloat16").model, T.DEFAULT_LORA_RANK, 42, "fp32")
+    T.upcast_base_layers(model)
+    decoder, _ = T._decoder_and_head(model)
+    widened = [m for m in decoder.modules() if hasattr(m, "keep_widened")]
+    assert widened
+    T.set_checkpointing(model, True)
+    assert all(m.keep_widened for m in widened)
+    with T._checkpointing_paused(decoder):
+        assert not any(m.keep_widened for m in widened)
+    assert all(m.keep_widened for m in widened)
+    T.set_checkpointing(model, False)
+    assert not any(m.keep_widened for m in widened)
 
 
 def test_init_adapter_starts_from_the_saved_lora_weights_exactly(tmp_path, engine_cache):

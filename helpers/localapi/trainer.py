@@ -22,9 +22,9 @@ How it trains (see benchmarks/README.md for the measurements behind the defaults
 - Batches are grouped by length (shuffled mega-batches of 8 batches, sorted inside, batch order shuffled) and
   padded only to the longest row of the batch; a batch with more than `MAX_BATCH_TOKENS` tokens is split into
   micro-batches whose gradients are accumulated, so one optimiser step always sees `batch_size` examples.
-- Memory (issue 17; benchmarks/bench_memory.py): the output layer and the loss run a chunk of `HEAD_CHUNK`
-  labelled positions at a time and hand the gradient back without keeping positions x vocabulary logits
-  (`head_loss`), and each transformer block's activations are recomputed in the backward pass instead of kept
+- Memory (issue 17; benchmarks/bench_memory.py): the output layer and the loss run a slice of `HEAD_ROWS`
+  vocabulary rows at a time with an online softmax and hand the gradient back without ever building positions x
+  vocabulary logits (`head_loss`), and each transformer block's activations are recomputed in the backward pass instead of kept
   (`TrainSpec.gradient_checkpointing`, on by default; the shared prefix's cache is read-only, so the replay
   sees what the first pass saw). Both compute the same numbers (tests/test_engine_trainer.py); checkpointing
   costs one more forward pass of the blocks.
@@ -62,13 +62,14 @@ import time
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from helpers.localapi import models
 
 IGNORE = -100
 MAX_BATCH_TOKENS = 1024  # tokens per micro-batch (padded); bounds memory, gradients are accumulated (bench_memory.py)
-HEAD_CHUNK = 256  # labelled positions scored at once by the output layer (256 x 151,936 float32 logits: 156 MB)
+HEAD_ROWS = 8192  # vocabulary rows the output layer scores at once (trainer.head_loss; 8,192 x 896 weights: 29 MB)
+HEAD_LOGITS = 8 * 1024 * 1024  # at most this many float32 logits at once (32 MB): fewer rows when positions are many
 DEFAULT_N_EPOCHS = 3
 DEFAULT_LORA_RANK = 16
 DEFAULT_LORA_ALPHA_RATIO = 2.0  # lora_alpha = ratio * rank
@@ -461,26 +462,39 @@ def add_lora(model: Any, rank: int, seed: int, precision: str, init_adapter: Pat
 @lru_cache(maxsize=1)
 def _upcast_linear_class() -> Any:
     """nn.Linear whose frozen weights, stored in bf16, are widened to the input's dtype for each call (built on first
-    use). Its backward pass widens them again instead of keeping the widened copy: a pass that runs without
-    checkpointing (the shared prefix) would otherwise hold a float32 copy of every layer until the backward pass."""
+    use). In a checkpointed pass (`keep_widened`, set by set_checkpointing) the widened copy is what the backward
+    pass gets: checkpointing drops it after the first forward pass and keeps it from the replay only until this
+    layer's backward pass, so each block's weights are widened twice per micro-batch, not three times. In a pass
+    that is not checkpointed (the shared prefix) the backward pass widens them again instead: keeping the copies
+    would hold a float32 copy of every layer until the backward pass."""
     import torch
 
     class UpcastLinearFunction(torch.autograd.Function):
         @staticmethod
-        def forward(ctx: Any, x: Any, weight: Any, bias: Any) -> Any:
-            ctx.save_for_backward(weight)  # the bf16 weight itself: no copy
-            return torch.nn.functional.linear(x, weight.to(x.dtype), None if bias is None else bias.to(x.dtype))
+        def forward(ctx: Any, x: Any, weight: Any, bias: Any, keep_widened: bool) -> Any:
+            wide = weight.to(x.dtype)
+            ctx.save_for_backward(wide if keep_widened else weight)
+            return torch.nn.functional.linear(x, wide, None if bias is None else bias.to(x.dtype))
 
         @staticmethod
         def backward(ctx: Any, grad: Any) -> Any:
             (weight,) = ctx.saved_tensors
-            return grad @ weight.to(grad.dtype), None, None  # the weights are frozen: the input's gradient only
+            return grad @ weight.to(grad.dtype), None, None, None  # the weights are frozen: the input's gradient only
 
     class UpcastLinear(torch.nn.Linear):
+        keep_widened = False  # True inside checkpointed blocks (set_checkpointing, _checkpointing_paused)
+
         def forward(self, x: Any) -> Any:
-            return UpcastLinearFunction.apply(x, self.weight, self.bias)
+            return UpcastLinearFunction.apply(x, self.weight, self.bias, self.keep_widened)
 
     return UpcastLinear
+
+
+def _set_keep_widened(modules: Iterable[Any], keep: bool) -> None:
+    """Tell the widened layers among `modules` whether their pass is checkpointed (see _upcast_linear_class)."""
+    for module in modules:
+        if hasattr(module, "keep_widened"):
+            module.keep_widened = keep
 
 
 def upcast_base_layers(model: Any) -> int:
@@ -537,24 +551,39 @@ def _head_loss_function() -> Any:
 
     class HeadLoss(torch.autograd.Function):
         @staticmethod
-        def forward(ctx: Any, hidden: Any, weight: Any, bias: Any, targets: Any, dtype: Any, chunk: int) -> Any:
-            total = torch.zeros((), dtype=torch.float32, device=hidden.device)
-            correct = torch.zeros((), dtype=torch.long, device=hidden.device)
-            grad = torch.empty_like(hidden) if ctx.needs_input_grad[0] else None
-            w = weight.to(dtype)
-            b = bias.to(dtype) if bias is not None else None
+        def forward(ctx: Any, hidden: Any, weight: Any, bias: Any, targets: Any, dtype: Any, rows: int) -> Any:
+            n, vocab = hidden.shape[0], weight.shape[0]
+            h = hidden.to(dtype)
+            running_max = torch.full((n,), float("-inf"), dtype=torch.float32, device=hidden.device)
+            sum_exp = torch.zeros(n, dtype=torch.float32, device=hidden.device)
+            best = torch.zeros(n, dtype=torch.long, device=hidden.device)  # argmax so far (the first one on ties)
+            target_logit = torch.zeros(n, dtype=torch.float32, device=hidden.device)
+            acc = torch.zeros_like(hidden, dtype=torch.float32) if ctx.needs_input_grad[0] else None
+            step = max(1, min(rows, HEAD_LOGITS // max(n, 1)))
             with torch.autocast(device_type=hidden.device.type, enabled=False):
-                for start in range(0, hidden.shape[0], chunk):
-                    tgt = targets[start:start + chunk]
-                    rows = torch.arange(len(tgt), device=hidden.device)
-                    logits = torch.nn.functional.linear(hidden[start:start + chunk].to(dtype), w, b).float()
-                    lse = torch.logsumexp(logits, dim=-1)
-                    total += (lse - logits[rows, tgt]).sum()
-                    correct += (logits.argmax(-1) == tgt).sum()
-                    if grad is not None:
-                        probs = logits.sub_(lse[:, None]).exp_()  # the softmax, in place of the logits
-                        probs[rows, tgt] -= 1.0
-                        grad[start:start + chunk] = (probs.to(dtype) @ w).to(hidden.dtype)
+                for start in range(0, vocab, step):
+                    w = weight[start:start + step].to(dtype)  # a slice of the vocabulary, widened if stored narrower
+                    b = bias[start:start + step].to(dtype) if bias is not None else None
+                    logits = torch.nn.functional.linear(h, w, b).float()
+                    inside = (targets >= start) & (targets < start + len(w))
+                    if inside.any():
+                        where = inside.nonzero().squeeze(1)
+                        target_logit[where] = logits[where, targets[where] - start]
+                    slice_max, slice_arg = logits.max(dim=-1)
+                    best = torch.where(slice_max > running_max, slice_arg + start, best)
+                    new_max = torch.maximum(running_max, slice_max)
+                    rescale = torch.exp(running_max - new_max)  # 0 for the first slice (exp(-inf))
+                    e = logits.sub_(new_max[:, None]).exp_()  # in place of the logits
+                    sum_exp = sum_exp * rescale + e.sum(dim=-1)
+                    if acc is not None:  # sum over the vocabulary of exp(logit - max) * W, rescaled as the max grows
+                        acc.mul_(rescale[:, None]).add_((e.to(dtype) @ w).float())
+                    running_max = new_max
+                lse = running_max + sum_exp.log()
+                total = (lse - target_logit).sum()
+                correct = (best == targets).sum()
+                grad = None
+                if acc is not None:  # (softmax - one-hot) @ W: the loss's gradient with respect to the hidden states
+                    grad = (acc / sum_exp[:, None] - weight[targets].float()).to(hidden.dtype)
             ctx.mark_non_differentiable(correct)
             ctx.save_for_backward(grad if grad is not None else hidden.new_empty(0))
             return total, correct
@@ -567,18 +596,20 @@ def _head_loss_function() -> Any:
     return HeadLoss
 
 
-def head_loss(hidden: Any, head: Any, targets: Any, dtype: Any, chunk: int = HEAD_CHUNK) -> tuple[Any, int]:
+def head_loss(hidden: Any, head: Any, targets: Any, dtype: Any, rows: int = HEAD_ROWS) -> tuple[Any, int]:
     """Summed cross-entropy of the output layer at `hidden` (positions x hidden) against `targets`, and the number
-    of correct argmax predictions, a chunk of positions at a time.
+    of correct argmax predictions, a slice of the vocabulary at a time.
 
-    The logits of a chunk (chunk x vocabulary: 151,936 wide for Qwen) live only while that chunk is scored: the
-    forward pass also computes the loss's gradient with respect to the hidden states ((softmax - one-hot) @ W, what
-    the backward pass of a linear layer and cross-entropy computes) and hands it back in the backward pass. The
-    output layer is frozen (LoRA does not adapt it), so no weight gradient is needed. Same arithmetic as
-    `F.cross_entropy(head(hidden), reduction="sum")` without positions x vocabulary tensors kept for the backward
-    pass (for 4 rows of ~200 answer tokens, ~1 GB less at the peak).
+    No positions x vocabulary logits are ever built (151,936 wide for Qwen): each slice of `rows` output rows
+    (fewer when there are many positions: at most HEAD_LOGITS logits at once) is scored for every position, and the
+    softmax is accumulated online, as flash attention does: a running maximum, the sum of exponentials rescaled when
+    the maximum grows, and the exponentials times the slice's weights, which give the loss's gradient with respect
+    to the hidden states ((softmax - one-hot) @ W) in the same pass. The backward pass only hands that gradient
+    back. The output layer is frozen (LoRA does not adapt it), so no weight gradient is needed, and a layer stored
+    narrower than `dtype` (a bf16 base computed in float32) is widened a slice at a time. Same value and gradient as
+    `F.cross_entropy(head(hidden), reduction="sum")`, up to float32 rounding (tests/test_engine_trainer.py).
     """
-    loss, correct = _head_loss_function().apply(hidden, head.weight, head.bias, targets, dtype, chunk)
+    loss, correct = _head_loss_function().apply(hidden, head.weight, head.bias, targets, dtype, rows)
     return loss, int(correct)
 
 
@@ -615,6 +646,8 @@ def set_checkpointing(model: Any, enabled: bool) -> None:
             layer._can_checkpoint_with_cache = True  # our training cache is frozen (read-only) in checkpointed passes
     elif getattr(decoder, "gradient_checkpointing", False):
         inner.activation_checkpointing_disable()
+    for layer in decoder.layers:
+        _set_keep_widened(layer.modules(), enabled)
 
 
 @contextlib.contextmanager
@@ -623,11 +656,13 @@ def _checkpointing_paused(decoder: Any) -> Iterator[None]:
     modules = [m for m in (decoder, *decoder.layers) if getattr(m, "gradient_checkpointing", False)]
     for module in modules:
         module.gradient_checkpointing = False
+    _set_keep_widened(decoder.modules(), False)
     try:
         yield
     finally:
         for module in modules:
             module.gradient_checkpointing = True
+        _set_keep_widened(decoder.modules(), bool(modules))
 
 
 def forward_hidden(model: Any, batch: dict[str, Any], device: str, precision: str,
