@@ -140,3 +140,25 @@ def test_pool_release_drops_the_loaded_models_and_they_load_again(tmp_path) -> N
     assert pool.release() == 1 and pool.release() == 0
     again = pool.get("tiny-test")  # loads again on the next use
     assert again.model is not first.model and again.spec.id == "tiny-test"
+
+
+def test_a_tokenizer_loads_without_torch_and_as_autotokenizer_builds_it(engine_cache):
+    """The server loads a tokenizer to count a job's tokens (notebooks 04 and 05) without importing torch, so it
+    stays small while the job trains (issue 17); the tokenizer is the class and the encoding AutoTokenizer gives."""
+    import subprocess
+    import sys
+
+    from transformers import AutoTokenizer
+
+    from helpers.config import REPO_ROOT
+
+    M.ensure_converted("tiny-test", engine_cache)
+    script = ("import sys; from pathlib import Path; from helpers.localapi import models as M; "
+              f"tok = M.load_tokenizer('tiny-test', Path({str(engine_cache)!r})); "
+              "print(type(tok).__name__, 'torch' in sys.modules, tok('高血压怎么治疗？')['input_ids'])")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    name, torch_imported, ids = out.stdout.strip().split(" ", 2)
+    auto = AutoTokenizer.from_pretrained(engine_cache / "tiny-test")
+    assert (name, torch_imported) == (type(auto).__name__, "False")
+    assert ids == str(auto("高血压怎么治疗？")["input_ids"])

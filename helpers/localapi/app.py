@@ -35,10 +35,12 @@ log = logging.getLogger("helpers.localapi")
 
 @asynccontextmanager
 async def lifespan(app: FastAPI):
-    """Start the job manager and warm the engine; on the way out stop the jobs and close the database."""
+    """Start the job manager; on the way out stop the jobs and close the database.
+
+    The engine (torch, transformers, the models) loads on the first chat request, not here: imported at start it
+    kept 0.4 GB in the server while notebook 06's job trained beside it (issue 17, benchmarks/README.md)."""
     state = app.state
     state.manager.start()
-    state.engine.warm_up()
     log.info("local API ready: work folder %s", state.settings.work_dir)
     try:
         yield

@@ -106,18 +106,6 @@ class Engine:
         """Unload every model the pool holds (they load again on the next request); the number of bases unloaded."""
         return self._pool.release() if self._pool is not None else 0
 
-    def warm_up(self) -> None:
-        """Import torch/transformers/peft and start the generator in a background thread, so that the first chat
-        request does not wait for them (requests wait on the same lock: imports never race)."""
-
-        def work() -> None:
-            try:
-                self._engine()
-            except Exception:  # the first request will report it properly
-                log.warning("engine warm-up failed", exc_info=True)
-
-        threading.Thread(target=work, name="engine-warm-up", daemon=True).start()
-
     # ---- generation --------------------------------------------------------------------
     def _engine(self) -> tuple[Any, Any]:
         """The process's ModelPool and Generator, created on first use."""

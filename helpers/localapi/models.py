@@ -374,24 +374,43 @@ def ensure_bf16_copy(model_id: str, cache_dir: Path) -> Path | str:
 _IMPORT_LOCK = threading.Lock()  # transformers' lazy module is not safe to resolve from two threads at once
 
 
-def import_transformers() -> Any:
-    """Import transformers and peft once per process, under a lock (the generator's warm-up and a job's validation
-    thread may get there at the same time; concurrent first imports of transformers fail with ImportError)."""
+def import_transformers(models: bool = True) -> Any:
+    """Import transformers once per process, under a lock (the generator's first request and a job's validation
+    thread may get there at the same time; concurrent first imports of transformers fail with ImportError); with
+    `models` also peft and the model classes, which import torch."""
     with _IMPORT_LOCK:
-        import peft  # noqa: F401
         import transformers
 
-        transformers.AutoModelForCausalLM, transformers.AutoTokenizer  # noqa: B018  (resolve the lazy names now)
+        if models:
+            import peft  # noqa: F401
+
+            transformers.AutoModelForCausalLM, transformers.AutoTokenizer  # noqa: B018  (resolve the lazy names now)
         return transformers
+
+
+def _tokenizer_class(folder: Path | str) -> Any:
+    """The tokenizer class a model folder's tokenizer_config.json names, or AutoTokenizer where none is named.
+
+    AutoTokenizer reads the model's config first, and that imports torch (0.35 GB): the named class is what
+    AutoTokenizer would build, without torch, so a server that only validates files (notebooks 04 and 05) stays
+    small while a job trains (benchmarks/README.md, "Memory")."""
+    transformers = import_transformers(models=False)
+    try:
+        name = json.loads((Path(folder) / "tokenizer_config.json").read_text(encoding="utf-8")).get("tokenizer_class")
+    except (OSError, ValueError, AttributeError):
+        name = None
+    with _IMPORT_LOCK:
+        cls = getattr(transformers, name, None) if isinstance(name, str) and name.isidentifier() else None
+    if cls is None or not hasattr(cls, "from_pretrained"):
+        return import_transformers().AutoTokenizer
+    return cls
 
 
 @lru_cache(maxsize=8)
 def _tokenizer_cached(model_id: str, cache_dir: str) -> Any:
     """Process-wide tokenizer cache (tokenizers are read-only after loading)."""
-    import_transformers()
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(ensure_converted(model_id, Path(cache_dir)))
+    folder = ensure_converted(model_id, Path(cache_dir))
+    tok = _tokenizer_class(folder).from_pretrained(folder)
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     if tok.chat_template is None:
