@@ -20,6 +20,8 @@ to give the same losses. Variants:
 - `checkpointing-2048`, `now`: the same with micro-batches of 2,048 and 1,024 padded tokens (`now` is the trainer's
   default); `now-trim`: `now`, handing freed memory back to the system after every micro-batch (malloc_trim);
   `bf16-base`: `now` on a base stored in bf16 (computed in float32 without native bf16: LOCALAPI_TRAIN_BASE_WEIGHTS).
+A variant named `now@TREE` is variant `now` run from the checkout at TREE (`git worktree add /tmp/old REV`): the
+trainer of an older revision measured in the same run as today's.
 `--isa avx2` runs the processes with ATEN_CPU_CAPABILITY=avx2, MKL_ENABLE_INSTRUCTIONS=AVX2 and
 ONEDNN_MAX_CPU_ISA=AVX2 and in float32 (what `precision="auto"` picks on a CPU without native bf16): this CPU's
 cores then run the kernels a laptop CPU without AVX-512 runs. That is an emulation (clock, caches and memory
@@ -239,7 +241,7 @@ def job_main(args: argparse.Namespace) -> int:
     rows = []
     for name in args.variants.split(","):
         cmd = [sys.executable, __file__, "_job", "--variant", name, "--model", args.model, "--precision", args.precision,
-               "--train", str(split.train_path), "--valid", str(split.valid_path), "--out", str(work / name),
+               "--train", str(split.train_path), "--valid", str(split.valid_path), "--out", str(work / name.replace("/", "_")),
                "--epochs", str(args.epochs), "--cache-dir", str(args.cache_dir)]
         report, peak_kb = _run_child(cmd, env, name)
         rows.append((name, report, peak_kb))
@@ -274,8 +276,22 @@ def kernels_text(args: argparse.Namespace) -> str:
     return "this CPU's best"
 
 
+def _variant_script(name: str) -> tuple[str, str, dict[str, str]]:
+    """(variant, this benchmark's script, extra environment) for a variant name; `now@TREE` runs variant `now` of
+    the checkout at TREE (`git worktree add TREE REV`: an older revision), its own trainer and benchmark."""
+    if "@" not in name:
+        return name, __file__, {}
+    variant, tree = name.split("@", 1)
+    root = Path(tree).resolve()
+    return variant, str(root / "benchmarks" / "bench_memory.py"), {"PYTHONPATH": str(root)}
+
+
 def _run_child(cmd: list[str], env: dict[str, str], name: str) -> tuple[dict[str, Any], int]:
     """Run a variant's process: its JSON report and the peak resident memory (kB) the kernel recorded for it."""
+    variant, script, extra = _variant_script(name)
+    cmd = [sys.executable, script] + cmd[2:]
+    cmd[cmd.index("--variant") + 1] = variant
+    env = dict(env, **extra)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, env=env, text=True)
     out = proc.stdout.read() if proc.stdout else ""
     _, status, usage = os.wait4(proc.pid, 0)
@@ -360,6 +376,16 @@ def role(pid: int) -> str:
     return "other"
 
 
+def works_in(pid: int, work_dir: Path) -> bool:
+    """True when a process's WORKBOOK_WORK_DIR is `work_dir`: the course's local server, not a test's beside it."""
+    try:
+        env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    value = next((item.split(b"=", 1)[1] for item in env if item.startswith(b"WORKBOOK_WORK_DIR=")), None)
+    return value is not None and Path(value.decode("utf-8", "replace")).resolve() == work_dir.resolve()
+
+
 def descendants(root: int) -> list[int]:
     """Every process below `root`, whichever parent it has now (found through /proc's parent links)."""
     children: dict[int, list[int]] = {}
@@ -385,6 +411,7 @@ def course_main(args: argparse.Namespace) -> int:
     env = dict(os.environ, **(AVX2_ENV if args.isa == "avx2" else {}))
     print(f"kernels: {kernels_text(args)} (a local server already running keeps its own: stop it first)", flush=True)
     cmd = [sys.executable, "-m", "helpers.course", "run"] + (["--only", *args.only] if args.only else [])
+    work_dir = Path(env.get("WORKBOOK_WORK_DIR") or REPO_ROOT / "data" / "work")
     started = time.monotonic()
     proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True, env=env)
@@ -401,9 +428,11 @@ def course_main(args: argparse.Namespace) -> int:
     timeline = open(args.timeline, "w", encoding="utf-8") if args.timeline else None  # noqa: SIM115
     while proc.poll() is None:
         pids = [proc.pid] + descendants(proc.pid)
-        # the local server is started detached (it outlives the course run): find it by its command line too
+        # the local server is started detached (it outlives the course run): find it by its command line and its
+        # work folder (a test's server beside the course has another)
         for entry in Path("/proc").iterdir():
-            if entry.name.isdigit() and int(entry.name) not in pids and role(int(entry.name)) == "server":
+            if (entry.name.isdigit() and int(entry.name) not in pids and int(entry.name) not in seen_server
+                    and role(int(entry.name)) == "server" and works_in(int(entry.name), work_dir)):
                 seen_server.add(int(entry.name))
         for server in list(seen_server):
             pids += [server] + descendants(server)
