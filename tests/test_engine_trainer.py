@@ -379,22 +379,22 @@ def test_a_bf16_base_computed_in_fp32_equals_fp32_on_the_rounded_weights(engine_
     assert float((got_grads - want_grads).norm() / want_grads.norm()) < 2e-4
 
 
-def test_widened_layers_keep_their_copy_only_in_checkpointed_passes(engine_cache):
-    """A bf16 base's widened float32 copies go to the backward pass only inside checkpointed blocks (dropped after
-    the first pass, kept from the replay until the block's backward pass), never in the shared-prefix pass, which
-    is not checkpointed and would hold every layer's copy until its backward pass."""
-    model = T.add_lora(M.load_model("tiny-test", engine_cache, dtype="bfloat16").model, T.DEFAULT_LORA_RANK, 42, "fp32")
-    T.upcast_base_layers(model)
-    decoder, _ = T._decoder_and_head(model)
-    widened = [m for m in decoder.modules() if hasattr(m, "keep_widened")]
-    assert widened
-    T.set_checkpointing(model, True)
-    assert all(m.keep_widened for m in widened)
-    with T._checkpointing_paused(decoder):
-        assert not any(m.keep_widened for m in widened)
-    assert all(m.keep_widened for m in widened)
-    T.set_checkpointing(model, False)
-    assert not any(m.keep_widened for m in widened)
+def test_widened_layers_of_one_shape_share_one_buffer(engine_cache):
+    """A bf16 base's layers widen their weights into one float32 buffer per weight shape, per model (the gradients
+    test above shows the sharing does not mix layers up: q and o, gate and up have the same shapes)."""
+    buffers = []
+    for _ in range(2):
+        model = T.add_lora(M.load_model("tiny-test", engine_cache, dtype="bfloat16").model, T.DEFAULT_LORA_RANK, 42,
+                           "fp32")
+        T.upcast_base_layers(model)
+        layers = [m for m in model.modules() if hasattr(m, "scratch")]
+        assert len({id(m.scratch) for m in layers}) == 1
+        model(input_ids=torch.tensor([[1, 2, 3]]))  # every layer runs once (the output layer too, here)
+        shapes = {tuple(m.weight.shape) for m in layers}
+        assert len(layers) > len(shapes)  # layers share shapes ...
+        assert {key[0] for key in layers[0].scratch} == shapes  # ... and a shape's buffer
+        buffers.append(layers[0].scratch)
+    assert buffers[0] is not buffers[1]  # each model its own
 
 
 def test_init_adapter_starts_from_the_saved_lora_weights_exactly(tmp_path, engine_cache):

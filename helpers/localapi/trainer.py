@@ -462,53 +462,54 @@ def add_lora(model: Any, rank: int, seed: int, precision: str, init_adapter: Pat
 @lru_cache(maxsize=1)
 def _upcast_linear_class() -> Any:
     """nn.Linear whose frozen weights, stored in bf16, are widened to the input's dtype for each call (built on first
-    use). In a checkpointed pass (`keep_widened`, set by set_checkpointing) the widened copy is what the backward
-    pass gets: checkpointing drops it after the first forward pass and keeps it from the replay only until this
-    layer's backward pass, so each block's weights are widened twice per micro-batch, not three times. In a pass
-    that is not checkpointed (the shared prefix) the backward pass widens them again instead: keeping the copies
-    would hold a float32 copy of every layer until the backward pass."""
+    use). The widened copy goes into a buffer that every layer of the same shape shares (`scratch`, one per model)
+    and is used at once, in the forward pass and again in the backward pass, never kept: a fresh float32 copy per
+    call cost 8x the time (each one newly mapped memory: benchmarks/README.md), and a kept copy per layer would
+    hold float32 weights until the backward pass (the shared prefix runs without checkpointing)."""
     import torch
+
+    def widened(weight: Any, dtype: Any, scratch: dict) -> Any:
+        key = (tuple(weight.shape), dtype)
+        if key not in scratch:
+            scratch[key] = torch.empty(weight.shape, dtype=dtype, device=weight.device)
+        return scratch[key].copy_(weight)
 
     class UpcastLinearFunction(torch.autograd.Function):
         @staticmethod
-        def forward(ctx: Any, x: Any, weight: Any, bias: Any, keep_widened: bool) -> Any:
-            wide = weight.to(x.dtype)
-            ctx.save_for_backward(wide if keep_widened else weight)
-            return torch.nn.functional.linear(x, wide, None if bias is None else bias.to(x.dtype))
+        def forward(ctx: Any, x: Any, weight: Any, bias: Any, scratch: dict) -> Any:
+            ctx.save_for_backward(weight)  # the bf16 weight itself: no copy
+            ctx.scratch = scratch
+            bias = None if bias is None else bias.to(x.dtype)
+            return torch.nn.functional.linear(x, widened(weight, x.dtype, scratch), bias)
 
         @staticmethod
         def backward(ctx: Any, grad: Any) -> Any:
-            (weight,) = ctx.saved_tensors
-            return grad @ weight.to(grad.dtype), None, None, None  # the weights are frozen: the input's gradient only
+            (weight,) = ctx.saved_tensors  # frozen: the input's gradient only
+            return grad @ widened(weight, grad.dtype, ctx.scratch), None, None, None
 
     class UpcastLinear(torch.nn.Linear):
-        keep_widened = False  # True inside checkpointed blocks (set_checkpointing, _checkpointing_paused)
+        scratch: dict  # the model's widening buffers, one per weight shape (upcast_base_layers sets it)
 
         def forward(self, x: Any) -> Any:
-            return UpcastLinearFunction.apply(x, self.weight, self.bias, self.keep_widened)
+            return UpcastLinearFunction.apply(x, self.weight, self.bias, self.scratch)
 
     return UpcastLinear
 
 
-def _set_keep_widened(modules: Iterable[Any], keep: bool) -> None:
-    """Tell the widened layers among `modules` whether their pass is checkpointed (see _upcast_linear_class)."""
-    for module in modules:
-        if hasattr(module, "keep_widened"):
-            module.keep_widened = keep
-
-
 def upcast_base_layers(model: Any) -> int:
-    """Compute in float32 on a base stored in bf16: every frozen linear layer widens its weights as it runs (one
-    layer's float32 copy at a time), the embedding's output is widened, and the output layer is widened per
-    micro-batch by `head_loss`. Half the memory of a float32 base, at the cost of the conversions; the weights are
+    """Compute in float32 on a base stored in bf16: every frozen linear layer widens its weights as it runs (into a
+    buffer per weight shape, one layer at a time), the embedding's output is widened, and the output layer is
+    widened a slice at a time by `head_loss`. Half the memory of a float32 base, at the cost of the conversions; the weights are
     the bf16 ones (as on a CPU with native bf16). Returns how many layers were switched."""
     import torch
 
     upcast = _upcast_linear_class()
+    scratch: dict = {}  # this model's widening buffers, shared by its layers of the same shape
     count = 0
     for module in model.modules():
         if type(module) is torch.nn.Linear and not module.weight.requires_grad and module.weight.dtype == torch.bfloat16:
             module.__class__ = upcast
+            module.scratch = scratch
             count += 1
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
     inner.get_input_embeddings().register_forward_hook(lambda _m, _args, out: out.float())
@@ -560,9 +561,13 @@ def _head_loss_function() -> Any:
             target_logit = torch.zeros(n, dtype=torch.float32, device=hidden.device)
             acc = torch.zeros_like(hidden, dtype=torch.float32) if ctx.needs_input_grad[0] else None
             step = max(1, min(rows, HEAD_LOGITS // max(n, 1)))
+            # a head stored narrower than `dtype` is widened a slice at a time into one buffer (fresh copies are slow)
+            buffer = None if weight.dtype == dtype else weight.new_empty((min(step, vocab), weight.shape[1]), dtype=dtype)
             with torch.autocast(device_type=hidden.device.type, enabled=False):
                 for start in range(0, vocab, step):
-                    w = weight[start:start + step].to(dtype)  # a slice of the vocabulary, widened if stored narrower
+                    w = weight[start:start + step]  # a slice of the vocabulary
+                    if buffer is not None:
+                        w = buffer[:len(w)].copy_(w)
                     b = bias[start:start + step].to(dtype) if bias is not None else None
                     logits = torch.nn.functional.linear(h, w, b).float()
                     inside = (targets >= start) & (targets < start + len(w))
@@ -646,8 +651,7 @@ def set_checkpointing(model: Any, enabled: bool) -> None:
             layer._can_checkpoint_with_cache = True  # our training cache is frozen (read-only) in checkpointed passes
     elif getattr(decoder, "gradient_checkpointing", False):
         inner.activation_checkpointing_disable()
-    for layer in decoder.layers:
-        _set_keep_widened(layer.modules(), enabled)
+
 
 
 @contextlib.contextmanager
@@ -656,13 +660,11 @@ def _checkpointing_paused(decoder: Any) -> Iterator[None]:
     modules = [m for m in (decoder, *decoder.layers) if getattr(m, "gradient_checkpointing", False)]
     for module in modules:
         module.gradient_checkpointing = False
-    _set_keep_widened(decoder.modules(), False)
     try:
         yield
     finally:
         for module in modules:
             module.gradient_checkpointing = True
-        _set_keep_widened(decoder.modules(), bool(modules))
 
 
 def forward_hidden(model: Any, batch: dict[str, Any], device: str, precision: str,
