@@ -19,7 +19,8 @@ to give the same losses. Variants:
 - `checkpointing`: fused head, and each block's activations recomputed in the backward pass;
 - `checkpointing-2048`, `now`: the same with micro-batches of 2,048 and 1,024 padded tokens (`now` is the trainer's
   default); `now-trim`: `now`, handing freed memory back to the system after every micro-batch (malloc_trim);
-  `bf16-base`: `now` on a base stored in bf16 (computed in float32 without native bf16: LOCALAPI_TRAIN_BASE_WEIGHTS).
+  `now` keeps the frozen base in bf16 (computed in float32 without native bf16, each layer widened as it runs);
+  `fp32-base`: `now` on a base stored in float32 where training computes in float32 (LOCALAPI_TRAIN_BASE_WEIGHTS=fp32).
 A variant named `now@TREE` is variant `now` run from the checkout at TREE (`git worktree add /tmp/old REV`): the
 trainer of an older revision measured in the same run as today's.
 `--isa avx2` runs the processes with ATEN_CPU_CAPABILITY=avx2, MKL_ENABLE_INSTRUCTIONS=AVX2 and
@@ -61,14 +62,15 @@ from helpers.config import REPO_ROOT
 from helpers.localapi import models as M
 
 VARIANTS = {  # name: fused head, gradient checkpointing, tokens per micro-batch, malloc_trim after each micro-batch
-    "before": dict(fused=False, checkpointing=False, max_tokens=4096, trim=False),  # the trainer before issue 17
-    "fused-head": dict(fused=True, checkpointing=False, max_tokens=4096, trim=False),
-    "checkpointing": dict(fused=True, checkpointing=True, max_tokens=4096, trim=False),
-    "checkpointing-2048": dict(fused=True, checkpointing=True, max_tokens=2048, trim=False),
+    "before": dict(fused=False, checkpointing=False, max_tokens=4096, trim=False, base_weights="fp32"),  # the trainer before issue 17
+    "fused-head": dict(fused=True, checkpointing=False, max_tokens=4096, trim=False, base_weights="fp32"),
+    "checkpointing": dict(fused=True, checkpointing=True, max_tokens=4096, trim=False, base_weights="fp32"),
+    "checkpointing-2048": dict(fused=True, checkpointing=True, max_tokens=2048, trim=False, base_weights="fp32"),
     "now": dict(fused=True, checkpointing=True, max_tokens=1024, trim=False),  # the trainer's defaults
     "now-trim": dict(fused=True, checkpointing=True, max_tokens=1024, trim=True),
-    # `now` on a base stored in bf16, computed in float32 where the CPU has no native bf16 (trainer.upcast_base_layers)
-    "bf16-base": dict(fused=True, checkpointing=True, max_tokens=1024, trim=False, base_weights="bf16"),
+    # `now` on a base stored in float32 where training computes in float32 (LOCALAPI_TRAIN_BASE_WEIGHTS=fp32); `now`
+    # keeps it in bf16 and widens each layer as it runs (trainer.upcast_base_layers)
+    "fp32-base": dict(fused=True, checkpointing=True, max_tokens=1024, trim=False, base_weights="fp32"),
 }
 AVX2_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
 
@@ -143,7 +145,7 @@ def child(args: argparse.Namespace) -> int:
     v = VARIANTS[args.variant]
     fused, checkpointing, max_tokens = v["fused"], v["checkpointing"], v["max_tokens"]
     precision = T.choose_precision(args.precision, M.default_device())
-    widened = precision == "fp32" and v.get("base_weights") == "bf16"
+    widened = precision == "fp32" and v.get("base_weights") != "fp32"
     loaded = M.load_model(args.model, args.cache_dir, dtype="bfloat16" if widened else "float32")
     examples, _ = T.encode_file(Path(args.train), loaded.tokenizer, loaded.spec.max_seq_len, loaded.stop_ids)
     pad_id = loaded.tokenizer.pad_token_id
@@ -185,9 +187,9 @@ def child(args: argparse.Namespace) -> int:
 
 
 JOB_VARIANTS = {  # name: gradient checkpointing, tokens per micro-batch (training and validation), base's storage
-    "before": dict(checkpointing=False, max_tokens=4096, base_weights="auto"),  # before issue 17, chunked output layer
-    "now": dict(checkpointing=True, max_tokens=1024, base_weights="auto"),
-    "bf16-base": dict(checkpointing=True, max_tokens=1024, base_weights="bf16"),  # fp32 compute on a bf16-stored base
+    "before": dict(checkpointing=False, max_tokens=4096, base_weights="fp32"),  # before issue 17, chunked output layer
+    "now": dict(checkpointing=True, max_tokens=1024, base_weights="auto"),  # a bf16 base (widened where fp32 computes)
+    "fp32-base": dict(checkpointing=True, max_tokens=1024, base_weights="fp32"),  # float32 base where fp32 computes
 }
 
 

@@ -92,9 +92,9 @@ RULES: list[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]]] = [
      lambda m: "新的微调后的模型已创建" + (f"：{m.group('model')}" if m.group("model") else "")),
     (re.compile(r"(?P<kind>training|validation) file: (?P<cut>\d+) of (?P<n>\d+) (?P<what>examples|pairs) cut to "
                 r"(?P<max>\d+) tokens; (?P<skipped>\d+) skipped \(no assistant token left to learn from\)"), _cut),
-    (re.compile(r"the base model's weights are kept in bf16 and widened to float32 one layer at a time .*"),
-     "基础模型的权重以 bf16 保存，每算到一层才临时转成 float32（LOCALAPI_TRAIN_BASE_WEIGHTS=bf16）：基础模型只占一半内存，"
-     "转换要多花一些时间"),
+    (re.compile(r"the base model's weights are kept in bf16 and widened to float32 one layer at a time\b.*"),
+     "基础模型的权重以 bf16 保存，每算到一层才临时转成 float32：只占 float32 的一半内存"
+     "（LOCALAPI_TRAIN_BASE_WEIGHTS=fp32 则以 float32 保存）"),
     (re.compile(r"trained (?P<n>\d+) tokens in (?P<s>\d+) s \((?P<rate>\d+) tokens/s\)"),
      "训练了 \\g<n> 个词元，用时 \\g<s> 秒（每秒 \\g<rate> 个词元）"),
     (re.compile(r"The job has successfully completed|Fine-tuning job successfully completed"), "作业成功完成"),

@@ -76,17 +76,12 @@ def advice(result: MemoryCheck) -> str:
     if smaller:
         lines.append(f"  或者换一个更小的模型：FINETUNE_BASE_MODEL={smaller}（约 {needed_gb(smaller):.1f} GB，"
                      "但它几乎不会写中文）；")
-    if not models.cpu_supports_bf16():
-        lines.append("  或者设置 LOCALAPI_TRAIN_BASE_WEIGHTS=bf16 再启动本机服务器：训练时基础模型以 bf16 保存，"
-                     "训练进程少占约 0.5 GB，慢约 7%；")
     lines += [
         "  或者改用远程后端（README「换成 OpenAI」一节）；",
         "  确定要继续（会用到交换空间，慢很多），设置 WORKBOOK_SKIP_MEMORY_CHECK=1。",
         f"Not enough memory: {result.available_gb:.1f} GB available, the course on {result.model} needs up to "
         f"{result.needed_gb:.1f} GB for its processes together. Close other programs, "
         + (f"use FINETUNE_BASE_MODEL={smaller}, " if smaller else "")
-        + ("set LOCALAPI_TRAIN_BASE_WEIGHTS=bf16 (training about 0.5 GB smaller, 7 % slower), "
-           if not models.cpu_supports_bf16() else "")
         + "or the remote backend; WORKBOOK_SKIP_MEMORY_CHECK=1 runs anyway (slowly, swapping).",
     ]
     return "\n".join(lines)

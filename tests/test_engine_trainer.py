@@ -358,8 +358,8 @@ def test_checkpointing_and_chunked_head_keep_the_loss_and_gradients(engine_cache
 @pytest.mark.parametrize("checkpointing", [True, False])
 def test_a_bf16_base_computed_in_fp32_equals_fp32_on_the_rounded_weights(engine_cache, tok, checkpointing):
     """base_weights="bf16" with fp32 compute (issue 17, a laptop without native bf16): half the base's memory, and the
-    arithmetic of float32 on the bf16-rounded weights (the conversions are exact), gradients included, whether the
-    backward pass gets the widened copy (checkpointed blocks) or widens again (the shared prefix, no checkpointing)."""
+    arithmetic of float32 on the bf16-rounded weights (the conversions are exact), gradients included, with and
+    without checkpointing (the layers widen into shared buffers: a layer that used another's would show here)."""
     batch = _three_examples(tok)
     results = []
     for stored in ("bfloat16", "rounded"):

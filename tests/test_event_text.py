@@ -55,8 +55,8 @@ def test_the_trainers_own_lines_read_in_chinese() -> None:
         "reference: the model this job starts from, frozen; log-probabilities of the 20 training and 10 validation "
         "pairs computed once",
         "trained 7047 tokens in 286 s (25 tokens/s)",
-        "the base model's weights are kept in bf16 and widened to float32 one layer at a time "
-        "(LOCALAPI_TRAIN_BASE_WEIGHTS=bf16): about half the memory of the base, some time for the conversions",
+        "the base model's weights are kept in bf16 and widened to float32 one layer at a time: half the memory of "
+        "float32 weights (LOCALAPI_TRAIN_BASE_WEIGHTS=fp32 keeps them in float32)",
     ]
     for line in lines:
         assert zh(line) != line and not english_phrases(zh(line)), zh(line)

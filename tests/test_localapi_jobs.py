@@ -267,11 +267,13 @@ def test_restart_in_the_middle_of_a_job(tmp_path):
         srv.stop()
 
 
-def test_a_server_told_to_keep_the_base_in_bf16_trains_in_float32_on_it(tmp_path, monkeypatch):
-    """`serve --train-base-weights bf16` (LOCALAPI_TRAIN_BASE_WEIGHTS) on a CPU training in float32 (held to AVX2 here):
-    the job stores the base in bf16, says so in its events, and trains to a usable model (issue 17)."""
+@pytest.mark.parametrize("args, bf16_base", [([], True), (["--train-base-weights", "fp32"], False)])
+def test_a_float32_trainer_keeps_the_base_in_bf16_unless_told_fp32(tmp_path, monkeypatch, args, bf16_base):
+    """On a CPU training in float32 (held to AVX2 here) the job keeps the frozen base in bf16 and widens it layer by
+    layer, says so in its events, and trains to a usable model; `serve --train-base-weights fp32`
+    (LOCALAPI_TRAIN_BASE_WEIGHTS) keeps it in float32 (issue 17)."""
     monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")  # models.cpu_supports_bf16() answers no: the trainer uses fp32
-    srv = Server(tmp_path / "work", free_port(), args=["--train-base-weights", "bf16"]).start()
+    srv = Server(tmp_path / "work", free_port(), args=args).start()
     try:
         client = srv.client(timeout=120.0)
         train = upload(client, write_chat_jsonl(tmp_path / "t.jsonl", 10))
@@ -281,7 +283,7 @@ def test_a_server_told_to_keep_the_base_in_bf16_trains_in_float32_on_it(tmp_path
         job, _ = wait_for(client, job.id, lambda j: j.status in TERMINAL)
         assert job.status == "succeeded", (job.error, srv.log()[-3000:])
         messages = [e.message for e in client.fine_tuning.jobs.list_events(job.id, limit=100).data]
-        assert any(m.startswith("the base model's weights are kept in bf16") for m in messages), messages
+        assert any(m.startswith("the base model's weights are kept in bf16") for m in messages) == bf16_base, messages
         assert any("fp32 on cpu" in m for m in messages), messages
         reply = client.chat.completions.create(model=job.fine_tuned_model, messages=CHAT, max_tokens=4)
         assert reply.choices[0].message.content is not None

@@ -29,7 +29,7 @@ def test_too_little_memory_says_what_to_do_in_both_languages(monkeypatch: pytest
     assert "2.5 GB" in text and f"{short.needed_gb:.1f} GB" in text and models.QWEN_MODEL in text
     assert f"FINETUNE_BASE_MODEL={models.DEFAULT_MODEL}" in text and "WORKBOOK_SKIP_MEMORY_CHECK=1" in text
     assert "内存不够" in text and "Not enough memory" in text
-    assert text.count("LOCALAPI_TRAIN_BASE_WEIGHTS=bf16") == 2  # the float32 trainer's smaller setting, both languages
+    assert "LOCALAPI_TRAIN_BASE_WEIGHTS" not in text  # the bf16 base is the default: nothing smaller to set
     assert memory.check(models.QWEN_MODEL, available=64.0).enough
     assert memory.check("someone/unmeasured-model", available=4.0).needed_gb == memory.UNMEASURED_PEAK_GB
     smallest = memory.advice(memory.check(models.DEFAULT_MODEL, available=0.5))

@@ -58,11 +58,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                        help="converted base models (LOCALAPI_MODEL_CACHE, default WORK_DIR/localapi/models)")
     serve.add_argument("--latency", type=float, default=_env_float("LOCALAPI_LATENCY", 0.0),
                        help="seconds added to every /v1 request, for benchmarks (LOCALAPI_LATENCY)")
-    serve.add_argument("--train-base-weights", choices=["auto", "bf16"],
+    serve.add_argument("--train-base-weights", choices=["auto", "bf16", "fp32"],
                        default=os.environ.get("LOCALAPI_TRAIN_BASE_WEIGHTS", "auto") or "auto",
-                       help="how training jobs keep the frozen base model (LOCALAPI_TRAIN_BASE_WEIGHTS): auto (in the "
-                            "precision they compute in) or bf16 (about 1 GB less for Qwen where training computes in "
-                            "float32, at some speed)")
+                       help="how training jobs keep the frozen base model (LOCALAPI_TRAIN_BASE_WEIGHTS): auto or bf16 "
+                            "(in bf16; where training computes in float32 each layer is widened as it runs) or fp32 "
+                            "(in float32 where training computes in float32: about 1 GB more for Qwen)")
     serve.add_argument("--log-level", default=os.environ.get("LOCALAPI_LOG_LEVEL", "info"),
                        help="debug, info, warning (LOCALAPI_LOG_LEVEL); debug also logs every request")
     export = sub.add_parser("export", help="export a fine-tuned model: PEFT adapter, merged model, or GGUF adapter for llama.cpp/Ollama")

@@ -21,7 +21,7 @@ class ServerSettings:
     faults: FaultSettings = field(default_factory=FaultSettings)
     default_max_tokens: int = 512  # when a chat request sets no limit
     model_cache: Path | None = None  # converted base models; default <work_dir>/localapi/models
-    train_base_weights: str = "auto"  # the trainer's TrainSpec.base_weights: "auto" or "bf16" (less memory, slower)
+    train_base_weights: str = "auto"  # the trainer's TrainSpec.base_weights: "auto"/"bf16", or "fp32" (more memory)
     request_shutdown: Callable[[], None] | None = None
 
     @property

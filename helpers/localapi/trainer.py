@@ -30,7 +30,9 @@ How it trains (see benchmarks/README.md for the measurements behind the defaults
   costs one more forward pass of the blocks.
 - bfloat16: where the CPU has native bf16 (AVX512-BF16/AMX) or on a CUDA GPU, the frozen base weights are stored
   in bf16 and the forward/backward runs under bf16 autocast; the LoRA weights and the optimiser stay float32.
-  Without native bf16 the trainer uses float32 (bf16 emulation is slower than float32).
+  Without native bf16 the trainer computes in float32 (bf16 emulation is slower than float32), but the frozen base
+  is still stored in bf16 and each layer is widened to float32 as it runs (`upcast_base_layers`: half the memory,
+  the weights a native-bf16 CPU trains on); `TrainSpec.base_weights="fp32"` keeps the float32 weights instead.
 - Validation (when a validation file is given) runs without gradients over the whole validation set before
   training and at the end of every epoch (`full_valid_*` in that step's `metrics` event and checkpoint), and on
   a fixed subset of its first 8 examples every `eval_every` steps and at epoch ends (`valid_*`), like OpenAI's
@@ -121,8 +123,9 @@ class TrainSpec:
     micro_batch_tokens: int = MAX_BATCH_TOKENS  # padded tokens per micro-batch, in training and validation
     method: str = "supervised"  # the job's method.type: "supervised" (chat files) or "dpo" (preference files)
     beta: float | None = None  # DPO's beta; None: objectives.DEFAULT_BETA
-    base_weights: str = "auto"  # the frozen base's storage: "auto" (the compute precision) or "bf16" (half the memory;
-    # in fp32 each layer's weights are widened to float32 as it runs: upcast_base_layers); LOCALAPI_TRAIN_BASE_WEIGHTS
+    base_weights: str = "auto"  # the frozen base's storage: "auto"/"bf16" (bf16; computed in float32 where the CPU has
+    # no native bf16, each layer widened as it runs: upcast_base_layers) or "fp32" (float32 where training computes in
+    # float32: the exact float32 weights, twice the memory); LOCALAPI_TRAIN_BASE_WEIGHTS
 
     def __post_init__(self) -> None:
         self.train_path = Path(self.train_path)
@@ -499,8 +502,8 @@ def _upcast_linear_class() -> Any:
 def upcast_base_layers(model: Any) -> int:
     """Compute in float32 on a base stored in bf16: every frozen linear layer widens its weights as it runs (into a
     buffer per weight shape, one layer at a time), the embedding's output is widened, and the output layer is
-    widened a slice at a time by `head_loss`. Half the memory of a float32 base, at the cost of the conversions; the weights are
-    the bf16 ones (as on a CPU with native bf16). Returns how many layers were switched."""
+    widened a slice at a time by `head_loss`. Half the memory of a float32 base, at the cost of the conversions;
+    the weights are the bf16 ones (as on a CPU with native bf16). Returns how many layers were switched."""
     import torch
 
     upcast = _upcast_linear_class()
@@ -561,15 +564,22 @@ def _head_loss_function() -> Any:
             target_logit = torch.zeros(n, dtype=torch.float32, device=hidden.device)
             acc = torch.zeros_like(hidden, dtype=torch.float32) if ctx.needs_input_grad[0] else None
             step = max(1, min(rows, HEAD_LOGITS // max(n, 1)))
-            # a head stored narrower than `dtype` is widened a slice at a time into one buffer (fresh copies are slow)
+            # One buffer for every slice's logits, and one to widen a head stored narrower than `dtype` into: fresh
+            # tensors of this size are newly mapped memory each time (the worker maps blocks over 4 MiB: heap.py).
+            scores = torch.empty(n * min(step, vocab), dtype=torch.float32, device=hidden.device)
             buffer = None if weight.dtype == dtype else weight.new_empty((min(step, vocab), weight.shape[1]), dtype=dtype)
             with torch.autocast(device_type=hidden.device.type, enabled=False):
                 for start in range(0, vocab, step):
                     w = weight[start:start + step]  # a slice of the vocabulary
                     if buffer is not None:
                         w = buffer[:len(w)].copy_(w)
-                    b = bias[start:start + step].to(dtype) if bias is not None else None
-                    logits = torch.nn.functional.linear(h, w, b).float()
+                    logits = scores[:n * len(w)].view(n, len(w))
+                    if dtype == torch.float32:
+                        torch.matmul(h, w.t(), out=logits)
+                    else:
+                        logits.copy_(h @ w.t())
+                    if bias is not None:
+                        logits.add_(bias[start:start + len(w)].to(dtype).float())
                     inside = (targets >= start) & (targets < start + len(w))
                     if inside.any():
                         where = inside.nonzero().squeeze(1)
@@ -581,7 +591,11 @@ def _head_loss_function() -> Any:
                     e = logits.sub_(new_max[:, None]).exp_()  # in place of the logits
                     sum_exp = sum_exp * rescale + e.sum(dim=-1)
                     if acc is not None:  # sum over the vocabulary of exp(logit - max) * W, rescaled as the max grows
-                        acc.mul_(rescale[:, None]).add_((e.to(dtype) @ w).float())
+                        acc.mul_(rescale[:, None])
+                        if dtype == torch.float32:
+                            acc.addmm_(e, w)
+                        else:
+                            acc.add_((e.to(dtype) @ w).float())
                     running_max = new_max
                 lse = running_max + sum_exp.log()
                 total = (lse - target_logit).sum()
@@ -991,7 +1005,7 @@ def start_run(spec: TrainSpec, say: Callable[..., None], should_stop: Callable[[
     objective = objectives.for_method(spec.method, spec.beta)
     precision = choose_precision(spec.precision, models.default_device())
     # loaded straight in bf16 when training in bf16: converting a float32 copy afterwards held both at once (~4 GB)
-    widened = precision == "fp32" and spec.base_weights == "bf16"  # a bf16 base computed in float32
+    widened = precision == "fp32" and spec.base_weights != "fp32"  # a bf16 base computed in float32
     loaded = models.load_model(spec.base_model, spec.cache_dir,
                                dtype="bfloat16" if precision == "bf16" or widened else "float32")
     tok, device = loaded.tokenizer, loaded.device
@@ -1019,8 +1033,8 @@ def start_run(spec: TrainSpec, say: Callable[..., None], should_stop: Callable[[
         f"{total_steps} steps, batch {batch_size}, lr {peak_lr:g}, {precision} on {device}")
     say(lora_line(model, spec.lora_rank))
     if widened:
-        say("the base model's weights are kept in bf16 and widened to float32 one layer at a time "
-            "(LOCALAPI_TRAIN_BASE_WEIGHTS=bf16): about half the memory of the base, some time for the conversions")
+        say("the base model's weights are kept in bf16 and widened to float32 one layer at a time: half the memory "
+            "of float32 weights (LOCALAPI_TRAIN_BASE_WEIGHTS=fp32 keeps them in float32)")
     if spec.init_adapter is not None:
         say("continuing from the fine-tuned model's LoRA adapter (its weights are the starting point, not a new adapter)")
     result = TrainResult(trained_tokens=0, adapter_dir=None, total_steps=total_steps, n_examples=len(train_set),
