@@ -162,3 +162,31 @@ def test_a_tokenizer_loads_without_torch_and_as_autotokenizer_builds_it(engine_c
     auto = AutoTokenizer.from_pretrained(engine_cache / "tiny-test")
     assert (name, torch_imported) == (type(auto).__name__, "False")
     assert ids == str(auto("高血压怎么治疗？")["input_ids"])
+
+
+def test_the_bf16_copy_is_every_float_tensor_rounded_as_torch_rounds_it(engine_cache, tmp_path):
+    """The bf16 copy (written a chunk at a time, never holding a whole tensor: issue 17) loads with safetensors and
+    equals torch's own rounding of every tensor, whatever the chunk size; other tensors are copied unchanged."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    source = tmp_path / "mixed.safetensors"
+    torch.manual_seed(0)
+    tensors = {"w": torch.randn(37, 11), "h": torch.randn(5).half(), "ids": torch.arange(7, dtype=torch.int64),
+               "empty": torch.zeros(0)}
+    save_file(tensors, str(source), metadata={"format": "pt"})
+    for chunk in (64, 1000, 1 << 20):  # chunks that split tensors (at element boundaries) and one that does not
+        target = tmp_path / f"bf16-{chunk}.safetensors"
+        M.write_bf16_safetensors(source, target, chunk_bytes=chunk)
+        with safe_open(str(target), framework="pt") as f:
+            assert f.metadata() == {"format": "pt"} and set(f.keys()) == set(tensors)
+            for name, want in tensors.items():
+                got = f.get_tensor(name)
+                expected = want.to(torch.bfloat16) if want.is_floating_point() else want
+                assert got.dtype == expected.dtype and torch.equal(got, expected), (chunk, name)
+    folder = M.ensure_bf16_copy("tiny-test", engine_cache)
+    with safe_open(str(folder / "model.safetensors"), framework="pt") as f, \
+            safe_open(str(engine_cache / "tiny-test" / "model.safetensors"), framework="pt") as g:
+        assert set(f.keys()) == set(g.keys())
+        for name in g.keys():
+            assert torch.equal(f.get_tensor(name), g.get_tensor(name).to(torch.bfloat16)), name

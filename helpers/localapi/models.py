@@ -33,6 +33,7 @@ import json
 import os
 import re
 import shutil
+import struct
 import sys
 import tempfile
 import threading
@@ -339,12 +340,9 @@ def ensure_bf16_copy(model_id: str, cache_dir: Path) -> Path | str:
 
     Loading in bf16 from the float32 files reads and converts all of them (2.5 GB for Qwen) while the bf16 copy
     is built in memory: both are resident at once (benchmarks/README.md, "Memory"). From this copy the weights are
-    memory-mapped as they are. The rounding is the same as converting while loading (round to nearest even).
+    memory-mapped as they are. The copy is written a chunk at a time (`write_bf16_safetensors`); the rounding is the
+    same as converting while loading (round to nearest even).
     """
-    import torch
-    from safetensors import safe_open
-    from safetensors.torch import save_file
-
     source = ensure_converted(model_id, cache_dir)
     if isinstance(source, str):
         return source
@@ -357,18 +355,61 @@ def ensure_bf16_copy(model_id: str, cache_dir: Path) -> Path | str:
         tmp = Path(tempfile.mkdtemp(prefix=".bf16-", dir=source.parent))
         for item in source.iterdir():
             if item.suffix == ".safetensors":
-                tensors = {}
-                with safe_open(str(item), framework="pt") as f:
-                    for name in f.keys():
-                        tensor = f.get_tensor(name)
-                        tensors[name] = tensor.to(torch.bfloat16) if tensor.is_floating_point() else tensor
-                    metadata = f.metadata()
-                save_file(tensors, str(tmp / item.name), metadata=metadata)
-                del tensors
+                write_bf16_safetensors(item, tmp / item.name)
             elif item.is_file() and item.name != "converted.json":
                 shutil.copyfile(item, tmp / item.name)
         _publish(tmp, target, {"source": source.name, "dtype": "bfloat16"})
     return target
+
+
+SAFETENSORS_FLOATS = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2}  # the floating-point dtypes of safetensors, in bytes
+
+
+def write_bf16_safetensors(source: Path, target: Path, chunk_bytes: int = 64 * 1024 * 1024) -> None:
+    """Copy a safetensors file with its floating-point tensors rounded to bf16, `chunk_bytes` of it at a time.
+
+    The source is read, not memory-mapped, and no whole tensor is held: a mapped float32 file's pages count in the
+    process's resident memory as it reads them (2.5 GB for Qwen), which made a training job's first start the
+    course's memory peak (benchmarks/README.md, "The 4 GB target"). Other tensors are copied as they are.
+    """
+    import torch
+
+    dtypes = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
+    with open(source, "rb") as f:
+        (size,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(size))
+        data_start = 8 + size
+        metadata = header.pop("__metadata__", None)
+        out_header: dict[str, Any] = {}
+        plan, offset = [], 0
+        for name, info in sorted(header.items(), key=lambda item: item[1]["data_offsets"][0]):
+            begin, end = info["data_offsets"]
+            floating = info["dtype"] in SAFETENSORS_FLOATS
+            length = (end - begin) // SAFETENSORS_FLOATS[info["dtype"]] * 2 if floating else end - begin
+            out_header[name] = {"dtype": "BF16" if floating else info["dtype"], "shape": info["shape"],
+                                "data_offsets": [offset, offset + length]}
+            plan.append((begin, end, dtypes[info["dtype"]] if floating else None))
+            offset += length
+        if metadata is not None:
+            out_header["__metadata__"] = metadata
+        blob = json.dumps(out_header, separators=(",", ":")).encode("utf-8")
+        blob += b" " * (-len(blob) % 8)  # the data starts 8-byte aligned, as safetensors writes it
+        with open(target, "wb") as out:
+            out.write(struct.pack("<Q", len(blob)) + blob)
+            for begin, end, dtype in plan:
+                f.seek(data_start + begin)
+                itemsize = dtype.itemsize if dtype is not None else 1
+                remaining = end - begin
+                while remaining:
+                    raw = f.read(min(remaining, chunk_bytes - chunk_bytes % itemsize))
+                    if not raw:
+                        raise ModelError(f"{source.name} is shorter than its header says; convert the model again")
+                    remaining -= len(raw)
+                    if dtype is None:
+                        out.write(raw)
+                    else:
+                        values = torch.frombuffer(bytearray(raw), dtype=dtype).to(torch.bfloat16)
+                        out.write(values.view(torch.int16).numpy().tobytes())
 
 
 _IMPORT_LOCK = threading.Lock()  # transformers' lazy module is not safe to resolve from two threads at once
