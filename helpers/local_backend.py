@@ -113,6 +113,23 @@ def _start(cfg: Config, timeout: float, extra_args: list[str] | None) -> None:
                            f"(pid {proc.pid}). Last lines of {log_path}:\n{_log_tail(log_path)}")
 
 
+def release_models(cfg: Config, timeout: float = 60.0) -> int:
+    """Ask the local server to unload its generation models (they load again on the next chat request), so that
+    another program can have the memory: notebook 08 before llama.cpp loads the same model (issue 17). Returns how
+    many base models were unloaded; 0 on a remote backend or when no local server answers."""
+    if not cfg.is_local:
+        return 0
+    try:
+        r = httpx.post(server_root(cfg) + "/local/release", headers={"Authorization": f"Bearer {cfg.api_key}"},
+                       timeout=timeout)
+    except httpx.TransportError:
+        return 0
+    if r.status_code != 200:
+        raise LocalServerError(f"The server on {cfg.base_url} could not unload its models: HTTP {r.status_code} "
+                               f"{r.text[:200]}")
+    return int(r.json().get("released", 0))
+
+
 def stop_server(cfg: Config, timeout: float = 30.0) -> bool:
     """Ask the local server on cfg.base_url to shut down and wait until it is gone; False when none was running."""
     if not cfg.is_local:

@@ -18,9 +18,9 @@ GB = 1024 ** 3
 COURSE_PEAK_GB = {
     # not measured with native bf16 since the server frees its models before training and exports (2026-12-07);
     # before 08 the bf16 course measured 5.20 GB on a Xeon with AMX (2026-12-06); 08 works in float32 everywhere
-    (models.QWEN_MODEL, True): 5.2,
-    (models.QWEN_MODEL, False): 5.2,  # measured 5.16 GB, AVX2-only emulation on AMD EPYC, 2026-12-07 12:09 (in 08, with
-    # llama.cpp beside the server's model); 06's training now about 3.7 GB, 07 4.3 GB, 09 4.4 GB
+    (models.QWEN_MODEL, True): 4.5,
+    (models.QWEN_MODEL, False): 4.5,  # measured 4.41 GB in 09 (AVX2-only emulation on AMD EPYC, 2026-12-07 12:09), 07
+    # 4.30 GB; 08 3.91 GB once the server unloads before the merged check and llama.cpp; 06 about 3.7 GB
     (models.DEFAULT_MODEL, True): 2.0,  # not measured: a quarter of Qwen's weights, the same processes around them
     (models.DEFAULT_MODEL, False): 2.5,  # not measured (as above)
     (models.TINY_MODEL, True): 1.5,

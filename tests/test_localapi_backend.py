@@ -8,7 +8,7 @@ import os
 import pytest
 
 from helpers.config import load_config
-from helpers.local_backend import LocalServerError, ensure_server, probe, stop_server
+from helpers.local_backend import LocalServerError, ensure_server, probe, release_models, stop_server
 from tests.localapi_support import MODEL_CACHE, free_port
 
 
@@ -46,6 +46,22 @@ def test_ensure_server_starts_detached_reuses_and_stops(cfg):
     assert stop_server(cfg) is True
     assert probe(cfg) is None
     assert stop_server(cfg) is False
+
+
+def test_release_models_unloads_what_the_server_holds_and_it_loads_again(cfg):
+    """`release_models` (notebook 08, before llama.cpp loads the same model: issue 17) unloads the server's models;
+    the next chat request loads them again; without a server there is nothing to release."""
+    from openai import OpenAI
+
+    assert release_models(cfg) == 0  # nothing listens yet
+    ensure_server(cfg, timeout=180)
+    client = OpenAI(base_url=cfg.base_url, api_key=cfg.api_key, timeout=120)
+    chat = dict(model="tiny-test", messages=[{"role": "user", "content": "你好"}], max_tokens=3, temperature=0)
+    first = client.chat.completions.create(**chat).choices[0].message.content
+    assert release_models(cfg) == 1
+    assert release_models(cfg) == 0  # already unloaded
+    assert client.chat.completions.create(**chat).choices[0].message.content == first  # loaded again, same answer
+    assert release_models(cfg) == 1
 
 
 def test_ensure_server_reports_a_failed_start(cfg, tmp_path):
