@@ -24,9 +24,9 @@ How it trains (see benchmarks/README.md for the measurements behind the defaults
   micro-batches whose gradients are accumulated, so one optimiser step always sees `batch_size` examples.
 - Memory (issue 17; benchmarks/bench_memory.py): the output layer and the loss run a slice of `HEAD_ROWS`
   vocabulary rows at a time with an online softmax and hand the gradient back without ever building positions x
-  vocabulary logits (`head_loss`), and each transformer block's activations are recomputed in the backward pass instead of kept
-  (`TrainSpec.gradient_checkpointing`, on by default; the shared prefix's cache is read-only, so the replay
-  sees what the first pass saw). Both compute the same numbers (tests/test_engine_trainer.py); checkpointing
+  vocabulary logits (`head_loss`), and each transformer block's activations are recomputed in the backward pass
+  instead of kept (`TrainSpec.gradient_checkpointing`, on by default; the shared prefix's cache is read-only, so the
+  replay sees what the first pass saw). Both compute the same numbers (tests/test_engine_trainer.py); checkpointing
   costs one more forward pass of the blocks.
 - bfloat16: where the CPU has native bf16 (AVX512-BF16/AMX) or on a CUDA GPU, the frozen base weights are stored
   in bf16 and the forward/backward runs under bf16 autocast; the LoRA weights and the optimiser stay float32.
@@ -64,7 +64,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterator
 
 from helpers.localapi import models
 
