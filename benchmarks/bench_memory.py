@@ -145,7 +145,7 @@ def child(args: argparse.Namespace) -> int:
     v = VARIANTS[args.variant]
     fused, checkpointing, max_tokens = v["fused"], v["checkpointing"], v["max_tokens"]
     precision = T.choose_precision(args.precision, M.default_device())
-    widened = precision == "fp32" and v.get("base_weights") != "fp32"
+    widened = T.widens_base(precision, v.get("base_weights", "auto"))
     loaded = M.load_model(args.model, args.cache_dir, dtype="bfloat16" if widened else "float32")
     examples, _ = T.encode_file(Path(args.train), loaded.tokenizer, loaded.spec.max_seq_len, loaded.stop_ids)
     pad_id = loaded.tokenizer.pad_token_id

@@ -362,9 +362,6 @@ def ensure_bf16_copy(model_id: str, cache_dir: Path) -> Path | str:
     return target
 
 
-SAFETENSORS_FLOATS = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2}  # the floating-point dtypes of safetensors, in bytes
-
-
 def write_bf16_safetensors(source: Path, target: Path, chunk_bytes: int = 64 * 1024 * 1024) -> None:
     """Copy a safetensors file with its floating-point tensors rounded to bf16, `chunk_bytes` of it at a time.
 
@@ -384,11 +381,11 @@ def write_bf16_safetensors(source: Path, target: Path, chunk_bytes: int = 64 * 1
         plan, offset = [], 0
         for name, info in sorted(header.items(), key=lambda item: item[1]["data_offsets"][0]):
             begin, end = info["data_offsets"]
-            floating = info["dtype"] in SAFETENSORS_FLOATS
-            length = (end - begin) // SAFETENSORS_FLOATS[info["dtype"]] * 2 if floating else end - begin
-            out_header[name] = {"dtype": "BF16" if floating else info["dtype"], "shape": info["shape"],
+            dtype = dtypes.get(info["dtype"])  # None: not floating point, copied as it is
+            length = (end - begin) // dtype.itemsize * 2 if dtype is not None else end - begin
+            out_header[name] = {"dtype": "BF16" if dtype is not None else info["dtype"], "shape": info["shape"],
                                 "data_offsets": [offset, offset + length]}
-            plan.append((begin, end, dtypes[info["dtype"]] if floating else None))
+            plan.append((begin, end, dtype))
             offset += length
         if metadata is not None:
             out_header["__metadata__"] = metadata

@@ -499,6 +499,11 @@ def _upcast_linear_class() -> Any:
     return UpcastLinear
 
 
+def widens_base(precision: str, base_weights: str) -> bool:
+    """True when the frozen base is stored in bf16 but training computes in float32 (TrainSpec.base_weights)."""
+    return precision == "fp32" and base_weights != "fp32"
+
+
 def upcast_base_layers(model: Any) -> int:
     """Compute in float32 on a base stored in bf16: every frozen linear layer widens its weights as it runs (into a
     buffer per weight shape, one layer at a time), the embedding's output is widened, and the output layer is
@@ -1005,7 +1010,7 @@ def start_run(spec: TrainSpec, say: Callable[..., None], should_stop: Callable[[
     objective = objectives.for_method(spec.method, spec.beta)
     precision = choose_precision(spec.precision, models.default_device())
     # loaded straight in bf16 when training in bf16: converting a float32 copy afterwards held both at once (~4 GB)
-    widened = precision == "fp32" and spec.base_weights != "fp32"  # a bf16 base computed in float32
+    widened = widens_base(precision, spec.base_weights)
     loaded = models.load_model(spec.base_model, spec.cache_dir,
                                dtype="bfloat16" if precision == "bf16" or widened else "float32")
     tok, device = loaded.tokenizer, loaded.device
