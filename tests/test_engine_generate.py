@@ -257,6 +257,26 @@ def test_prefix_cache_reuses_at_most_all_but_the_last_token_and_forgets_the_olde
     assert [len(e.tokens) for e in cache._entries] == [70]  # 40 + 70 > 100: the least recently used went
 
 
+def test_the_engine_unloading_its_models_also_drops_the_cached_prompts(engine_cache, tmp_path):
+    """POST /local/release (notebooks 08 and 09, before they load a model of their own) must free the prompts'
+    KV caches too: they are the unloaded models' (issue 17: 200 MB kept in the server after release)."""
+    from helpers.localapi.engine import Engine
+    from helpers.localapi.storage import Storage
+
+    storage = Storage(tmp_path / "state", models_dir=engine_cache)
+    engine = Engine(storage)
+    _, generator = engine._engine()
+    try:
+        resolved = engine.resolve("tiny-test")
+        engine.complete(resolved, FEW_SHOT + [{"role": "user", "content": "失眠"}], {"max_tokens": 2, "temperature": 0})
+        assert len(generator.prefixes) == 1
+        assert engine.release_models() == 1
+        assert len(generator.prefixes) == 0
+    finally:
+        generator.close()
+        storage.close()
+
+
 def test_cache_layers_append_in_place_and_hold_what_concatenation_would(view):
     import torch
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 import torch
 
@@ -62,6 +64,23 @@ def test_a_packed_model_gives_the_plain_models_logits_and_answers(engine_cache):
     finally:
         generator.close()
     assert a == b
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the mapped weights file in /proc/self/maps")
+def test_the_embedding_stays_on_the_mapped_weights_file_and_the_rest_is_copied_off_it(engine_cache):
+    """The embedding is read a row per token: left on the file, only the rows of tokens seen are ever in memory
+    (Qwen in float32: 0.55 GB less in the server; issue 17). Everything else must be off the file."""
+    view = M.load_model("tiny-test", engine_cache)
+    prepack.prepack_linears(view.model)
+    ranges = prepack._mapped_weight_files()
+
+    def on_file(tensor: torch.Tensor) -> bool:
+        return any(a <= tensor.data_ptr() < b for a, b in ranges)
+
+    embedding = view.model.get_input_embeddings().weight
+    assert on_file(embedding)
+    others = [p for p in view.model.parameters() if p is not embedding] + list(view.model.buffers())
+    assert others and not any(on_file(t) for t in others)
 
 
 def test_the_pool_packs_on_a_cpu_unless_told_not_to(engine_cache):

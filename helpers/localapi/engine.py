@@ -103,7 +103,10 @@ class Engine:
                 log.debug("forget_adapter(%s) failed", adapter_dir, exc_info=True)
 
     def release_models(self) -> int:
-        """Unload every model the pool holds (they load again on the next request); the number of bases unloaded."""
+        """Unload every model the pool holds and the generator's cached prompts (KV caches of those models; all load
+        again on the next request); the number of bases unloaded."""
+        if self._generator is not None and self._generator.prefixes is not None:
+            self._generator.prefixes.clear()
         return self._pool.release() if self._pool is not None else 0
 
     # ---- generation --------------------------------------------------------------------

@@ -312,39 +312,52 @@ class PrefixCache:
     Attention is causal: the keys and values of a prompt's first k tokens depend on those k tokens only, so any
     cached prompt serves every later prompt that shares its opening (the system prompt, the few-shot examples of
     notebook 07). A prompt is kept when no cached prompt covers half of it; least recently used ones go first
-    once more than `max_tokens` are kept. Used by the generator's worker thread only.
+    once more than `max_tokens` are kept. Thread-safe: the generator's worker thread uses it, and `clear` may come
+    from any thread (the server unloading its models).
     """
 
     def __init__(self, max_tokens: int = PREFIX_CACHE_TOKENS, min_tokens: int = PREFIX_MIN_TOKENS) -> None:
         self.max_tokens, self.min_tokens = max_tokens, min_tokens
         self._entries: list[_Prefix] = []  # least recently used first
+        self._lock = threading.Lock()
         self.tokens_reused = 0  # for tests and benchmarks: prompt tokens whose prefill was skipped
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def clear(self) -> None:
+        """Drop every cached prompt (their KV caches are freed once no batch uses them)."""
+        with self._lock:
+            self._entries = []
 
     def lookup(self, key: str, prompt: list[int]) -> tuple[_Prefix | None, int]:
         """The cached prompt sharing the longest opening with `prompt`, and how many tokens of it to reuse (at most
         all but the prompt's last token, whose logits the first answer token needs); (None, 0) when under min_tokens."""
         best, length = None, 0
-        for entry in self._entries:
-            if entry.key == key:
-                n = min(common_prefix(entry.tokens, prompt), len(prompt) - 1)
-                if n > length:
-                    best, length = entry, n
-        if best is None or length < self.min_tokens:
-            return None, 0
-        self._entries.remove(best)
-        self._entries.append(best)
+        with self._lock:
+            for entry in self._entries:
+                if entry.key == key:
+                    n = min(common_prefix(entry.tokens, prompt), len(prompt) - 1)
+                    if n > length:
+                        best, length = entry, n
+            if best is None or length < self.min_tokens:
+                return None, 0
+            self._entries.remove(best)
+            self._entries.append(best)
         return best, length
 
     def wants(self, key: str, prompt: list[int]) -> bool:
         """True when no cached prompt covers half of this one (then it is worth keeping)."""
-        covered = max((common_prefix(e.tokens, prompt) for e in self._entries if e.key == key), default=0)
+        with self._lock:
+            covered = max((common_prefix(e.tokens, prompt) for e in self._entries if e.key == key), default=0)
         return len(prompt) >= self.min_tokens and covered < len(prompt) // 2 and len(prompt) <= self.max_tokens
 
     def store(self, key: str, prompt: list[int], layers: list[tuple[Any, Any]]) -> None:
         """Keep a prompt's KV cache, dropping the least recently used ones beyond max_tokens."""
-        self._entries.append(_Prefix(key, list(prompt), layers))
-        while sum(len(e.tokens) for e in self._entries) > self.max_tokens:
-            self._entries.pop(0)
+        with self._lock:
+            self._entries.append(_Prefix(key, list(prompt), layers))
+            while sum(len(e.tokens) for e in self._entries) > self.max_tokens:
+                self._entries.pop(0)
 
 
 class Generator:

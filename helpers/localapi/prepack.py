@@ -61,8 +61,9 @@ def _mapped_weight_files() -> list[tuple[int, int]]:
     return ranges
 
 
-def _release_file_pages(tensor: torch.Tensor, ranges: list[tuple[int, int]]) -> None:
-    """Let the kernel drop the pages of a weight read from a memory-mapped file (madvise DONTNEED).
+def _release_file_pages(tensor: torch.Tensor, ranges: list[tuple[int, int]]) -> bool:
+    """Let the kernel drop the pages of a weight read from a memory-mapped file (madvise DONTNEED); False when the
+    weight is not on such a file (then nothing is done).
 
     Only for pages of a mapped file (never this process's own memory): they are clean copies of the file, re-read
     if anything touches them again (a tied embedding still can). Without it, loading holds the float32 file's
@@ -71,11 +72,12 @@ def _release_file_pages(tensor: torch.Tensor, ranges: list[tuple[int, int]]) -> 
     start = tensor.data_ptr()
     end = start + tensor.untyped_storage().nbytes()
     if not any(a <= start and end <= b for a, b in ranges):  # ranges are only ever found on Linux
-        return
+        return False
     page = mmap.PAGESIZE
     first, last = -(-start // page) * page, end // page * page
     if last > first:
         _madvise()(first, last - first, 4)  # MADV_DONTNEED
+    return True
 
 
 @functools.lru_cache(maxsize=None)
@@ -89,17 +91,22 @@ def _madvise() -> Any:
 def prepack_linears(model: Any, batch_hint: int = PACK_BATCH_HINT) -> int:
     """Replace every plain nn.Linear of a (not yet peft-wrapped) model by a PackedLinear; returns how many.
 
-    The remaining parameters are copied off the file the weights were loaded from (transformers maps it), and the
-    file pages of each packed weight are released as soon as it is packed, so the packed weights are the only
-    copy of the linear layers in memory.
+    The file pages of each packed weight are released as soon as it is packed, so the packed weights are the only
+    copy of the linear layers in memory. The input embedding stays on the file the weights were loaded from
+    (transformers maps it) with its pages released too: a decoding step reads one row per token, so only the rows
+    of tokens seen are ever in memory (Qwen: tens of MB instead of 0.55 GB in float32). The other parameters (norms,
+    biases) are copied off the file.
     """
     targets = [(parent, name, child) for parent in model.modules() for name, child in parent.named_children()
                if type(child) is torch.nn.Linear]
     ranges = _mapped_weight_files()
+    embedding = model.get_input_embeddings().weight
     with torch.no_grad():
         for parent, name, child in targets:
             setattr(parent, name, PackedLinear(child, batch_hint))
             _release_file_pages(child.weight, ranges)
         for tensor in list(model.parameters()) + list(model.buffers()):
+            if tensor is embedding and _release_file_pages(tensor, ranges):
+                continue
             tensor.data = tensor.data.clone()
     return len(targets)
