@@ -114,6 +114,16 @@ def test_smollm_gguf_converts_once_to_a_plain_float32_checkpoint(engine_cache):
     ids = M.encode_prompt(lm.tokenizer, [{"role": "user", "content": "What is the capital of France?"}])
     out = lm.model.generate(torch.tensor([ids]), max_new_tokens=12, do_sample=False)
     assert "Paris" in lm.tokenizer.decode(out[0][len(ids):])
+    # written a tensor at a time (write_gguf_safetensors), the weights are exactly what transformers' own GGUF
+    # loader builds, Llama's query/key permutation included; the embedding is tied to the output layer
+    from transformers import AutoModelForCausalLM
+
+    gguf_folder, name = M.gguf_location(M.get_spec("smollm2-135m-instruct"), engine_cache)
+    reference = AutoModelForCausalLM.from_pretrained(gguf_folder, gguf_file=name, dtype=torch.float32).state_dict()
+    ours = lm.model.state_dict()
+    assert sorted(ours) == sorted(reference)
+    assert all(torch.equal(ours[k], reference[k]) for k in reference)
+    assert config["tie_word_embeddings"] and config["architectures"] == ["LlamaForCausalLM"]
 
 
 def test_qwen_is_a_builtin_gguf_model_checked_by_sha256(tmp_path, monkeypatch):

@@ -4,12 +4,15 @@ glibc keeps what a program frees for its next allocations. Two things hand it ba
 at least that large are mapped on their own and unmapped when freed; the training worker sets it, because its
 activations of ever-changing sizes fragment the heap) and `malloc_trim`, which returns every free page of the heap
 (the model pool calls it after unloading models). Elsewhere (macOS, musl, Windows) both do nothing.
-See benchmarks/README.md, "The course with 08".
+See benchmarks/README.md, "The course with 08". Pages of a memory-mapped file that were read also count as this
+process's resident memory until it lets them go (`drop_file_pages`).
 """
 
 from __future__ import annotations
 
 import ctypes
+import functools
+import mmap
 import os
 from typing import Any
 
@@ -19,6 +22,7 @@ MMAP_THRESHOLD = 4 * 1024 * 1024
 M_MMAP_THRESHOLD = -3  # mallopt's parameter number (malloc.h)
 
 
+@functools.lru_cache(maxsize=None)
 def _libc_function(name: str) -> Any | None:
     """A function of the C library this process runs on, or None where it has no such function."""
     try:
@@ -45,3 +49,18 @@ def trim() -> bool:
         return False
     malloc_trim.argtypes = [ctypes.c_size_t]
     return malloc_trim(0) == 1
+
+
+def drop_file_pages(address: int, length: int) -> bool:
+    """Let the kernel take back the whole pages in [address, address + length) of a read-only memory-mapped file
+    (madvise MADV_DONTNEED): they are clean copies of the file, read again if touched again. Never call it on
+    memory the process wrote. False where there is no madvise (nothing is done)."""
+    madvise = _libc_function("madvise")
+    if madvise is None:
+        return False
+    madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    page = mmap.PAGESIZE
+    first, last = -(-address // page) * page, (address + length) // page * page
+    if last > first:
+        madvise(first, last - first, 4)  # MADV_DONTNEED
+    return True

@@ -270,19 +270,20 @@ def _convert_gguf(spec: ModelSpec, target: Path, cache_dir: Path, lang: str = "e
 
 
 def _convert_gguf_quietly(spec: ModelSpec, target: Path, cache_dir: Path, folder: Path, name: str) -> None:
-    """The conversion itself (see _convert_gguf)."""
+    """The conversion itself (see _convert_gguf): config and tokenizer from the GGUF's metadata, the weights
+    dequantised and written one tensor at a time (`write_gguf_safetensors`)."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoTokenizer, GenerationConfig
 
-    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
-    # transformers refuses to save a model "quantized with gguf"; the weights are already dequantised,
-    # so drop the quantizer and its config and save a plain float32 checkpoint.
-    model.hf_quantizer = None
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    model.config.name_or_path = spec.id
+    config = AutoConfig.from_pretrained(folder, gguf_file=name)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    config.dtype = torch.float32
+    config.name_or_path = spec.id
     tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=cache_dir))
-    model.save_pretrained(tmp, safe_serialization=True)
+    config.architectures = [write_gguf_safetensors(Path(folder) / name, config, tmp / "model.safetensors")]
+    config.save_pretrained(tmp)
+    GenerationConfig.from_model_config(config).save_pretrained(tmp)
     if name == GGUF_FILE:
         AutoTokenizer.from_pretrained(_gguf_tokenizer(cache_dir)).save_pretrained(tmp)
     else:
@@ -291,6 +292,66 @@ def _convert_gguf_quietly(spec: ModelSpec, target: Path, cache_dir: Path, folder
     if name == modelfiles.QWEN_GGUF.name:
         info["sha256"] = modelfiles.QWEN_GGUF.sha256
     _publish(tmp, target, info)
+
+
+def write_gguf_safetensors(gguf_path: Path, config: Any, target: Path, rows_per_chunk: int = 4096) -> str:
+    """Dequantise a GGUF file's tensors to float32 and write them as safetensors under transformers' names; returns
+    the name of the model class they are for.
+
+    The names and the per-architecture fixes (e.g. Llama's query/key permutation) are transformers' own GGUF
+    loader's (`get_gguf_hf_weights_map`, its tensor processors), so the weights are the ones
+    `from_pretrained(gguf_file=...)` builds; but only `rows_per_chunk` rows of one tensor are in memory at a time
+    (a whole tensor where the architecture needs a fix). Building the whole model that way held every dequantised
+    tensor and the model at once: 3.7 GB for Qwen, 03's memory peak (benchmarks/README.md, "The 4 GB target").
+    """
+    import numpy as np
+    import torch
+    from gguf import GGUFReader, dequantize
+    from transformers import AutoModelForCausalLM
+    from transformers.modeling_gguf_pytorch_utils import (TENSOR_PROCESSORS, TensorProcessor,
+                                                          get_gguf_hf_weights_map, read_field)
+
+    reader = GGUFReader(gguf_path)
+    architecture = read_field(reader, "general.architecture")[0]
+    parsed = {"config": config.to_dict(), "tensors": {}}  # what transformers' loader hands its tensor processors
+    processor = TENSOR_PROCESSORS.get(architecture, TensorProcessor)(config=parsed["config"])
+    with torch.device("meta"):
+        skeleton = AutoModelForCausalLM.from_config(config)
+    names = get_gguf_hf_weights_map(skeleton, processor)
+    shapes = {n: list(p.shape) for n, p in skeleton.named_parameters()}  # a tied output layer is listed once
+    shapes.update({n: list(b.shape) for n, b in skeleton.named_buffers() if n in skeleton.state_dict()})
+    plan = [(t, names[t.name]) for t in reader.tensors if names.get(t.name) in shapes]
+    missing = sorted(set(shapes) - {hf for _, hf in plan})
+    if missing:
+        raise ModelError(f"{gguf_path.name} has no tensor for {', '.join(missing[:3])}: it does not fit the model "
+                         "its metadata describes; download it again")
+    header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
+    offset = 0
+    for _, hf in plan:
+        length = 4 * int(np.prod(shapes[hf]))
+        header[hf] = {"dtype": "F32", "shape": shapes[hf], "data_offsets": [offset, offset + length]}
+        offset += length
+    blob = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    blob += b" " * (-len(blob) % 8)  # the data starts 8-byte aligned, as safetensors writes it
+    plain = type(processor) is TensorProcessor  # no per-architecture fix: a large tensor can go a few rows at a time
+    with open(target, "wb") as out:
+        out.write(struct.pack("<Q", len(blob)) + blob)
+        for tensor, hf in plan:
+            data, written = tensor.data, 0
+            step = max(1, rows_per_chunk) if plain and data.ndim == 2 else len(data)
+            for start in range(0, len(data), step):
+                weights = dequantize(data[start:start + step], tensor.tensor_type)
+                if not plain:
+                    weights = processor.process(weights=weights, name=tensor.name, tensor_key_mapping=names,
+                                                parsed_parameters=parsed).weights
+                values = np.ascontiguousarray(weights, dtype=np.float32)
+                out.write(values.data)
+                written += values.size
+            heap.drop_file_pages(data.ctypes.data, data.nbytes)  # the GGUF's pages read: 0.4 GB for Qwen otherwise
+            if written != int(np.prod(shapes[hf])) or (step == len(data) and list(values.shape) != shapes[hf]):
+                raise ModelError(f"{gguf_path.name}: tensor {tensor.name} does not have the shape {shapes[hf]} the "
+                                 f"model expects for {hf}; download the file again")
+    return type(skeleton).__name__
 
 
 def _build_tiny(spec: ModelSpec, target: Path, cache_dir: Path) -> None:

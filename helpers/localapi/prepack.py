@@ -14,12 +14,11 @@ peft wraps a PackedLinear like any nn.Linear, so LoRA adapters still load on top
 
 from __future__ import annotations
 
-import ctypes
-import functools
-import mmap
 from typing import Any
 
 import torch
+
+from helpers.localapi import heap
 
 PACK_BATCH_HINT = 8  # rows the packing is tuned for (07 sends 8 requests at a time); any row count works
 
@@ -73,19 +72,8 @@ def _release_file_pages(tensor: torch.Tensor, ranges: list[tuple[int, int]]) -> 
     end = start + tensor.untyped_storage().nbytes()
     if not any(a <= start and end <= b for a, b in ranges):  # ranges are only ever found on Linux
         return False
-    page = mmap.PAGESIZE
-    first, last = -(-start // page) * page, end // page * page
-    if last > first:
-        _madvise()(first, last - first, 4)  # MADV_DONTNEED
+    heap.drop_file_pages(start, end - start)
     return True
-
-
-@functools.lru_cache(maxsize=None)
-def _madvise() -> Any:
-    """libc's madvise, loaded once."""
-    madvise = ctypes.CDLL(None, use_errno=True).madvise
-    madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    return madvise
 
 
 def prepack_linears(model: Any, batch_hint: int = PACK_BATCH_HINT) -> int:
