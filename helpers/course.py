@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
-import pandas as pd
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
@@ -84,6 +83,7 @@ def _figure_png(results_csv: Path) -> str | None:
     if not results_csv.is_file():
         return None
     import matplotlib
+    import pandas as pd
 
     matplotlib.use("Agg")
     from helpers.fonts import setup_cjk_font
@@ -98,6 +98,8 @@ def _figure_png(results_csv: Path) -> str | None:
 
 def write_report(cfg: Config, runs: Sequence[NotebookRun], path: Path) -> Path:
     """A one-page HTML report: configuration, notebook timings, loss curves, the comparison table and example answers."""
+    import pandas as pd  # here, not at the top: the runner sits beside the course's processes (0.08 GB; issue 17)
+
     parts = [f"<h1>微调实战：运行报告</h1><pre>{html.escape(cfg.describe())}</pre>", "<h2>Notebooks</h2>"]
     timing = pd.DataFrame([{"notebook": r.name, "seconds": round(r.seconds, 1), "result": r.error or "ok"} for r in runs])
     parts.append(timing.to_html(index=False))

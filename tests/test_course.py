@@ -57,6 +57,17 @@ def test_course_twice_with_faults_leaves_one_of_each(course_env, capsys) -> None
     assert "report:" in capsys.readouterr().out
 
 
+def test_the_runner_imports_neither_pandas_nor_torch_until_the_report() -> None:
+    """The runner sits beside the kernels, the server and the training worker for the whole course: it stays small
+    (pandas alone is 0.08 GB of the 4 GB the course may use; issue 17)."""
+    import subprocess
+    import sys
+
+    code = "import sys, helpers.course; print(sorted({'pandas', 'torch', 'matplotlib'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "[]"
+
+
 def test_notebooks_are_found_in_order_and_filtered(tmp_path: Path) -> None:
     for name in ["02_b.ipynb", "01_a.ipynb", "10_x.ipynb", "README.ipynb"]:
         (tmp_path / name).write_text("{}", encoding="utf-8")
