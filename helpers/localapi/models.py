@@ -324,7 +324,7 @@ def write_gguf_safetensors(gguf_path: Path, config: Any, target: Path, rows_per_
     missing = sorted(set(shapes) - {hf for _, hf in plan})
     if missing:
         raise ModelError(f"{gguf_path.name} has no tensor for {', '.join(missing[:3])}: it does not fit the model "
-                         "its metadata describes; download it again")
+                         "its metadata describes (a damaged file, or a variant this converter does not know)")
     header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
     offset = 0
     for _, hf in plan:
@@ -350,7 +350,7 @@ def write_gguf_safetensors(gguf_path: Path, config: Any, target: Path, rows_per_
             heap.drop_file_pages(data.ctypes.data, data.nbytes)  # the GGUF's pages read: 0.4 GB for Qwen otherwise
             if written != int(np.prod(shapes[hf])) or (step == len(data) and list(values.shape) != shapes[hf]):
                 raise ModelError(f"{gguf_path.name}: tensor {tensor.name} does not have the shape {shapes[hf]} the "
-                                 f"model expects for {hf}; download the file again")
+                                 f"model expects for {hf} (a damaged file, or a variant this converter does not know)")
     return type(skeleton).__name__
 
 
