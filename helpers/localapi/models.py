@@ -294,6 +294,14 @@ def _convert_gguf_quietly(spec: ModelSpec, target: Path, cache_dir: Path, folder
     _publish(tmp, target, info)
 
 
+def _safetensors_header(header: dict[str, Any]) -> bytes:
+    """A safetensors file's opening: the header's length, then the header, padded so that the data starts 8-byte
+    aligned, as safetensors writes it."""
+    blob = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    blob += b" " * (-len(blob) % 8)
+    return struct.pack("<Q", len(blob)) + blob
+
+
 def write_gguf_safetensors(gguf_path: Path, config: Any, target: Path, rows_per_chunk: int = 4096) -> str:
     """Dequantise a GGUF file's tensors to float32 and write them as safetensors under transformers' names; returns
     the name of the model class they are for.
@@ -319,7 +327,8 @@ def write_gguf_safetensors(gguf_path: Path, config: Any, target: Path, rows_per_
         skeleton = AutoModelForCausalLM.from_config(config)
     names = get_gguf_hf_weights_map(skeleton, processor)
     shapes = {n: list(p.shape) for n, p in skeleton.named_parameters()}  # a tied output layer is listed once
-    shapes.update({n: list(b.shape) for n, b in skeleton.named_buffers() if n in skeleton.state_dict()})
+    saved = skeleton.state_dict()  # persistent buffers only
+    shapes.update({n: list(b.shape) for n, b in skeleton.named_buffers() if n in saved})
     plan = [(t, names[t.name]) for t in reader.tensors if names.get(t.name) in shapes]
     missing = sorted(set(shapes) - {hf for _, hf in plan})
     if missing:
@@ -331,11 +340,9 @@ def write_gguf_safetensors(gguf_path: Path, config: Any, target: Path, rows_per_
         length = 4 * int(np.prod(shapes[hf]))
         header[hf] = {"dtype": "F32", "shape": shapes[hf], "data_offsets": [offset, offset + length]}
         offset += length
-    blob = json.dumps(header, separators=(",", ":")).encode("utf-8")
-    blob += b" " * (-len(blob) % 8)  # the data starts 8-byte aligned, as safetensors writes it
     plain = type(processor) is TensorProcessor  # no per-architecture fix: a large tensor can go a few rows at a time
     with open(target, "wb") as out:
-        out.write(struct.pack("<Q", len(blob)) + blob)
+        out.write(_safetensors_header(header))
         for tensor, hf in plan:
             data, written = tensor.data, 0
             step = max(1, rows_per_chunk) if plain and data.ndim == 2 else len(data)
@@ -450,10 +457,8 @@ def write_bf16_safetensors(source: Path, target: Path, chunk_bytes: int = 64 * 1
             offset += length
         if metadata is not None:
             out_header["__metadata__"] = metadata
-        blob = json.dumps(out_header, separators=(",", ":")).encode("utf-8")
-        blob += b" " * (-len(blob) % 8)  # the data starts 8-byte aligned, as safetensors writes it
         with open(target, "wb") as out:
-            out.write(struct.pack("<Q", len(blob)) + blob)
+            out.write(_safetensors_header(out_header))
             for begin, end, dtype in plan:
                 f.seek(data_start + begin)
                 itemsize = dtype.itemsize if dtype is not None else 1
