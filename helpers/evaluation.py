@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from openai import OpenAI
+from openai import APIStatusError, OpenAI
 
 from helpers.config import Config
 from helpers.data import DataError, read_jsonl
@@ -33,6 +33,9 @@ from helpers import metrics as m
 from helpers.files import write_json_atomic, write_text_atomic
 
 CACHE_DIR_NAME = "eval_cache"
+# Statuses of a provider without `/v1/responses/input_tokens` (or one that will not count for this model): count the
+# tokens with one-token chat completions instead (`text_token_counts`).
+NO_COUNT_ENDPOINT = (400, 404, 405, 422, 501)
 
 # Huatuo-26M paper (Li et al., 2023, arXiv:2305.01526), Table 7, test set of Huatuo-26M: the two rows we cite.
 PAPER_TABLE7 = pd.DataFrame(
@@ -230,20 +233,33 @@ def ask(client: OpenAI, cache: ResponseCache | None, base_url: str, model: str, 
 
 
 def text_token_counts(client: OpenAI, model: str, texts: Sequence[str], *, base_url: str, cache: ResponseCache | None,
-                      workers: int = 8, seed: int = 42) -> list[int]:
-    """Each text's length in the model's own tokens, read from the API's usage numbers (notebook 07 sizes max_tokens).
+                      workers: int = 16, seed: int = 42) -> list[int]:
+    """Each text's length in the model's own tokens, counted by the API (notebook 07 sizes max_tokens).
 
-    The client cannot load the server's tokenizer, but every chat answer reports `usage.prompt_tokens`, counted
-    by the model that runs it: a one-token request with the text as the user message, minus the same request
-    with an empty message, is the text's token count (the chat template's tokens cancel out). Cached like answers.
+    The client cannot load the server's tokenizer, but the API counts with it: `client.responses.input_tokens.count`
+    reports the tokens of an input as the model reads it, without generating anything. A text as the user message,
+    minus an empty user message, is the text's token count (the chat template's tokens cancel out). A provider
+    without that endpoint (an OpenAI-compatible server answering 404, 405 or 400) is asked the way every provider
+    answers: a one-token chat completion per text, whose `usage.prompt_tokens` counts the same prompt (each such
+    request generates a token, so it is cached like the answers).
     """
+    def counted(text: str) -> int:
+        return client.responses.input_tokens.count(model=model, input=[{"role": "user", "content": text}]).input_tokens
+
     def prompt_tokens(text: str) -> int:
         record, _ = ask(client, cache, base_url, model, [{"role": "user", "content": text}], max_tokens=1, seed=seed)
         return int(record["prompt_tokens"])
 
+    count = counted
+    try:
+        empty = counted("")
+    except APIStatusError as exc:
+        if exc.status_code not in NO_COUNT_ENDPOINT:
+            raise
+        count, empty = prompt_tokens, prompt_tokens("")
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        counts = list(pool.map(prompt_tokens, ["", *texts]))
-    return [max(c - counts[0], 0) for c in counts[1:]]
+        counts = list(pool.map(count, texts))
+    return [max(c - empty, 0) for c in counts]
 
 
 def token_budget(counts: Sequence[int], quantile: float = 0.9, cap: int = 512) -> int:
@@ -255,7 +271,7 @@ def token_budget(counts: Sequence[int], quantile: float = 0.9, cap: int = 512) -
 
 
 def run_arms(client: OpenAI, arms: Sequence[Arm], questions: Sequence[str], *, base_url: str, cache: ResponseCache | None,
-             max_tokens: int = 128, workers: int = 8, seed: int = 42, frequency_penalty: float = 0.0,
+             max_tokens: int = 128, workers: int = 16, seed: int = 42, frequency_penalty: float = 0.0,
              on_done: Callable[[int, int], None] | None = None) -> list[Answer]:
     """Every arm on every question through a pool of `workers` threads (notebook 07); raise EvaluationError listing failures."""
     tasks = [(arm, i, q) for arm in arms for i, q in enumerate(questions)]

@@ -27,6 +27,8 @@ class FakeChat:
         self.delay, self.fail_model = delay, fail_model
 
     def handler(self, request: httpx.Request) -> httpx.Response:
+        if not request.url.path.endswith("/chat/completions"):  # an OpenAI-compatible server with chat only
+            return httpx.Response(404, json={"error": {"message": f"Not found: {request.url.path}"}})
         body = json.loads(request.read())
         with self.lock:
             self.requests += 1
@@ -142,8 +144,36 @@ def test_intervals_paired_and_style_tables() -> None:
     assert (readable["回答数"] == len(QUESTIONS)).all() and (readable["空回答"] == 0).all()
 
 
-def test_token_counts_come_from_usage_and_budget_is_the_quantile(tmp_path) -> None:
-    fake = FakeChat()  # its prompt_tokens are the prompt's characters
+class FakeCounting(FakeChat):
+    """A provider with `/v1/responses/input_tokens`: its count is 5 template tokens plus the input's characters."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.counts = 0
+
+    def handler(self, request: httpx.Request) -> httpx.Response:
+        if not request.url.path.endswith("/responses/input_tokens"):
+            return super().handler(request)
+        body = json.loads(request.read())
+        with self.lock:
+            self.counts += 1
+        chars = sum(len(item["content"]) for item in body["input"])
+        return httpx.Response(200, json={"object": "response.input_tokens", "input_tokens": 5 + chars})
+
+
+def test_token_counts_come_from_the_count_endpoint_and_budget_is_the_quantile(tmp_path) -> None:
+    fake = FakeCounting()
+    counts = evaluation.text_token_counts(fake.client(), "base", ["一二三", "一" * 10], base_url="u", cache=None, workers=2)
+    assert counts == [3, 10]  # the template's 5 tokens cancel out
+    assert fake.counts == 3 and fake.requests == 0  # the empty baseline plus one per text; nothing generated
+    assert evaluation.token_budget(list(range(1, 101)), 0.9) == 90
+    assert evaluation.token_budget([5, 1000], 0.9, cap=256) == 256
+    with pytest.raises(evaluation.EvaluationError, match="no reference answers"):
+        evaluation.token_budget([])
+
+
+def test_token_counts_fall_back_to_usage_where_the_provider_cannot_count(tmp_path) -> None:
+    fake = FakeChat()  # no count endpoint (the mock answers it 404); its prompt_tokens are the prompt's characters
     cache = evaluation.ResponseCache(tmp_path / "cache")
     counts = evaluation.text_token_counts(fake.client(), "base", ["一二三", "一" * 10], base_url="u", cache=cache, workers=2)
     assert counts == [3, 10]

@@ -116,6 +116,33 @@ def test_unsupported_responses_fields_are_400s_naming_the_field(client):
     assert client.responses.create(model="tiny-test", input="hi", store=False, max_output_tokens=16).store is False
 
 
+def test_input_tokens_count_the_prompt_the_model_reads_without_generating(server, client):
+    """`client.responses.input_tokens.count` counts what `usage.input_tokens` / `prompt_tokens` report for the same
+    input (chat template included), on a base and a fine-tuned model; bad requests are 400s naming the field."""
+    messages = [{"role": "system", "content": "你是一名医生。"}, {"role": "user", "content": QUESTION}]
+    counted = client.responses.input_tokens.count(model="tiny-test", instructions="你是一名医生。", input=QUESTION)
+    assert counted.object == "response.input_tokens"
+    chat = client.chat.completions.create(model="tiny-test", messages=messages, max_tokens=1)
+    told = client.responses.create(model="tiny-test", instructions="你是一名医生。", input=QUESTION, max_output_tokens=16)
+    assert counted.input_tokens == chat.usage.prompt_tokens == told.usage.input_tokens
+    parts = client.responses.input_tokens.count(model="tiny-test", input=[
+        {"role": "developer", "content": "你是一名医生。"},
+        {"type": "message", "role": "user", "content": [{"type": "input_text", "text": QUESTION}]}])
+    assert parts.input_tokens == counted.input_tokens
+    empty = client.responses.input_tokens.count(model="tiny-test", input=[{"role": "user", "content": ""}]).input_tokens
+    longer = client.responses.input_tokens.count(model="tiny-test", input=QUESTION * 3).input_tokens
+    assert 0 < empty < longer
+
+    cases = {"model": dict(input="hi"), "input": dict(model="tiny-test"),
+             "tools": dict(model="tiny-test", input="hi", tools=[{"type": "web_search"}]),
+             "previous_response_id": dict(model="tiny-test", input="hi", previous_response_id="resp_123"),
+             "input[0].role": dict(model="tiny-test", input=[{"role": "robot", "content": "hi"}])}
+    for param, fields in cases.items():
+        body = error_of(lambda: client.responses.input_tokens.count(**fields))
+        assert body["status"] == 400 and body["param"] == param, (param, body)
+    assert error_of(lambda: client.responses.input_tokens.count(model="no-such", input="hi"))["code"] == "model_not_found"
+
+
 def test_an_output_limit_beyond_the_context_is_a_400_naming_it(client):
     chat = [{"role": "user", "content": QUESTION}]
     for name in ("max_tokens", "max_completion_tokens"):
@@ -225,7 +252,8 @@ def test_responses_and_chat_share_the_generator_on_a_fine_tuned_model(server, cl
                                           max_tokens=16, temperature=0)
     response = client.responses.create(model=job.fine_tuned_model, input=QUESTION, max_output_tokens=16, temperature=0)
     assert response.model == job.fine_tuned_model and response.output_text == chat.choices[0].message.content
-    assert response.usage.input_tokens == chat.usage.prompt_tokens
+    assert response.usage.input_tokens == chat.usage.prompt_tokens == \
+        client.responses.input_tokens.count(model=job.fine_tuned_model, input=QUESTION).input_tokens
     streamed = list(client.responses.create(model=job.fine_tuned_model, input=QUESTION, max_output_tokens=16,
                                             temperature=0, stream=True))
     assert streamed[-1].response.output_text == response.output_text

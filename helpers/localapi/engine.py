@@ -156,6 +156,14 @@ class Engine:
             run["openings"] = openings
         return run
 
+    def count_tokens(self, resolved: ResolvedModel, messages: list[dict]) -> int:
+        """Prompt tokens of chat messages as the model sees them (its base model's tokenizer and chat template), without
+        loading the model or generating."""
+        try:
+            return models.count_chat_tokens(resolved.base, messages, self.storage.models_dir)
+        except models.ModelError as exc:
+            raise EngineError(f"Could not load the tokenizer of {resolved.id}: {exc}") from exc
+
     def complete(self, resolved: ResolvedModel, messages: list[dict], params: dict) -> list:
         """Finished choices for a chat request (list of generate.Choice)."""
         _, gen = self._engine()

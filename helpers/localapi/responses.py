@@ -7,6 +7,8 @@ become the chat messages the model's template renders. Generation is the chat pa
 `engine.stream`, the same generator, queue and limits. `response_object` shapes a finished answer (status
 "incomplete" with reason "max_output_tokens" when the limit cut it, as OpenAI does); `sse_events` streams OpenAI's
 semantic events (`response.created` ... `response.completed`, each with its `sequence_number`).
+`POST /v1/responses/input_tokens` (`count_request`) counts the prompt those messages render to with the model's own
+tokenizer, without generating (notebook 07 sizes its answers' token budget with it).
 
 Not supported (400): stored responses (`store: true`, `previous_response_id`, `conversation`, `background`;
 `GET /v1/responses/{id}` answers 404), tools of any kind (function calling is on `/v1/chat/completions`),
@@ -64,33 +66,59 @@ def prepare(body: schemas.ResponseCreate, default_max_tokens: int, resolve: Call
     return ResponsesRequest(body.model, resolved, messages, params, bool(body.stream), echo)
 
 
-def refuse_unsupported(body: schemas.ResponseCreate) -> None:
-    """A 400 naming the first field that asks for something the local server does not do."""
+def count_request(body: schemas.InputTokensCount, resolve: Callable[[str], Any]) -> tuple[Any, list[dict]]:
+    """Check a token-count request (`/v1/responses/input_tokens`): the model whose tokenizer counts, and the chat
+    messages whose rendered prompt is counted (the same messages `prepare` would give the model)."""
+    if not body.model:
+        raise bad_request("Missing required parameter: 'model' (the local server counts with the model's own tokenizer).",
+                          param="model", code="missing_required_parameter")
+    if body.input in (None, "", []) and not body.instructions:
+        raise bad_request("Missing required parameter: 'input'.", param="input", code="missing_required_parameter")
+    resolved = resolve(body.model)
+    refuse_unsupported(body)
+    messages = ([{"role": "system", "content": body.instructions}] if body.instructions else []) + \
+        (input_messages(body.input) if body.input not in (None, "", []) else [])
+    return resolved, messages
+
+
+def input_tokens_object(count: int) -> dict:
+    """OpenAI's answer to `/v1/responses/input_tokens`."""
+    return {"object": "response.input_tokens", "input_tokens": count}
+
+
+def refuse_unsupported(body: schemas.ResponseCreate | schemas.InputTokensCount) -> None:
+    """A 400 naming the first field that asks for something the local server does not do (a field the request type
+    lacks counts as unset)."""
+    def field(name: str) -> Any:
+        return getattr(body, name, None)
+
     stored = "the local server does not store responses"
+    text = field("text") or {}
     checks: list[tuple[str, bool, str]] = [
-        ("store", body.store is True, f"{stored}; leave store unset or false"),
-        ("previous_response_id", body.previous_response_id is not None,
+        ("store", field("store") is True, f"{stored}; leave store unset or false"),
+        ("previous_response_id", field("previous_response_id") is not None,
          f"{stored}, so it cannot continue one; send the earlier turns in 'input'"),
-        ("conversation", body.conversation is not None, f"{stored} or conversations; send the turns in 'input'"),
-        ("background", bool(body.background), "background responses are not supported by the local server"),
-        ("prompt", body.prompt is not None, "stored prompt templates are not supported by the local server"),
-        ("tools", bool(body.tools), "tools (built-in or function) are not supported on /v1/responses by the local "
-                                    "server; function calling works on /v1/chat/completions"),
-        ("tool_choice", body.tool_choice not in (None, "auto", "none"),
+        ("conversation", field("conversation") is not None, f"{stored} or conversations; send the turns in 'input'"),
+        ("background", bool(field("background")), "background responses are not supported by the local server"),
+        ("prompt", field("prompt") is not None, "stored prompt templates are not supported by the local server"),
+        ("tools", bool(field("tools")), "tools (built-in or function) are not supported on /v1/responses by the local "
+                                        "server; function calling works on /v1/chat/completions"),
+        ("tool_choice", field("tool_choice") not in (None, "auto", "none"),
          "'tool_choice' is only allowed when 'tools' are specified"),
-        ("include", bool(body.include), "the local server returns no extra output data ('include')"),
-        ("reasoning", bool(body.reasoning), "the local models are not reasoning models"),
-        ("top_logprobs", bool(body.top_logprobs), "logprobs are supported on /v1/chat/completions only"),
-        ("truncation", body.truncation not in (None, "disabled"),
+        ("include", bool(field("include")), "the local server returns no extra output data ('include')"),
+        ("reasoning", bool(field("reasoning")), "the local models are not reasoning models"),
+        ("personality", field("personality") is not None, "the local models have no personality presets"),
+        ("top_logprobs", bool(field("top_logprobs")), "logprobs are supported on /v1/chat/completions only"),
+        ("truncation", field("truncation") not in (None, "disabled"),
          "only truncation 'disabled' is supported: an input longer than the context is an error"),
-        ("text.format", ((body.text or {}).get("format") or {}).get("type", "text") != "text",
+        ("text.format", (text.get("format") or {}).get("type", "text") != "text",
          "only text output is supported by the local server (no structured output)"),
-        ("text.verbosity", (body.text or {}).get("verbosity") not in (None, "medium"),
+        ("text.verbosity", text.get("verbosity") not in (None, "medium"),
          "the local models have one verbosity ('medium')"),
-        ("context_management", body.context_management is not None, "not supported by the local server"),
-        ("moderation", body.moderation is not None, "not supported by the local server"),
-        ("image", body.image is not None, "not supported by the local server"),
-        ("prompt_cache_options", body.prompt_cache_options is not None,
+        ("context_management", field("context_management") is not None, "not supported by the local server"),
+        ("moderation", field("moderation") is not None, "not supported by the local server"),
+        ("image", field("image") is not None, "not supported by the local server"),
+        ("prompt_cache_options", field("prompt_cache_options") is not None,
          "prompt caching is automatic on the local server"),
     ]
     for param, refused, why in checks:

@@ -157,6 +157,22 @@ class ResponseCreate(Strict):
     access_programs: Any = None
 
 
+class InputTokensCount(Strict):
+    """POST /v1/responses/input_tokens: every field of OpenAI's request (responses.py refuses those it cannot count)."""
+
+    model: str | None = None
+    input: Union[str, list[Any], None] = None
+    instructions: str | None = None
+    conversation: Any = None
+    previous_response_id: str | None = None
+    parallel_tool_calls: bool | None = None
+    personality: str | None = None
+    reasoning: dict | None = None
+    text: dict | None = None
+    tool_choice: Any = None
+    tools: list[dict] | None = None
+    truncation: str | None = None
+
 # ---- response objects -------------------------------------------------------------------
 def page(data: list[dict], has_more: bool) -> dict:
     """OpenAI's cursor page: object list, data, first_id, last_id, has_more."""

@@ -1,5 +1,6 @@
 """`POST /v1/responses`: parse, check (`responses.prepare`), generate with the engine (as chat completions do),
-shape OpenAI's `response` object or its event stream; `GET`/`DELETE /v1/responses/{id}`: 404, nothing is stored."""
+shape OpenAI's `response` object or its event stream; `POST /v1/responses/input_tokens`: the prompt's token count with
+the model's own tokenizer, nothing generated; `GET`/`DELETE /v1/responses/{id}`: 404, nothing is stored."""
 
 from __future__ import annotations
 
@@ -30,6 +31,13 @@ async def create_response(body: schemas.ResponseCreate, engine: EngineDep, setti
         raise responses.input_error(exc) from None
     events = responses.sse_events(request, response_id, message_id, created, pieces)
     return StreamingResponse(events, media_type="text/event-stream", headers={"cache-control": "no-cache"})
+
+
+@router.post("/input_tokens")
+async def count_input_tokens(body: schemas.InputTokensCount, engine: EngineDep) -> dict:
+    """The input's token count as the model would see it (its chat template included), without generating."""
+    resolved, messages = responses.count_request(body, engine.resolve)
+    return responses.input_tokens_object(await run_in_threadpool(engine.count_tokens, resolved, messages))
 
 
 @router.get("/{response_id}")
