@@ -19,6 +19,12 @@ import pytest
 
 _STATE: dict = {}
 
+# No test may write into the reader's data/work (their uploads, jobs, key and converted models): whatever falls back
+# to the configured work folder gets a private one for the session (tests that need their own set it themselves).
+_SESSION_WORK = Path(tempfile.mkdtemp(prefix="tests-work-"))
+os.environ["WORKBOOK_WORK_DIR"] = str(_SESSION_WORK / "work")
+os.environ["WORKBOOK_BUILD_DIR"] = str(_SESSION_WORK / "build")
+
 # Every server, training worker and kernel a test starts shares 2 cores with pytest itself: one torch
 # thread each avoids OpenMP threads spinning for a core (see helpers/localapi/threads.py).
 os.environ.setdefault("LOCALAPI_TORCH_THREADS", "1")
@@ -68,7 +74,8 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Stop the server we started, restore the environment, remove the private folder."""
+    """Stop the server we started, restore the environment, remove the private folders."""
+    shutil.rmtree(_SESSION_WORK, ignore_errors=True)
     if "cfg" not in _STATE:
         return
     from helpers.local_backend import stop_server

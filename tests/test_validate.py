@@ -185,9 +185,9 @@ def test_cli_reports_file_line_problem_and_exits_1(tmp_path):
 def test_cli_overlap_and_missing_file(tmp_path):
     train = write(tmp_path, good_lines(), "train.jsonl")
     valid = write(tmp_path, good_lines(), "valid.jsonl")
-    out = run_cli(train, "--valid", valid)
+    out = run_cli(train, "--valid", valid, "--model", "gpt-4o-mini")  # an OpenAI model: no local tokenizer to convert
     assert out.returncode == 1 and f"{valid}:1: same question" in out.stdout
-    assert run_cli(tmp_path / "nope.jsonl").returncode == 2
+    assert run_cli(tmp_path / "nope.jsonl", "--model", "gpt-4o-mini").returncode == 2
 
 
 def test_assistant_tokens_are_counted_per_example(tmp_path):
