@@ -123,10 +123,11 @@ def serve(args: argparse.Namespace) -> None:
     from helpers.localapi.app import ServerSettings, create_app
     from helpers.localapi import heap
     from helpers.localapi.faults import FaultSettings
-    from helpers.localapi.threads import limit_torch_threads
+    from helpers.localapi.threads import limit_primitive_cache, limit_torch_threads
 
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    limit_primitive_cache()  # before torch runs anything: a new prefill length is a new oneDNN primitive (threads.py)
     limit_torch_threads()
     # generation's KV caches and logits of ever-changing sizes would fragment the heap, as training's activations
     # do in the worker: the server grew from 2.7 to 3.7 GB over 07's answers (heap.py, benchmarks/README.md)

@@ -20,7 +20,7 @@ import torch
 
 from helpers.localapi import heap
 
-PACK_BATCH_HINT = 8  # rows the packing is tuned for (07 sends 8 requests at a time); any row count works
+PACK_BATCH_HINT = 8  # rows the packing is tuned for (07 sent 8 requests at a time then, 16 now); any row count works
 
 
 class PackedLinear(torch.nn.Linear):
