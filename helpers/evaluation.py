@@ -239,7 +239,7 @@ def text_token_counts(client: OpenAI, model: str, texts: Sequence[str], *, base_
     The client cannot load the server's tokenizer, but the API counts with it: `client.responses.input_tokens.count`
     reports the tokens of an input as the model reads it, without generating anything. A text as the user message,
     minus an empty user message, is the text's token count (the chat template's tokens cancel out). A provider
-    without that endpoint (an OpenAI-compatible server answering 404, 405 or 400) is asked the way every provider
+    without that endpoint (an OpenAI-compatible server answering one of `NO_COUNT_ENDPOINT`: 404, 400, ...) is asked the way every provider
     answers: a one-token chat completion per text, whose `usage.prompt_tokens` counts the same prompt (each such
     request generates a token, so it is cached like the answers).
     """

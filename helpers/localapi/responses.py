@@ -72,12 +72,13 @@ def count_request(body: schemas.InputTokensCount, resolve: Callable[[str], Any])
     if not body.model:
         raise bad_request("Missing required parameter: 'model' (the local server counts with the model's own tokenizer).",
                           param="model", code="missing_required_parameter")
-    if body.input in (None, "", []) and not body.instructions:
+    has_input = body.input not in (None, "", [])
+    if not has_input and not body.instructions:
         raise bad_request("Missing required parameter: 'input'.", param="input", code="missing_required_parameter")
     resolved = resolve(body.model)
     refuse_unsupported(body)
     messages = ([{"role": "system", "content": body.instructions}] if body.instructions else []) + \
-        (input_messages(body.input) if body.input not in (None, "", []) else [])
+        (input_messages(body.input) if has_input else [])
     return resolved, messages
 
 
