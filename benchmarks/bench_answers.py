@@ -65,9 +65,8 @@ def timed(generator: G.Generator, jobs: list[tuple[M.LoadedModel, list[dict]]], 
 
 def run_variant(spec: str, args: argparse.Namespace, train: list[dict], questions: list[str]) -> dict:
     """Both phases with one variant's pool and generator (`NAME` or `NAME/WORKERS`); prints a line per phase."""
-    name, _, threads = spec.partition("/")
-    settings, workers = VARIANTS[name], int(threads) if threads else args.workers
-    name = spec
+    variant, _, threads = spec.partition("/")
+    settings, workers = VARIANTS[variant], int(threads) if threads else args.workers
     pool = M.ModelPool(args.cache_dir, prepack=settings["prepack"])
     generator = G.Generator(pool, prefix_cache=settings["prefix_cache"], prefill_slack=settings["prefill_slack"])
     base, tuned = pool.get(args.model), pool.get(args.model, args.adapter)
@@ -85,9 +84,9 @@ def run_variant(spec: str, args: argparse.Namespace, train: list[dict], question
     for phase, (seconds, choices) in result.items():
         prompt = sum(c.usage.prompt_tokens for c in choices)
         completion = sum(c.usage.completion_tokens for c in choices)
-        print(f"  {name:7s} {phase:12s} {len(choices):3d} requests, {prompt:6d} prompt + {completion:5d} completion "
+        print(f"  {spec:7s} {phase:12s} {len(choices):3d} requests, {prompt:6d} prompt + {completion:5d} completion "
               f"tokens in {seconds:6.1f} s = {completion / seconds:5.1f} completion tokens/s", flush=True)
-    print(f"  {name:7s} max_tokens {budget}; prefix tokens reused {generator.prefixes.tokens_reused if generator.prefixes else 0}; "
+    print(f"  {spec:7s} max_tokens {budget}; prefix tokens reused {generator.prefixes.tokens_reused if generator.prefixes else 0}; "
           f"largest batch {generator.largest_batch}", flush=True)
     generator.close()
     return result

@@ -19,9 +19,8 @@ COURSE_PEAK_GB = {
     # not measured with native bf16 since the server frees its models before training and exports (2026-12-07);
     # before 08 the bf16 course measured 5.20 GB on a Xeon with AMX (2026-12-06); 08 works in float32 everywhere
     (models.QWEN_MODEL, True): 4.0,
-    (models.QWEN_MODEL, False): 4.0,  # AVX2-only emulation on AMD EPYC, 2026-12-07 15:24-16:30: 06 3.90 GB (its
-    # runner 0.08 GB larger than now), 07 3.66 GB, 08 3.82 GB, 09 about 3.7 GB (its worker beside the server after
-    # unloading, measured apart), 01-05 1.34 GB
+    (models.QWEN_MODEL, False): 4.0,  # AVX2-only emulation on AMD EPYC, one course run 2026-12-07 17:58-18:32:
+    # 3.98 GB (01-05 1.33, 06 3.96, 07 3.98, 08 3.87, 09 3.98); 07 again with oneDNN's cache bounded 3.73 GB
     (models.DEFAULT_MODEL, True): 2.0,  # not measured: a quarter of Qwen's weights, the same processes around them
     (models.DEFAULT_MODEL, False): 2.5,  # not measured (as above)
     (models.TINY_MODEL, True): 1.5,

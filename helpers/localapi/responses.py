@@ -50,11 +50,11 @@ def prepare(body: schemas.ResponseCreate, default_max_tokens: int, resolve: Call
     """Check a Responses request (parameters, then the model, then the features it asks for and its input)."""
     temperature, top_p = chat.sampling(body.temperature, body.top_p)
     limit = chat.output_limit(body.max_output_tokens, "max_output_tokens", default_max_tokens, MIN_OUTPUT_TOKENS)
-    if body.input is None or body.input == "" or body.input == []:
+    if not has_input(body.input):
         raise bad_request("Missing required parameter: 'input'.", param="input", code="missing_required_parameter")
     resolved = resolve(body.model)
     refuse_unsupported(body)
-    messages = ([{"role": "system", "content": body.instructions}] if body.instructions else []) + input_messages(body.input)
+    messages = request_messages(body.instructions, body.input)
     params = {**limit, "temperature": temperature, "top_p": top_p, "seed": None, "stop": [], "n": 1,
               "tools": None, "forced": None, "top_logprobs": None}
     echo = {"instructions": body.instructions, "max_output_tokens": body.max_output_tokens,
@@ -72,14 +72,11 @@ def count_request(body: schemas.InputTokensCount, resolve: Callable[[str], Any])
     if not body.model:
         raise bad_request("Missing required parameter: 'model' (the local server counts with the model's own tokenizer).",
                           param="model", code="missing_required_parameter")
-    has_input = body.input not in (None, "", [])
-    if not has_input and not body.instructions:
+    if not has_input(body.input) and not body.instructions:
         raise bad_request("Missing required parameter: 'input'.", param="input", code="missing_required_parameter")
     resolved = resolve(body.model)
     refuse_unsupported(body)
-    messages = ([{"role": "system", "content": body.instructions}] if body.instructions else []) + \
-        (input_messages(body.input) if has_input else [])
-    return resolved, messages
+    return resolved, request_messages(body.instructions, body.input)
 
 
 def input_tokens_object(count: int) -> dict:
@@ -125,6 +122,17 @@ def refuse_unsupported(body: schemas.ResponseCreate | schemas.InputTokensCount) 
     for param, refused, why in checks:
         if refused:
             raise bad_request(f"Unsupported parameter: '{param}': {why}.", param=param, code="unsupported_parameter")
+
+
+def has_input(raw: str | list[Any] | None) -> bool:
+    """Whether a request's `input` holds anything (None, "" and [] do not)."""
+    return raw not in (None, "", [])
+
+
+def request_messages(instructions: str | None, raw: str | list[Any] | None) -> list[dict]:
+    """The chat messages a Responses request gives the model: `instructions` as the system message, then `input`."""
+    return ([{"role": "system", "content": instructions}] if instructions else []) + \
+        (input_messages(raw) if has_input(raw) else [])
 
 
 def input_messages(raw: str | list[Any]) -> list[dict]:
